@@ -1,0 +1,54 @@
+"""Tiny environments for the tests, registered on import.
+
+Scripts reach them through gymnasium's `module:EnvName` ids, e.g.
+`--env-id tests.fake_envs:ConstantReward-v0` (with the repository root on PYTHONPATH),
+so a subprocess run sees them without any test code inside the script.
+"""
+
+import gymnasium as gym
+import numpy as np
+
+
+class ConstantRewardEnv(gym.Env):
+    """Reward 1 at every step, never terminates, one constant observation.
+
+    Only the time limit ends an episode, so the true value is $1/(1-\\gamma)$ in every state;
+    a learner that treats truncation as termination learns something far smaller.
+    """
+
+    def __init__(self, continuous: bool = False, render_mode: str | None = None):
+        self.render_mode = render_mode
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        if continuous:
+            self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        else:
+            self.action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.array([0.5, -0.5], dtype=np.float32), {}
+
+    def step(self, action):
+        return np.array([0.5, -0.5], dtype=np.float32), 1.0, False, False, {}
+
+
+class MultiBinaryActionEnv(ConstantRewardEnv):
+    """An action space none of the scripts supports."""
+
+    def __init__(self, render_mode: str | None = None):
+        super().__init__(render_mode=render_mode)
+        self.action_space = gym.spaces.MultiBinary(3)
+
+
+class ImageObservationEnv(ConstantRewardEnv):
+    """A 2-D observation, which the MLP policies do not take."""
+
+    def __init__(self, render_mode: str | None = None):
+        super().__init__(render_mode=render_mode)
+        self.observation_space = gym.spaces.Box(0, 255, shape=(8, 8), dtype=np.uint8)
+
+
+gym.register("ConstantReward-v0", entry_point=ConstantRewardEnv, max_episode_steps=5)
+gym.register("ConstantRewardBox-v0", entry_point=ConstantRewardEnv, kwargs={"continuous": True}, max_episode_steps=5)
+gym.register("MultiBinaryAction-v0", entry_point=MultiBinaryActionEnv, max_episode_steps=5)
+gym.register("ImageObservation-v0", entry_point=ImageObservationEnv, max_episode_steps=5)

@@ -1,0 +1,83 @@
+"""Helpers shared by the tests: load a top-level script as a module, run its `train`
+in a temporary directory, run its command line in a subprocess, read what a run wrote."""
+
+import csv
+import dataclasses
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SUMMARY_FIELDS = {
+    "algo", "env_id", "seed", "global_step", "wall_time_s", "sps", "eval_mean_return",
+    "eval_std_return", "eval_episodes", "train_last_mean_return",
+}  # fmt: skip
+PROGRESS_HEADER = ["global_step", "wall_time", "episodic_return", "episodic_length"]
+
+
+def load_script(name: str):
+    """Import `ROOT/<name>` (e.g. "ppo.py") as a module, once per test session."""
+    mod_name = "script_" + name.removesuffix(".py")
+    if mod_name in sys.modules:
+        return sys.modules[mod_name]
+    spec = importlib.util.spec_from_file_location(mod_name, ROOT / name)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_args(module, **overrides):
+    """The script's `Args` with `overrides`; unknown field names fail loudly."""
+    fields = {f.name for f in dataclasses.fields(module.Args)}
+    unknown = set(overrides) - fields
+    assert not unknown, f"{module.__name__}.Args has no fields {unknown}"
+    return module.Args(**overrides)
+
+
+def train_in(tmp_path: Path, module, **overrides) -> tuple[dict, Path]:
+    """Run `module.train` with cwd = tmp_path; return its summary and the run directory."""
+    old = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        summary = module.train(make_args(module, **overrides))
+    finally:
+        os.chdir(old)
+    run_dirs = sorted((tmp_path / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
+    return summary, run_dirs[-1]
+
+
+def cli_flags(**overrides) -> list[str]:
+    """{"total_timesteps": 64, "cuda": False} -> ["--total-timesteps", "64", "--no-cuda"]."""
+    flags = []
+    for name, value in overrides.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + flag[2:])
+        else:
+            flags += [flag, str(value)]
+    return flags
+
+
+def run_cli(script: str, *args: str, cwd: Path, env: dict | None = None, timeout: float = 240):
+    """Run `python ROOT/script args...` in cwd, with the repository root importable."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline", **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def read_progress(run_dir: Path) -> list[dict]:
+    with open(run_dir / "progress.csv") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == PROGRESS_HEADER
+        return list(reader)
+
+
+def read_summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())

@@ -1,0 +1,170 @@
+"""The contract of ../shared/CONVENTIONS.md, checked for every script in scripts.SCRIPTS."""
+
+import math
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.helpers import (
+    PROGRESS_HEADER, ROOT, SUMMARY_FIELDS, cli_flags, load_script, read_progress, read_summary,
+    run_cli, train_in,
+)  # fmt: skip
+from tests.scripts import IDS, SCRIPTS
+
+COMMON_FLAGS = [
+    "--exp-name", "--seed", "--torch-deterministic", "--cuda", "--track", "--wandb-project-name",
+    "--wandb-entity", "--capture-video", "--save-model", "--model-path", "--env-id",
+    "--total-timesteps", "--eval-episodes",
+]  # fmt: skip
+EVAL_LINE = re.compile(r"^eval: mean_return=(\S+) std_return=(\S+) episodes=(\d+)$")
+
+ENV_CASES = [(s, env) for s in SCRIPTS for env in s.envs]
+ENV_IDS = [f"{s.name}-{env}" for s, env in ENV_CASES]
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *, mentions: str = ""):
+    assert result.returncode == 2, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert mentions.lower() in lines[0].lower(), lines[0]
+
+
+@pytest.mark.parametrize("spec", SCRIPTS, ids=IDS)
+def test_help_lists_the_common_fields(spec, tmp_path):
+    result = run_cli(spec.name, "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for flag in COMMON_FLAGS:
+        assert flag in result.stdout, f"{spec.name} --help lacks {flag}"
+
+
+@pytest.mark.parametrize("spec", SCRIPTS, ids=IDS)
+def test_import_has_no_side_effects(spec, tmp_path):
+    code = (
+        "import importlib.util, sys\n"
+        f"s = importlib.util.spec_from_file_location('m', {str(ROOT / spec.name)!r})\n"
+        "m = importlib.util.module_from_spec(s); s.loader.exec_module(m)\n"
+        "assert callable(m.train) and hasattr(m, 'Args')\n"
+        "print('wandb' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False", "importing the script imported wandb"
+    assert list(tmp_path.iterdir()) == [], "importing the script wrote files"
+
+
+@pytest.mark.parametrize("spec,env_id", ENV_CASES, ids=ENV_IDS)
+def test_tiny_run_writes_progress_and_summary(spec, env_id, tmp_path):
+    module = load_script(spec.name)
+    summary, run_dir = train_in(tmp_path, module, env_id=env_id, seed=3, **spec.tiny)
+    assert run_dir.name.startswith(f"{env_id}__{spec.name[:-3]}__3__")
+    assert SUMMARY_FIELDS <= set(summary), SUMMARY_FIELDS - set(summary)
+    assert read_summary(run_dir) == summary
+    assert summary["env_id"] == env_id and summary["seed"] == 3
+    assert summary["global_step"] <= spec.tiny["total_timesteps"] and summary["global_step"] > 0
+    assert summary["eval_episodes"] == spec.tiny["eval_episodes"]
+    assert math.isfinite(summary["eval_mean_return"]) and summary["eval_std_return"] >= 0
+    assert summary["sps"] > 0 and summary["wall_time_s"] > 0
+    rows = read_progress(run_dir)
+    assert rows, "no finished episode in progress.csv"
+    steps = [int(r["global_step"]) for r in rows]
+    walls = [float(r["wall_time"]) for r in rows]
+    assert steps == sorted(steps) and walls == sorted(walls) and steps[-1] <= summary["global_step"]
+    assert all(int(r["episodic_length"]) > 0 and math.isfinite(float(r["episodic_return"])) for r in rows)
+    last20 = [float(r["episodic_return"]) for r in rows[-20:]]
+    assert summary["train_last_mean_return"] == pytest.approx(sum(last20) / len(last20), rel=1e-4)
+
+
+@pytest.mark.parametrize("spec", SCRIPTS, ids=IDS)
+def test_same_seed_same_returns(spec, tmp_path):
+    module = load_script(spec.name)
+    runs = []
+    for i, seed in enumerate([5, 5, 6]):
+        (tmp_path / str(i)).mkdir()
+        summary, run_dir = train_in(tmp_path / str(i), module, env_id=spec.envs[0], seed=seed, **spec.tiny)
+        runs.append(([r["episodic_return"] for r in read_progress(run_dir)], summary["eval_mean_return"]))
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2], "a different seed gave the same run: is the seed used?"
+
+
+@pytest.mark.parametrize("spec", SCRIPTS, ids=IDS)
+def test_cli_run_with_offline_tracking(spec, tmp_path):
+    """The command line a user types, with --track under WANDB_MODE=offline."""
+    flags = cli_flags(env_id=spec.envs[0], seed=2, track=True, **spec.tiny)
+    result = run_cli(spec.name, *flags, cwd=tmp_path, env={"WANDB_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    last = result.stdout.strip().splitlines()[-1]
+    match = EVAL_LINE.match(last)
+    assert match, f"last line is not the eval line: {last!r}"
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    summary = read_summary(run_dir)
+    assert float(match.group(1)) == pytest.approx(summary["eval_mean_return"])
+    assert int(match.group(3)) == summary["eval_episodes"]
+    assert list((tmp_path / "wandb").glob("offline-run-*")), "no offline W&B run was written"
+
+
+@pytest.mark.parametrize("spec", SCRIPTS, ids=IDS)
+def test_save_then_evaluate_only(spec, tmp_path):
+    module = load_script(spec.name)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    trained, run_dir = train_in(tmp_path / "a", module, env_id=spec.envs[0], seed=4, save_model=True, **spec.tiny)
+    (model,) = run_dir.glob("*.pt")
+    overrides = {**spec.tiny, "total_timesteps": 0}
+    evaluated, _ = train_in(tmp_path / "b", module, env_id=spec.envs[0], seed=4, model_path=str(model), **overrides)
+    assert evaluated["global_step"] == 0
+    assert evaluated["eval_mean_return"] == trained["eval_mean_return"]
+    # The same weights in an env of another shape: one error line, exit 2.
+    if len(spec.envs) > 1:
+        flags = cli_flags(env_id=spec.envs[1], model_path=str(model), **overrides)
+        assert_one_line_error(run_cli(spec.name, *flags, cwd=tmp_path), mentions="model")
+
+
+def bad_inputs(spec):
+    """(case id, overrides, a word the error line must contain)."""
+    tiny = dict(spec.tiny, env_id=spec.envs[0])
+    return [
+        ("unknown-env", dict(tiny, env_id="NoSuchEnv-v0"), "NoSuchEnv"),
+        ("unsupported-action-space", dict(tiny, env_id=spec.unsupported_env), "action space"),
+        ("image-observation", dict(tiny, env_id="tests.fake_envs:ImageObservation-v0"), "observation"),
+        ("zero-size", dict(tiny, **{spec.size_field: 0}), spec.size_field.replace("_", "-")),
+        ("negative-size", dict(tiny, **{spec.size_field: -3}), spec.size_field.replace("_", "-")),
+        ("budget-below-one-update", dict(tiny, total_timesteps=spec.small_budget), "total-timesteps"),
+        ("zero-budget-without-model", dict(tiny, total_timesteps=0), "model-path"),
+        ("missing-model-path", dict(tiny, model_path="no/such/model.pt"), "model-path"),
+    ]
+
+
+BAD_CASES = [(s, *case) for s in SCRIPTS for case in bad_inputs(s)]
+
+
+@pytest.mark.parametrize("spec,case,overrides,mentions", BAD_CASES, ids=[f"{c[0].name}-{c[1]}" for c in BAD_CASES])
+def test_bad_input_is_one_error_line_and_exit_2(spec, case, overrides, mentions, tmp_path):
+    result = run_cli(spec.name, *cli_flags(**overrides), cwd=tmp_path)
+    assert_one_line_error(result, mentions=mentions)
+    assert not (tmp_path / "runs").exists() or case in ("unsupported-action-space", "image-observation")
+
+
+@pytest.mark.parametrize("spec", SCRIPTS, ids=IDS)
+def test_ctrl_c_keeps_what_was_reached(spec, tmp_path):
+    flags = cli_flags(env_id=spec.envs[0], seed=1, total_timesteps=10_000_000, save_model=True)
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(ROOT / spec.name), *flags], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(tmp_path.glob("runs/*/progress.csv")):
+        time.sleep(0.2)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-3000:]
+    assert "Traceback" not in err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    summary = read_summary(run_dir)
+    assert summary["interrupted"] is True and 0 < summary["global_step"] < 10_000_000
+    assert list(run_dir.glob("*.pt")), "--save-model was asked for but no model was saved"
+    assert (run_dir / "progress.csv").read_text().startswith(",".join(PROGRESS_HEADER))
