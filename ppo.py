@@ -427,7 +427,7 @@ def train(args: Args) -> dict:
             b_actions = b_actions.reshape(batch_size, *actions_buf.shape[2:])
             b_log_probs, b_adv = old_log_probs.reshape(-1), advantages.reshape(-1)
             b_returns, b_values = returns.reshape(-1), values.reshape(-1)
-            for epoch in range(args.update_epochs):
+            for _epoch in range(args.update_epochs):
                 perm = torch.randperm(batch_size, device=device)
                 for start in range(0, batch_size, minibatch_size):
                     mb = perm[start : start + minibatch_size]

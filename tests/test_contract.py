@@ -10,9 +10,16 @@ import time
 import pytest
 
 from tests.helpers import (
-    PROGRESS_HEADER, ROOT, SUMMARY_FIELDS, cli_flags, load_script, read_progress, read_summary,
-    run_cli, train_in,
-)  # fmt: skip
+    PROGRESS_HEADER,
+    ROOT,
+    SUMMARY_FIELDS,
+    cli_flags,
+    load_script,
+    read_progress,
+    read_summary,
+    run_cli,
+    train_in,
+)
 from tests.scripts import IDS, SCRIPTS
 
 COMMON_FLAGS = [
