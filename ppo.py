@@ -18,6 +18,7 @@ Run: python ppo.py --env-id Pendulum-v1
 
 import json
 import os
+import pickle
 import random
 import sys
 import time
@@ -327,10 +328,10 @@ def train(args: Args) -> dict:
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
     reward_rms = RunningMeanStd()
     if args.model_path is not None:
-        saved = torch.load(args.model_path, map_location=device, weights_only=False)
         try:
+            saved = torch.load(args.model_path, map_location=device, weights_only=True)
             agent.load_state_dict(saved["agent"])
-        except (RuntimeError, KeyError, TypeError) as e:
+        except (RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
             raise ArgError(
                 f"--model-path {args.model_path} does not fit {args.env_id}: {str(e).splitlines()[0]}"
             ) from None
@@ -480,7 +481,7 @@ def train(args: Args) -> dict:
 
     if args.save_model:
         path = f"runs/{run_name}/{args.exp_name}.pt"
-        rms = (reward_rms.mean, reward_rms.var, reward_rms.count)
+        rms = (float(reward_rms.mean), float(reward_rms.var), float(reward_rms.count))
         torch.save({"agent": agent.state_dict(), "reward_rms": rms, "args": vars(args)}, path)
         print(f"model saved to {path}")
 
@@ -516,3 +517,6 @@ if __name__ == "__main__":
     except ArgError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except FloatingPointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

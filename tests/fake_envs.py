@@ -52,3 +52,20 @@ gym.register("ConstantReward-v0", entry_point=ConstantRewardEnv, max_episode_ste
 gym.register("ConstantRewardBox-v0", entry_point=ConstantRewardEnv, kwargs={"continuous": True}, max_episode_steps=5)
 gym.register("MultiBinaryAction-v0", entry_point=MultiBinaryActionEnv, max_episode_steps=5)
 gym.register("ImageObservation-v0", entry_point=ImageObservationEnv, max_episode_steps=5)
+
+
+class NaNRewardEnv(ConstantRewardEnv):
+    """Reward turns NaN after 20 steps: a run must stop with an error, not train on garbage."""
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        self.t += 1
+        obs, reward, terminated, truncated, info = super().step(action)
+        return obs, float("nan") if self.t > 20 else reward, terminated, truncated, info
+
+
+gym.register("NaNReward-v0", entry_point=NaNRewardEnv, kwargs={"continuous": False}, max_episode_steps=50)
+gym.register("NaNRewardBox-v0", entry_point=NaNRewardEnv, kwargs={"continuous": True}, max_episode_steps=50)
