@@ -1,17 +1,17 @@
-"""Proximal Policy Optimization (PPO), clipped objective, for Discrete and Box actions.
+r"""Proximal Policy Optimization (PPO), clipped objective, for Discrete and Box actions.
 
 Paper: Schulman, Wolski, Dhariwal, Radford, Klimov. "Proximal Policy Optimization
 Algorithms", arXiv:1707.06347 (2017). Lecture: slide "Proximal Policy Optimization (PPO)",
 with the output layers of slides "Policy Gradient Methods" (softmax for discrete actions,
-a Gaussian $\\mathbb{N}(f(s_t), \\Sigma)$ for continuous ones).
+a Gaussian $\mathbb{N}(f(s_t), \Sigma)$ for continuous ones).
 
 The update maximises, over several epochs of shuffled minibatches of one rollout,
 
-$\\mathcal{L}_t(\\theta) = \\mathcal{L}_t^{CLIP}(\\theta) - c_1 \\mathcal{L}_t^{VF}(\\theta) + c_2 S[\\pi_\\theta](s_t)$,
-$\\mathcal{L}_t^{CLIP} = \\min(r_t(\\theta)\\hat{A}_t, \\text{clip}(r_t(\\theta), 1-\\epsilon, 1+\\epsilon)\\hat{A}_t)$,
-$r_t(\\theta) = \\pi(a_t|s_t;\\theta) / \\pi(a_t|s_t;\\theta_{old})$,
+$\mathcal{L}_t(\theta) = \mathcal{L}_t^{CLIP}(\theta) - c_1 \mathcal{L}_t^{VF}(\theta) + c_2 S[\pi_\theta](s_t)$,
+$\mathcal{L}_t^{CLIP} = \min(r_t(\theta)\hat{A}_t, \text{clip}(r_t(\theta), 1-\epsilon, 1+\epsilon)\hat{A}_t)$,
+$r_t(\theta) = \pi(a_t|s_t;\theta) / \pi(a_t|s_t;\theta_{old})$,
 
-with $\\hat{A}_t$ from generalized advantage estimation, GAE($\\lambda$).
+with $\hat{A}_t$ from generalized advantage estimation, GAE($\lambda$).
 
 Run: python ppo.py --env-id Pendulum-v1
 """
@@ -160,7 +160,7 @@ def gaussian_log_prob_entropy(mean: torch.Tensor, log_std: torch.Tensor, actions
 
 
 class Agent(nn.Module):
-    """Actor $\\pi(a|s;\\theta)$ and critic $V(s)$ as two separate MLPs."""
+    r"""Actor $\pi(a|s;\theta)$ and critic $V(s)$ as two separate MLPs."""
 
     def __init__(self, obs_dim: int, action_dim: int, discrete: bool, hidden: int):
         super().__init__()
@@ -199,10 +199,11 @@ class Agent(nn.Module):
 # $\hat{A}_t = \delta_t + \gamma\lambda (1 - \text{done}_t) \hat{A}_{t+1}$.
 # `next_values[t]` is $V$ of the true next state, also when the episode was truncated there:
 # a time limit is not a terminal state, so it still bootstraps. `dones[t]` (terminated or
-# truncated) only stops the sum from running into the next episode.
-def gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambda: float):
-    advantages = torch.zeros_like(rewards)
-    next_advantage = torch.zeros_like(rewards[0])
+# truncated) only stops the sum from running into the next episode. Arrays are (T, N) numpy:
+# a loop over T small rows runs several times faster in numpy than in torch.
+def gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambda: float) -> np.ndarray:
+    advantages = np.zeros_like(rewards)
+    next_advantage = np.zeros_like(rewards[0])
     for t in reversed(range(rewards.shape[0])):
         delta = rewards[t] + gamma * next_values[t] * (1.0 - terminated[t]) - values[t]
         next_advantage = delta + gamma * gae_lambda * (1.0 - dones[t]) * next_advantage
@@ -276,7 +277,7 @@ def check_args(args: Args) -> None:
     if args.capture_video:
         import importlib.util
 
-        if importlib.util.find_spec("moviepy") is None:
+        if importlib.util.find_spec("moviepy") is None or importlib.util.find_spec("pygame") is None:
             raise ArgError('--capture-video needs moviepy and pygame: pip install "gymnasium[classic-control,other]"')
 
 
@@ -359,6 +360,7 @@ def train(args: Args) -> dict:
     rewards_buf = np.zeros((T, N), dtype=np.float32)
     terminated_buf = np.zeros((T, N), dtype=np.float32)
     dones_buf = np.zeros((T, N), dtype=np.float32)
+    discounted_buf = np.zeros((T, N), dtype=np.float32)  # $\sum_k \gamma^k r_{t-k}$, for reward scaling
 
     global_step, episode_returns, episode_lengths = 0, [], []
     ep_return, ep_length = np.zeros(N), np.zeros(N, dtype=np.int64)
@@ -386,15 +388,10 @@ def train(args: Args) -> dict:
                     for i in np.flatnonzero(info["_final_obs"]):
                         next_obs_buf[step, i] = info["final_obs"][i]
                 done = terminated | truncated
-                # $r_t / \sigma$, with $\sigma$ the running std of $\sum_k \gamma^k r_{t-k}$
-                if args.scale_rewards:
-                    discounted_return = discounted_return * args.gamma + reward
-                    reward_rms.update(discounted_return)
-                    discounted_return[done] = 0.0
-                    rewards_buf[step] = reward / np.sqrt(reward_rms.var + 1e-8)
-                else:
-                    rewards_buf[step] = reward
-                terminated_buf[step], dones_buf[step] = terminated, done
+                rewards_buf[step], terminated_buf[step], dones_buf[step] = reward, terminated, done
+                discounted_return = discounted_return * args.gamma + reward
+                discounted_buf[step] = discounted_return
+                discounted_return[done] = 0.0
                 ep_return += reward
                 ep_length += 1
                 for i in np.flatnonzero(done):
@@ -411,23 +408,27 @@ def train(args: Args) -> dict:
                     ep_return[i], ep_length[i] = 0.0, 0
 
             # ## Advantages: one batched forward of V over $s_t$ and the true $s_{t+1}$
+            # Reward scaling: $r_t / \sigma$, $\sigma$ the running std of the discounted return.
+            rewards = rewards_buf
+            if args.scale_rewards:
+                reward_rms.update(discounted_buf.reshape(-1))
+                rewards = (rewards_buf / np.sqrt(reward_rms.var + 1e-8)).astype(np.float32)
             b_obs = torch.from_numpy(obs_buf).to(device)
             b_actions = torch.from_numpy(actions_buf).to(device)
             with torch.no_grad():
-                values = agent.value(b_obs)
-                next_values = agent.value(torch.from_numpy(next_obs_buf).to(device))
+                values = agent.value(b_obs).cpu().numpy()
+                next_values = agent.value(torch.from_numpy(next_obs_buf).to(device)).cpu().numpy()
                 old_log_probs, _ = agent.log_prob_entropy(b_obs, b_actions)
-                rewards = torch.from_numpy(rewards_buf).to(device)
-                terminated_t = torch.from_numpy(terminated_buf).to(device)
-                dones_t = torch.from_numpy(dones_buf).to(device)
-                advantages = gae(rewards, values, next_values, terminated_t, dones_t, args.gamma, args.gae_lambda)
-                returns = advantages + values
+            advantages = gae(rewards, values, next_values, terminated_buf, dones_buf, args.gamma, args.gae_lambda)
+            returns = advantages + values  # $V^{targ}_t = \hat{A}_t + V(s_t)$
 
             # ## Update: `update_epochs` passes of shuffled minibatches over the rollout
             b_obs = b_obs.reshape(batch_size, obs_dim)
             b_actions = b_actions.reshape(batch_size, *actions_buf.shape[2:])
-            b_log_probs, b_adv = old_log_probs.reshape(-1), advantages.reshape(-1)
-            b_returns, b_values = returns.reshape(-1), values.reshape(-1)
+            b_log_probs = old_log_probs.reshape(-1)
+            b_adv, b_returns, b_values = (
+                torch.from_numpy(x.reshape(-1)).to(device) for x in (advantages, returns, values)
+            )
             for _epoch in range(args.update_epochs):
                 perm = torch.randperm(batch_size, device=device)
                 for start in range(0, batch_size, minibatch_size):
@@ -487,27 +488,21 @@ def train(args: Args) -> dict:
 
     eval_returns = [] if interrupted else evaluate(agent, args, run_name, device)
     summary = {
-        "algo": "ppo",
-        "env_id": args.env_id,
-        "seed": args.seed,
-        "global_step": global_step,
-        "wall_time_s": wall_time,
-        "sps": global_step / wall_time if wall_time > 0 else 0.0,
+        "algo": "ppo", "env_id": args.env_id, "seed": args.seed, "global_step": global_step,
+        "wall_time_s": wall_time, "sps": global_step / wall_time if wall_time > 0 else 0.0,
         "eval_mean_return": float(np.mean(eval_returns)) if eval_returns else None,
         "eval_std_return": float(np.std(eval_returns)) if eval_returns else None,
         "eval_episodes": len(eval_returns),
         "train_last_mean_return": float(np.mean(episode_returns[-20:])) if episode_returns else None,
-        "interrupted": interrupted,
-        "run_name": run_name,
-    }
+        "interrupted": interrupted, "run_name": run_name,
+    }  # fmt: skip
     with open(f"runs/{run_name}/summary.json", "w") as f:
         json.dump(summary, f, indent=2)
     if writer:
         writer.log({"eval/mean_return": summary["eval_mean_return"]}, step=global_step)
         writer.finish()
-    print(
-        f"eval: mean_return={summary['eval_mean_return']} std_return={summary['eval_std_return']} episodes={len(eval_returns)}"
-    )
+    mean, std = summary["eval_mean_return"], summary["eval_std_return"]
+    print(f"eval: mean_return={mean} std_return={std} episodes={len(eval_returns)}")
     return summary
 
 

@@ -39,8 +39,7 @@ def random_batch(T=12, N=3, seed=0):
 
 
 def run_gae(batch, gamma, lam):
-    tensors = [torch.tensor(x, dtype=torch.float64) for x in batch]
-    return ppo.gae(*tensors, gamma, lam).numpy()
+    return ppo.gae(*batch, gamma, lam)
 
 
 @pytest.mark.parametrize("gamma,lam", [(0.99, 0.95), (0.9, 0.5), (1.0, 1.0)])
@@ -71,8 +70,8 @@ def test_gae_lambda_1_is_discounted_return_minus_value():
 
 def test_gae_truncation_bootstraps_and_termination_does_not():
     # One env, two steps: step 0 truncated with V(final)=5, step 1 terminated with V(final)=7.
-    r, v = torch.tensor([[1.0], [1.0]]), torch.tensor([[0.0], [0.0]])
-    next_v, term, done = torch.tensor([[5.0], [7.0]]), torch.tensor([[0.0], [1.0]]), torch.tensor([[1.0], [1.0]])
+    r, v = np.array([[1.0], [1.0]]), np.array([[0.0], [0.0]])
+    next_v, term, done = np.array([[5.0], [7.0]]), np.array([[0.0], [1.0]]), np.array([[1.0], [1.0]])
     adv = ppo.gae(r, v, next_v, term, done, 0.5, 0.9)
     assert adv.flatten().tolist() == [1.0 + 0.5 * 5.0, 1.0]
 
