@@ -377,7 +377,7 @@ def train(args: Args) -> dict:
             for step in range(T):
                 obs_buf[step] = obs
                 with torch.inference_mode():
-                    action = agent.sample(torch.from_numpy(obs).to(device)).cpu().numpy()
+                    action = agent.sample(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
                 actions_buf[step] = action
                 if not discrete:
                     action = np.clip(action, act_space.low, act_space.high)
@@ -515,3 +515,5 @@ if __name__ == "__main__":
     except FloatingPointError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:  # during evaluation; training itself stops cleanly on Ctrl-C
+        sys.exit(130)

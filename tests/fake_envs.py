@@ -32,6 +32,22 @@ class ConstantRewardEnv(gym.Env):
         return np.array([0.5, -0.5], dtype=np.float32), 1.0, False, False, {}
 
 
+class Float64ObservationEnv(ConstantRewardEnv):
+    """Observations in float64, as MuJoCo gives them: the float32 networks must still take them."""
+
+    def __init__(self, continuous: bool = False, render_mode: str | None = None):
+        super().__init__(continuous=continuous, render_mode=render_mode)
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float64)
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = super().reset(seed=seed, options=options)
+        return obs.astype(np.float64), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        return obs.astype(np.float64), reward, terminated, truncated, info
+
+
 class MultiBinaryActionEnv(ConstantRewardEnv):
     """An action space none of the scripts supports."""
 
@@ -50,6 +66,10 @@ class ImageObservationEnv(ConstantRewardEnv):
 
 gym.register("ConstantReward-v0", entry_point=ConstantRewardEnv, max_episode_steps=5)
 gym.register("ConstantRewardBox-v0", entry_point=ConstantRewardEnv, kwargs={"continuous": True}, max_episode_steps=5)
+gym.register("Float64Observation-v0", entry_point=Float64ObservationEnv, max_episode_steps=5)
+gym.register(
+    "Float64ObservationBox-v0", entry_point=Float64ObservationEnv, kwargs={"continuous": True}, max_episode_steps=5
+)
 gym.register("MultiBinaryAction-v0", entry_point=MultiBinaryActionEnv, max_episode_steps=5)
 gym.register("ImageObservation-v0", entry_point=ImageObservationEnv, max_episode_steps=5)
 

@@ -175,3 +175,12 @@ def test_ctrl_c_keeps_what_was_reached(spec, tmp_path):
     assert summary["interrupted"] is True and 0 < summary["global_step"] < 10_000_000
     assert list(run_dir.glob("*.pt")), "--save-model was asked for but no model was saved"
     assert (run_dir / "progress.csv").read_text().startswith(",".join(PROGRESS_HEADER))
+
+
+@pytest.mark.parametrize("spec", SCRIPTS, ids=IDS)
+def test_float64_observations_are_accepted(spec, tmp_path):
+    """MuJoCo gives float64 observations; the float32 networks must take them."""
+    box_only = "CartPole-v1" not in spec.envs
+    env_id = "tests.fake_envs:Float64Observation" + ("Box" if box_only else "") + "-v0"
+    summary, _ = train_in(tmp_path, load_script(spec.name), env_id=env_id, seed=1, **spec.tiny)
+    assert summary["eval_mean_return"] == 5.0  # reward 1 for the 5 steps of the time limit
