@@ -1,10 +1,67 @@
-"""Reading runs: progress.csv and summary.json as written by every script and by sb3_peer.py."""
+"""Shared by run.py and results.py: launching seeds in parallel and reading what the runs wrote
+(progress.csv and summary.json, the same for our scripts and for sb3_peer.py)."""
 
 import csv
 import json
 import math
 import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Entry:
+    """One benchmark: a script on an env over seeds, optionally beside an SB3 peer."""
+
+    script: str
+    env_id: str
+    threshold: float
+    window: int = 20
+    peer: str | None = None
+    extra: list[str] = field(default_factory=list)
+    peer_timesteps: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.script[:-3]}-{self.env_id}"
+
+
+def jobs_for(entry: Entry, seeds: int, out: Path) -> list[tuple[str, list[str], Path]]:
+    """(label, command, working directory) per run; ours and the peer interleaved seed by seed."""
+    jobs = []
+    for seed in range(1, seeds + 1):
+        cmd = [sys.executable, str(ROOT / entry.script), "--env-id", entry.env_id, "--seed", str(seed), *entry.extra]
+        jobs.append((entry.script[:-3], cmd, out / entry.script[:-3] / f"seed{seed}"))
+        if entry.peer:
+            cmd = [sys.executable, str(ROOT / "benchmarks" / "sb3_peer.py"), "--algo", entry.peer,
+                   "--env-id", entry.env_id, "--seed", str(seed)]  # fmt: skip
+            if entry.peer_timesteps:
+                cmd += ["--total-timesteps", str(entry.peer_timesteps)]
+            jobs.append((f"sb3_{entry.peer}", cmd, out / f"sb3_{entry.peer}" / f"seed{seed}"))
+    return jobs
+
+
+def run_jobs(jobs: list[tuple[list[str], Path]], parallel: int) -> list[int]:
+    """Run (command, cwd) pairs, `parallel` at a time, output to cwd/log.txt; return exit codes."""
+    running, codes, queue = {}, [None] * len(jobs), list(enumerate(jobs))
+    while queue or running:
+        while queue and len(running) < parallel:
+            i, (cmd, cwd) = queue.pop(0)
+            cwd.mkdir(parents=True, exist_ok=True)
+            log = open(cwd / "log.txt", "w")
+            running[i] = (subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT), log)
+        for i, (proc, log) in list(running.items()):
+            if proc.poll() is not None:
+                codes[i] = proc.returncode
+                log.close()
+                del running[i]
+        time.sleep(0.05)
+    return codes
 
 
 def read_run(run_dir: Path) -> dict:
@@ -35,3 +92,46 @@ def median(values) -> float:
     """Median where None counts as never (+inf), so unreached seeds pull it up honestly."""
     vals = [math.inf if v is None else v for v in values]
     return statistics.median(vals) if vals else math.nan
+
+
+def summarize(label: str, runs: list[dict], threshold: float, window: int) -> dict:
+    reach = [first_reach(r["steps"], r["walls"], r["returns"], threshold, window) for r in runs]
+    return {
+        "label": label,
+        "n": len(runs),
+        "reached": sum(x is not None for x in reach),
+        "eval_mean_return": median([r["eval_mean_return"] for r in runs]),
+        "steps_to_threshold": median([x and x[0] for x in reach]),
+        "seconds_to_threshold": median([x and x[1] for x in reach]),
+        "sps": median([r["sps"] for r in runs]),
+        "wall_time_s": median([r["wall_time_s"] for r in runs]),
+        "per_seed": [
+            {"seed": r["seed"], "eval": r["eval_mean_return"], "reach": x, "sps": r["sps"], "wall": r["wall_time_s"]}
+            for r, x in zip(runs, reach)
+        ],
+    }
+
+
+def collect(jobs, codes) -> dict[str, list[dict]]:
+    """label -> the runs that finished, read back."""
+    runs: dict[str, list[dict]] = {}
+    for (label, _, cwd), code in zip(jobs, codes):
+        runs.setdefault(label, [])
+        if code == 0:
+            runs[label] += [read_run(d) for d in sorted((cwd / "runs").iterdir())]
+    return runs
+
+
+def table(rows: list[dict], env_id: str, threshold: float, window: int) -> str:
+    lines = [
+        f"| {env_id} | seeds | median eval | reached {threshold:g} (last {window}) | median steps to it "
+        "| median s to it | median SPS | median wall s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['label']} | {r['n']} | {r['eval_mean_return']:.1f} | {r['reached']}/{r['n']} "
+            f"| {r['steps_to_threshold']:,.0f} | {r['seconds_to_threshold']:.1f} | {r['sps']:,.0f} "
+            f"| {r['wall_time_s']:.1f} |"
+        )
+    return "\n".join(lines)
