@@ -1,0 +1,378 @@
+"""REINFORCE: Monte-Carlo policy gradient on batches of whole episodes, for Discrete and Box actions.
+
+Paper: Williams. "Simple statistical gradient-following algorithms for connectionist
+reinforcement learning", Machine Learning 8, 229-256 (1992). Lecture: slides "The REINFORCE
+Algorithm" (Algorithm 1 and the causality / rewards-to-go step) and "Automatic Policy
+Differentiation" (the surrogate loss), with the output layers of "Policy Gradient Methods".
+
+Each iteration runs N episodes with $\\pi_{\\theta_k}$ (one per environment) and steps along
+
+$\\hat{\\nabla}_\\theta J(\\theta_k) = \\frac{1}{N} \\sum_{i=1}^N \\left(\\sum_{t=1}^T \\nabla_\\theta \\log \\pi(a_t|s_t;\\theta)\\right) \\left(\\sum_{t=1}^T r_t\\right)$,
+
+or, with `--reward-to-go` (causality: an action does not change the rewards before it),
+$\\frac{1}{N} \\sum_i \\sum_t \\nabla_\\theta \\log \\pi(a_t|s_t;\\theta) \\sum_{t'=t}^T r_{t'}$. No baseline.
+
+Run: python reinforce.py --env-id CartPole-v1
+"""
+
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (part of the run name)"""
+    seed: int = 1
+    """seed of random, numpy, torch and the environments"""
+    torch_deterministic: bool = True
+    """make torch pick deterministic algorithms (same seed, same machine: same run)"""
+    cuda: bool = False
+    """use the GPU when one is available"""
+    track: bool = False
+    """log to Weights and Biases (set WANDB_MODE=offline to log without a network)"""
+    wandb_project_name: str = "pg-lecture"
+    """the W&B project"""
+    wandb_entity: str | None = None
+    """the W&B entity (team or user)"""
+    capture_video: bool = False
+    """record videos of the evaluation episodes under videos/<run_name>/"""
+    save_model: bool = False
+    """save the weights to runs/<run_name>/<exp_name>.pt"""
+    model_path: str | None = None
+    """load weights from this file before training (with --total-timesteps 0: only evaluate)"""
+    env_id: str = "CartPole-v1"
+    """the gymnasium environment id"""
+    total_timesteps: int = 300_000
+    """environment steps to train for, over all environments"""
+    eval_episodes: int = 10
+    """episodes of the final, deterministic policy to evaluate"""
+
+    learning_rate: float = 5e-3
+    """Adam's step size alpha"""
+    num_envs: int = 8
+    """N, episodes per batch (one in each of N parallel environments)"""
+    gamma: float = 0.99
+    """discount factor gamma (the lecture's finite-horizon sum is gamma = 1)"""
+    reward_to_go: bool = True
+    """weight $\\nabla \\log \\pi(a_t|s_t)$ by the rewards from t on (causality) instead of the whole return"""
+    normalize_returns: bool = False
+    """standardize the weights over the batch: subtracting their mean is a baseline in disguise"""
+    hidden_size: int = 32
+    """units in each of the two hidden layers of the policy"""
+    num_threads: int = 1
+    """torch CPU threads (1 is fastest for networks this small)"""
+
+
+class ArgError(ValueError):
+    """Bad input: reported as one `error:` line and exit status 2."""
+
+
+# ## Environments
+# Gymnasium 1.x vector envs with `SAME_STEP` autoreset. REINFORCE needs whole episodes, so each
+# batch resets the N environments, runs each one until its episode ends, and masks out the steps
+# an environment takes after that (they restart a new episode we do not use, and do not count).
+def make_env(env_id: str, seed: int, render_mode: str | None = None):
+    def thunk():
+        env = gym.make(env_id, render_mode=render_mode)
+        env.action_space.seed(seed)
+        return env
+
+    return thunk
+
+
+def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv:
+    return gym.vector.SyncVectorEnv(
+        [make_env(env_id, seed + i) for i in range(num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+
+
+def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Linear:
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+# ## The policy $\pi(a|s;\theta)$
+# Discrete actions: logits $\mathbf{z} = f(s)$ and $\pi(a|s) = \text{softmax}(\mathbf{z})_a$.
+# Continuous actions: $\pi(a|s) = \mathbb{N}(f(s), \text{diag}(\sigma^2))$ with $\log\sigma$ a parameter.
+class Policy(nn.Module):
+    def __init__(self, obs_dim: int, action_dim: int, discrete: bool, hidden: int):
+        super().__init__()
+        self.discrete = discrete
+        self.net = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, hidden)),
+            nn.Tanh(),
+            layer_init(nn.Linear(hidden, hidden)),
+            nn.Tanh(),
+            layer_init(nn.Linear(hidden, action_dim), std=0.01),
+        )
+        if not discrete:
+            self.log_std = nn.Parameter(torch.zeros(action_dim))
+
+    def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        out = self.net(obs)
+        if self.discrete:
+            return torch.log_softmax(out, -1).gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+        z = (actions - out) * torch.exp(-self.log_std)
+        return -(0.5 * z.pow(2) + self.log_std + 0.5 * float(np.log(2 * np.pi))).sum(-1)
+
+    def sample(self, obs: torch.Tensor) -> torch.Tensor:
+        # $a \sim \pi(\cdot|s)$ without torch.distributions: Gumbel-max $\arg\max_a (z_a - \log(-\log u_a))$
+        # for the softmax, $\mu + \sigma\xi$ with $\xi \sim \mathbb{N}(0, I)$ for the Gaussian.
+        out = self.net(obs)
+        if self.discrete:
+            return torch.argmax(out - torch.log(-torch.log(torch.rand_like(out))), dim=-1)
+        return out + torch.exp(self.log_std) * torch.randn_like(out)
+
+    def mode(self, obs: torch.Tensor) -> torch.Tensor:
+        """The most likely action: used for evaluation."""
+        out = self.net(obs)
+        return torch.argmax(out, dim=-1) if self.discrete else out
+
+
+# ## Returns
+# Rewards are stored (T, N): time down, one episode per column, zero after the episode ended.
+# Rewards-to-go $G_t = \sum_{t'=t}^T \gamma^{t'-t} r_{t'}$, so $G_1 = G(\tau)$ is the whole return.
+def rewards_to_go(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
+    returns = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        running = rewards[t] + gamma * running
+        returns[t] = running
+    return returns
+
+
+# ## The weight of each $\nabla_\theta \log \pi(a_t|s_t;\theta)$
+# Algorithm 1: every step of episode i gets $G(\tau_i) = \sum_t \gamma^{t-1} r_t$, unbiased for
+# $\nabla J$. Causality: step t gets $G_t$ (with $\gamma = 1$ unbiased too, and of lower variance;
+# with $\gamma < 1$ it drops the factor $\gamma^{t-1}$, as nearly every implementation does).
+# `normalize` standardizes the weights over the batch's steps: it subtracts their mean (a
+# baseline) and divides by their std (a step size), which is why it is off by default.
+def reinforce_weights(rewards: torch.Tensor, mask: torch.Tensor, gamma: float, reward_to_go: bool, normalize=False):
+    returns = rewards_to_go(rewards, gamma)
+    weights = returns if reward_to_go else returns[0].expand_as(returns)
+    if normalize:
+        valid = weights[mask.bool()]
+        weights = (weights - valid.mean()) / (valid.std() + 1e-8)
+    return weights * mask
+
+
+# ## Automatic policy differentiation
+# $\mathcal{L}(\theta) = -\frac{1}{N} \sum_i \sum_t \log \pi(a_t|s_t;\theta) \Psi_t$ is not $J$, but
+# $-\nabla_\theta \mathcal{L}(\theta)$ is the estimate $\hat{\nabla}_\theta J(\theta)$; minimising it ascends $J$.
+def surrogate_loss(log_probs: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return -(log_probs * weights.detach() * mask).sum() / mask.shape[1]
+
+
+def check_args(args: Args) -> None:
+    for name in ("num_envs", "hidden_size", "num_threads"):
+        if getattr(args, name) <= 0:
+            raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if not args.learning_rate > 0:
+        raise ArgError(f"--learning-rate must be positive, got {args.learning_rate}")
+    if not 0 <= args.gamma <= 1:
+        raise ArgError(f"--gamma must lie in [0, 1], got {args.gamma}")
+    if args.eval_episodes < 0:
+        raise ArgError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
+    if args.total_timesteps == 0 and args.model_path is None:
+        raise ArgError("--total-timesteps 0 only evaluates, and needs --model-path")
+    if args.total_timesteps < 0 or 0 < args.total_timesteps < args.num_envs:
+        raise ArgError(
+            f"--total-timesteps {args.total_timesteps} is less than one update (num_envs = {args.num_envs} episodes)"
+        )
+    if args.model_path is not None and not os.path.isfile(args.model_path):
+        raise ArgError(f"--model-path {args.model_path}: no such file")
+    if args.capture_video:
+        import importlib.util
+
+        if importlib.util.find_spec("moviepy") is None:
+            raise ArgError('--capture-video needs moviepy and pygame: pip install "gymnasium[classic-control,other]"')
+
+
+def evaluate(policy: Policy, args: Args, run_name: str, device: torch.device) -> list[float]:
+    """Returns of `eval_episodes` episodes of the most likely action, no exploration."""
+    env = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
+    if args.capture_video:
+        env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", episode_trigger=lambda e: True)
+    returns = []
+    for episode in range(args.eval_episodes):
+        obs, _ = env.reset(seed=args.seed + 10_000 + episode)
+        done, total = False, 0.0
+        while not done:
+            with torch.inference_mode():
+                action = policy.mode(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+            if not policy.discrete:
+                action = np.clip(action, env.action_space.low, env.action_space.high)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return returns
+
+
+def train(args: Args) -> dict:
+    check_args(args)
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.num_threads)
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+
+    try:
+        envs = make_envs(args.env_id, args.num_envs, args.seed)
+    except (gym.error.Error, ImportError) as e:  # unknown id, missing extra (MuJoCo, Box2D), ...
+        raise ArgError(f"cannot make env {args.env_id!r}: {str(e).splitlines()[0]}") from None
+    obs_space, act_space = envs.single_observation_space, envs.single_action_space
+    if not isinstance(act_space, (gym.spaces.Discrete, gym.spaces.Box)):
+        raise ArgError(f"reinforce.py needs a Discrete or Box action space, {args.env_id} has {act_space}")
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        raise ArgError(f"reinforce.py needs a flat Box observation space, {args.env_id} has {obs_space}")
+    discrete = isinstance(act_space, gym.spaces.Discrete)
+    obs_dim = obs_space.shape[0]
+    action_dim = int(act_space.n) if discrete else act_space.shape[0]
+    policy = Policy(obs_dim, action_dim, discrete, args.hidden_size).to(device)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=args.learning_rate)
+    if args.model_path is not None:
+        saved = torch.load(args.model_path, map_location=device, weights_only=False)
+        try:
+            policy.load_state_dict(saved["policy"])
+        except (RuntimeError, KeyError, TypeError) as e:
+            raise ArgError(
+                f"--model-path {args.model_path} does not fit {args.env_id}: {str(e).splitlines()[0]}"
+            ) from None
+
+    os.makedirs(f"runs/{run_name}", exist_ok=True)
+    writer = None
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name, config=vars(args))
+        writer = wandb
+    progress = open(f"runs/{run_name}/progress.csv", "w")
+    progress.write("global_step,wall_time,episodic_return,episodic_length\n")
+
+    N = args.num_envs
+    global_step, episode_returns, loss = 0, [], None
+    start_time = last_print = time.time()
+    interrupted = False
+    try:
+        iteration = 0
+        while global_step < args.total_timesteps:
+            iteration += 1
+            # ## Generate N trajectories $\tau_i \sim p_\theta(\tau)$ (dataset $D_k$)
+            # Stored (T, N) with a mask of the steps that belong to each episode. A batch that
+            # would overrun `total_timesteps` is dropped unfinished.
+            obs, _ = envs.reset(seed=args.seed if iteration == 1 else None)
+            active = np.ones(N, dtype=bool)
+            ep_return, ep_length = np.zeros(N), np.zeros(N, dtype=np.int64)
+            obs_list, act_list, rew_list, mask_list = [], [], [], []
+            while active.any() and global_step + active.sum() <= args.total_timesteps:
+                with torch.inference_mode():
+                    action = policy.sample(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+                obs_list.append(obs)
+                act_list.append(action)
+                mask_list.append(active.copy())
+                env_action = action if discrete else np.clip(action, act_space.low, act_space.high)
+                obs, reward, terminated, truncated, _ = envs.step(env_action)
+                rew_list.append(np.where(active, reward, 0.0))
+                global_step += int(active.sum())
+                ep_return += np.where(active, reward, 0.0)
+                ep_length += active
+                finished = active & (terminated | truncated)
+                for i in np.flatnonzero(finished):
+                    episode_returns.append(float(ep_return[i]))
+                    wall = time.time() - start_time
+                    progress.write(f"{global_step},{wall:.4f},{ep_return[i]:.6g},{ep_length[i]}\n")
+                    progress.flush()
+                    if writer:
+                        writer.log(
+                            {"charts/episodic_return": ep_return[i], "charts/episodic_length": ep_length[i]},
+                            step=global_step,
+                        )
+                active &= ~finished
+            if active.any():
+                break
+
+            # ## Update: $\theta_{k+1} = \theta_k + \alpha \hat{\nabla}_\theta J(\theta_k, D_k)$ (through Adam)
+            b_obs = torch.from_numpy(np.stack(obs_list)).float().to(device)
+            b_actions = torch.from_numpy(np.stack(act_list)).to(device)
+            rewards = torch.from_numpy(np.stack(rew_list)).float().to(device)
+            mask = torch.from_numpy(np.stack(mask_list)).float().to(device)
+            weights = reinforce_weights(rewards, mask, args.gamma, args.reward_to_go, args.normalize_returns)
+            loss = surrogate_loss(policy.log_prob(b_obs, b_actions), weights, mask)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+            if not torch.isfinite(loss) or not all(torch.isfinite(p).all() for p in policy.parameters()):
+                raise FloatingPointError(f"loss or parameters became NaN/inf at global_step={global_step}")
+
+            now = time.time()
+            sps = int(global_step / (now - start_time))
+            if writer:
+                writer.log({"charts/SPS": sps, "losses/policy_loss": loss.item()}, step=global_step)
+            if now - last_print >= 2.0:
+                last_print = now
+                recent = np.mean(episode_returns[-20:]) if episode_returns else float("nan")
+                eta = (args.total_timesteps - global_step) / max(sps, 1)
+                print(f"step {global_step}/{args.total_timesteps} | {sps} SPS | {now - start_time:.0f}s elapsed, "
+                      f"{eta:.0f}s left | mean return (last 20) {recent:.1f}", flush=True)  # fmt: skip
+    except KeyboardInterrupt:
+        interrupted = True
+        print("interrupted: saving what was reached", file=sys.stderr)
+    wall_time = time.time() - start_time
+    envs.close()
+    progress.close()
+
+    if args.save_model:
+        path = f"runs/{run_name}/{args.exp_name}.pt"
+        torch.save({"policy": policy.state_dict(), "args": vars(args)}, path)
+        print(f"model saved to {path}")
+
+    eval_returns = [] if interrupted else evaluate(policy, args, run_name, device)
+    summary = {
+        "algo": "reinforce",
+        "env_id": args.env_id,
+        "seed": args.seed,
+        "global_step": global_step,
+        "wall_time_s": wall_time,
+        "sps": global_step / wall_time if wall_time > 0 else 0.0,
+        "eval_mean_return": float(np.mean(eval_returns)) if eval_returns else None,
+        "eval_std_return": float(np.std(eval_returns)) if eval_returns else None,
+        "eval_episodes": len(eval_returns),
+        "train_last_mean_return": float(np.mean(episode_returns[-20:])) if episode_returns else None,
+        "interrupted": interrupted,
+        "run_name": run_name,
+    }
+    with open(f"runs/{run_name}/summary.json", "w") as f:
+        json.dump(summary, f, indent=2)
+    if writer:
+        writer.log({"eval/mean_return": summary["eval_mean_return"]}, step=global_step)
+        writer.finish()
+    print(
+        f"eval: mean_return={summary['eval_mean_return']} std_return={summary['eval_std_return']} episodes={len(eval_returns)}"
+    )
+    return summary
+
+
+if __name__ == "__main__":
+    try:
+        train(tyro.cli(Args))
+    except ArgError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
