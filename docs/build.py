@@ -1,0 +1,372 @@
+"""Build the annotated pages: every top-level script beside its comments, docco/pycco style.
+
+    python docs/build.py                  # writes docs/_site/: index.html and one page per script
+    python docs/build.py --out DIR        # somewhere else
+    python docs/build.py --katex DIR      # KaTeX from a folder (katex.min.js, katex.min.css, fonts/)
+
+Each script is cut into sections. A section starts at a block of full-line `#` comments (or
+the module docstring): that block, read as Markdown with the math in `$...$`, goes in the
+left column; the code that follows it, up to the next such block, goes in the right column,
+every line as it is in the file. Trailing comments and pragmas (`# fmt: skip`, `# noqa`)
+stay in the code. The math is typeset by KaTeX in the browser, from a copy of npm's `katex`
+package placed beside the pages (fetched with `npm pack`, checked against a pinned hash),
+so the pages work offline, also straight from disk. The index lists the scripts with the
+lecture section of each, read from the scripts table of README.md.
+
+Needs: markdown-it-py and pygments (requirements-dev.txt); npm, unless --katex is given.
+"""
+
+import argparse
+import ast
+import base64
+import hashlib
+import html
+import inspect
+import io
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import tokenize
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from markdown_it import MarkdownIt
+from pygments.lexers import PythonLexer
+from pygments.token import STANDARD_TYPES
+
+ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+ASSETS = ("style.css", "math.js")  # beside this file, copied next to the pages
+TITLE = "Policy gradients, one file per method"
+
+KATEX_VERSION = "0.19.1"
+KATEX_INTEGRITY = "sha512-jG8uKntjSEcm2EpQOh0XturpPuuC9r3Sq5HLHdsFdWZT27E672SF19QEi+of0/YeOy15lDgRhKvr5614uRrEfA=="
+KATEX_FILES = ("katex.min.js", "katex.min.css")
+
+# A comment line that is a tool's instruction, not prose: it stays in the code column.
+PRAGMA = re.compile(r"#!|#\s*(-\*-|fmt:|noqa|type:|pragma|pylint:|ruff:|isort:|mypy:)")
+
+
+class BuildError(RuntimeError):
+    """Something the build needs is missing; the message says what to install."""
+
+
+@dataclass
+class Section:
+    notes: list[str] = field(default_factory=list)
+    """Markdown source of the left column (comment markers or docstring quotes removed)"""
+    notes_lines: list[int] = field(default_factory=list)
+    """1-based line numbers in the script that the notes come from"""
+    code_lines: list[int] = field(default_factory=list)
+    """1-based line numbers of the right column, shown verbatim"""
+    kind: str = "code"
+    """what started the section: "docstring", "comment", or "code" (the file's first lines)"""
+
+
+# ## Cutting a script into sections
+def comment_only_lines(source: str) -> set[int]:
+    """Lines that hold nothing but a comment (found by the tokenizer, so `#` inside strings never counts)."""
+    lines = set()
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    for tok in tokens:
+        if tok.type == tokenize.COMMENT and not tok.line[: tok.start[1]].strip() and not PRAGMA.match(tok.string):
+            lines.add(tok.start[0])
+    return lines
+
+
+def module_docstring(source: str) -> tuple[int, int, str] | None:
+    """(first line, last line, text) of the module docstring. The text is the string's value,
+    so `r\"\"\"\\hat{A}\"\"\"` and `\"\"\"\\\\hat{A}\"\"\"` both give `\\hat{A}`."""
+    body = ast.parse(source).body
+    if not body or not isinstance(body[0], ast.Expr):
+        return None
+    node = body[0].value
+    if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+        return None
+    return node.lineno, node.end_lineno, inspect.cleandoc(node.value)
+
+
+def split_sections(source: str) -> list[Section]:
+    lines = source.splitlines()
+    comments = comment_only_lines(source)
+    doc = module_docstring(source)
+    sections = [Section()]
+    for number, line in enumerate(lines, start=1):
+        in_doc = doc is not None and doc[0] <= number <= doc[1]
+        kind = "docstring" if in_doc else "comment" if number in comments else "code"
+        current = sections[-1]
+        if kind == "code":
+            current.code_lines.append(number)
+            continue
+        if current.code_lines or current.kind != kind:
+            current = Section(kind=kind)
+            sections.append(current)
+        current.notes_lines.append(number)
+        if kind == "comment":
+            text = line.strip()[1:]
+            current.notes.append(text[1:] if text.startswith(" ") else text)
+        elif number == doc[0]:
+            current.notes.extend(doc[2].splitlines())
+    if not sections[0].code_lines and not sections[0].notes_lines and len(sections) > 1:
+        sections.pop(0)
+    return sections
+
+
+# ## Markdown with math
+# Markdown would read the `_` and `\` of $\hat{A}_t$ as emphasis and escapes, so every math span
+# is swapped for a placeholder before Markdown runs and put back after, HTML-escaped, in a
+# `<span class="math">` that KaTeX typesets in the browser. Code spans are left alone.
+# Inline math is `$...$` with no space just inside the dollars and no digit right after the
+# closing one (so "$5 and $10" is not math); display math is `$$...$$`.
+MATH = re.compile(
+    r"(?P<code>(?P<ticks>`+).+?(?P=ticks))"
+    r"|\$\$(?P<display>.+?)\$\$"
+    r"|(?<![\\$])\$(?P<inline>[^\s$](?:[^$]*?[^\s\\$])?)\$(?!\d)",
+    re.S,
+)
+# A line that is one formula and nothing else (but a trailing comma or stop) reads, in the file,
+# as a displayed equation, and is shown as one.
+FORMULA_LINE = re.compile(r"^[ \t]*\$(?!\$)([^$\n]+)\$[ \t]*([,.;:]?)[ \t]*$", re.M)
+PLACEHOLDER = "MATHPLACEHOLDER{}X"
+_markdown = MarkdownIt("commonmark", {"html": False}).enable("table")
+
+
+def markdown_to_html(text: str, inline: bool = False) -> str:
+    spans = []
+
+    def protect(match: re.Match) -> str:
+        if match.group("code"):
+            return match.group(0)
+        display = match.group("display") is not None
+        tex = match.group("display") if display else match.group("inline")
+        spans.append(f'<span class="math{" display" if display else ""}">{html.escape(tex)}</span>')
+        return PLACEHOLDER.format(len(spans) - 1)
+
+    if not inline:
+        text = FORMULA_LINE.sub(lambda m: f"$${m.group(1)}{m.group(2)}$$", text)
+    text = MATH.sub(protect, text)
+    out = _markdown.renderInline(text) if inline else _markdown.render(text)
+    for i, span in enumerate(spans):
+        if PLACEHOLDER.format(i) not in out:
+            raise BuildError(f"math span {i} was lost by Markdown in: {text[:80]!r}")
+        out = out.replace(PLACEHOLDER.format(i), span)
+    return out
+
+
+# ## Code: highlighted once for the whole file, then cut into lines
+def css_class(ttype) -> str:
+    while ttype not in STANDARD_TYPES:
+        ttype = ttype.parent
+    return STANDARD_TYPES[ttype]
+
+
+def highlight_lines(source: str) -> list[str]:
+    """One HTML string per source line; the file is lexed whole so strings that span lines stay right."""
+    lexer = PythonLexer(stripnl=False, ensurenl=False, tabsize=0)
+    lines, current = [], []
+    text = ""
+    for ttype, value in lexer.get_tokens(source):
+        text += value
+        for i, piece in enumerate(value.split("\n")):
+            if i:
+                lines.append("".join(current))
+                current = []
+            if piece:
+                cls = css_class(ttype)
+                escaped = html.escape(piece, quote=False)
+                current.append(f'<span class="{cls}">{escaped}</span>' if cls else escaped)
+    if text != source:
+        raise BuildError("pygments changed the source while highlighting it")
+    if current or not source.endswith("\n"):
+        lines.append("".join(current))
+    return lines
+
+
+# ## Pages
+def page(title: str, body: str) -> str:
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title>
+<link rel="stylesheet" href="katex/katex.min.css">
+<link rel="stylesheet" href="pygments.css">
+<link rel="stylesheet" href="style.css">
+<script defer src="katex/katex.min.js"></script>
+<script defer src="math.js"></script>
+</head>
+<body>
+<header class="bar"><a href="index.html">{html.escape(TITLE)}</a></header>
+{body}
+</body>
+</html>
+"""
+
+
+def script_page(name: str, source: str, lecture: str | None) -> str:
+    code_html = highlight_lines(source)
+    rows = []
+    head = f'<h1><a href="{name}" title="the script as a file">{name}</a></h1>'
+    if lecture:
+        head += f'<p class="lecture">Lecture: {markdown_to_html(lecture, inline=True)}</p>'
+    for i, section in enumerate(split_sections(source)):
+        notes = markdown_to_html("\n".join(section.notes)) if section.notes else ""
+        if i == 0:
+            notes = head + notes
+        code = "\n".join(f'<span class="line" id="L{n}">{code_html[n - 1]}</span>' for n in section.code_lines)
+        notes_range = f"{section.notes_lines[0]}-{section.notes_lines[-1]}" if section.notes_lines else ""
+        rows.append(
+            f'<div class="section" id="s{i}" data-notes="{notes_range}">'
+            f'<div class="notes"><a class="pilcrow" href="#s{i}">&para;</a>{notes}</div>'
+            f'<div class="code"><pre><code>{code}</code></pre></div></div>'
+        )
+    return page(f"{name}: annotated", '<main class="annotated">\n' + "\n".join(rows) + "\n</main>")
+
+
+def readme_table(readme: Path) -> list[dict[str, str]]:
+    """Rows of README.md's table between `<!-- scripts-table -->` markers, keyed by lower-case header."""
+    text = readme.read_text() if readme.exists() else ""
+    match = re.search(r"<!-- scripts-table -->(.*?)<!-- /scripts-table -->", text, re.S)
+    if not match:
+        return []
+    rows = [line.strip().strip("|").split("|") for line in match.group(1).strip().splitlines()]
+    header = [cell.strip().lower() for cell in rows[0]]
+    table = []
+    for cells in rows[2:]:
+        row = dict(zip(header, (cell.strip() for cell in cells)))
+        found = re.search(r"[\w.-]+\.py", row.get("script", ""))
+        if found:
+            row["script"] = found.group(0)
+            table.append(row)
+    return table
+
+
+def first_line(source: str) -> str:
+    doc = module_docstring(source)
+    return doc[2].split("\n\n")[0].replace("\n", " ") if doc else ""
+
+
+def index_page(entries: list[dict]) -> str:
+    rows = []
+    for e in entries:
+        name = f'<a href="{e["page"]}"><code>{e["script"]}</code></a>' if e["page"] else f"<code>{e['script']}</code>"
+        rows.append(
+            f"<tr><td>{name}</td><td>{markdown_to_html(e['lecture'], inline=True)}</td>"
+            f"<td>{markdown_to_html(e['summary'], inline=True)}</td><td>{html.escape(e['spaces'])}</td></tr>"
+        )
+    body = f"""<main class="index">
+<h1>{html.escape(TITLE)}</h1>
+<p>Each script of the lecture <em>Policy Gradient Methods</em>, annotated: the script's own comments,
+with the lecture's math, on the left; the code they explain on the right, every line of the file in order.</p>
+<table>
+<thead><tr><th>script</th><th>lecture section</th><th>what it is</th><th>action spaces</th></tr></thead>
+<tbody>
+{chr(10).join(rows)}
+</tbody>
+</table>
+</main>"""
+    return page(TITLE, body)
+
+
+# ## KaTeX, from npm
+def fetch_katex(dest: Path) -> None:
+    """Unpack KaTeX's dist files into `dest` from the pinned npm tarball (npm's cache serves repeats offline)."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise BuildError(
+            "npm is needed to bring KaTeX: install Node.js and npm (Debian: apt-get install npm), "
+            "or pass --katex DIR with katex.min.js, katex.min.css and fonts/ (Debian: apt-get install libjs-katex, "
+            "then --katex /usr/share/javascript/katex)"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        result = subprocess.run(
+            [npm, "pack", f"katex@{KATEX_VERSION}", "--prefer-offline", "--silent", "--pack-destination", tmp],
+            capture_output=True,
+            text=True,
+        )
+        tarballs = list(Path(tmp).glob("katex-*.tgz"))
+        if result.returncode != 0 or len(tarballs) != 1:
+            raise BuildError(f"npm pack katex@{KATEX_VERSION} failed: {(result.stderr or result.stdout).strip()[:500]}")
+        data = tarballs[0].read_bytes()
+        integrity = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
+        if integrity != KATEX_INTEGRITY:
+            raise BuildError(f"katex-{KATEX_VERSION}.tgz has integrity {integrity}, expected {KATEX_INTEGRITY}")
+        with tarfile.open(tarballs[0]) as tar:
+            for member in tar.getmembers():
+                rel = member.name.removeprefix("package/")
+                keep = rel == "LICENSE" or rel.removeprefix("dist/") in KATEX_FILES or rel.startswith("dist/fonts/")
+                if member.isfile() and keep:
+                    target = dest / rel.removeprefix("dist/")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(tar.extractfile(member).read())
+
+
+def copy_katex(source: Path, dest: Path) -> None:
+    missing = [f for f in (*KATEX_FILES, "fonts") if not (source / f).exists()]
+    if missing:
+        raise BuildError(f"--katex {source}: missing {', '.join(missing)}")
+    for f in KATEX_FILES:
+        shutil.copy2(source / f, dest / f)
+    shutil.copytree(source / "fonts", dest / "fonts", dirs_exist_ok=True)
+
+
+# ## The build
+def scripts(root: Path) -> list[Path]:
+    return sorted(p for p in root.glob("*.py") if p.is_file())
+
+
+def build(out: Path, root: Path = ROOT, katex: Path | None = None, with_katex: bool = True) -> list[dict]:
+    """Write the site to `out` (replaced whole); return the index's entries."""
+    if out.exists():
+        if not (out / "index.html").exists() and any(out.iterdir()):
+            raise BuildError(f"{out} exists and is not a site this script built; not replacing it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    if with_katex:
+        (out / "katex").mkdir()
+        copy_katex(katex, out / "katex") if katex else fetch_katex(out / "katex")
+    for asset in ASSETS:
+        shutil.copy2(HERE / asset, out / asset)
+    from pygments.formatters import HtmlFormatter
+
+    (out / "pygments.css").write_text(HtmlFormatter(style="default").get_style_defs(".code"))
+
+    table = {row["script"]: row for row in readme_table(root / "README.md")}
+    present = {p.name: p for p in scripts(root)}
+    order = list(table) + [name for name in present if name not in table]
+    entries = []
+    for name in order:
+        row = table.get(name, {})
+        entry = {"script": name, "lecture": row.get("lecture section", ""), "spaces": row.get("action spaces", "")}
+        entry.update(page=None, summary="(not written yet)")
+        if name in present:
+            source = present[name].read_text()
+            entry.update(page=name.removesuffix(".py") + ".html", summary=first_line(source))
+            (out / entry["page"]).write_text(script_page(name, source, entry["lecture"] or None))
+            shutil.copy2(present[name], out / name)
+        entries.append(entry)
+    (out / "index.html").write_text(index_page(entries))
+    (out / ".nojekyll").touch()  # GitHub Pages from a branch: serve the files as they are
+    return entries
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=HERE / "_site", help="output folder (default docs/_site)")
+    parser.add_argument("--katex", type=Path, help="a KaTeX folder with katex.min.js, katex.min.css, fonts/")
+    args = parser.parse_args()
+    try:
+        entries = build(args.out, katex=args.katex)
+    except BuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    pages = sum(1 for e in entries if e["page"])
+    print(f"{pages} pages and index.html in {args.out} (open {args.out / 'index.html'})")
+
+
+if __name__ == "__main__":
+    main()
