@@ -1,0 +1,580 @@
+"""Trust Region Policy Optimization (TRPO), for Discrete and Box actions.
+
+Paper: Schulman, Levine, Moritz, Jordan, Abbeel. "Trust Region Policy Optimization",
+ICML 2015 (arXiv:1502.05477). Lecture: slide "Trust Region Policy Optimization (TRPO)",
+with the output layers of slides "Policy Gradient Methods" (softmax for discrete actions,
+a Gaussian $\\mathbb{N}(f(s_t), \\Sigma)$ for continuous ones).
+
+Each update solves, on one rollout of $\\pi_{\\theta_{old}}$,
+
+$\\max_\\theta \\mathcal{L}(\\theta) = \\hat{\\mathbb{E}}_t[r_t(\\theta)\\hat{A}_t]$ subject to
+$\\bar{D}_{KL}(\\theta) = \\hat{\\mathbb{E}}_t[KL(\\pi(\\cdot|s_t;\\theta_{old}) || \\pi(\\cdot|s_t;\\theta))] \\le \\delta$,
+
+by a linear model of $\\mathcal{L}$ ($g = \\nabla_\\theta \\mathcal{L}$) and a quadratic model of the KL
+(its Hessian $F$, the Fisher information matrix): the natural-gradient direction $s = F^{-1}g$
+(conjugate gradient on Fisher-vector products), the largest step $\\beta s$ with
+$\\frac{1}{2}\\beta^2 s^T F s = \\delta$, then a backtracking line search on the true KL and
+surrogate. A separate critic $V(s)$ is fitted by regression; $\\hat{A}_t$ is GAE($\\lambda$).
+
+Run: python trpo.py --env-id CartPole-v1
+"""
+
+import functools
+import json
+import os
+import pickle
+import random
+import sys
+import time
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (part of the run name)"""
+    seed: int = 1
+    """seed of random, numpy, torch and the environments"""
+    torch_deterministic: bool = True
+    """make torch pick deterministic algorithms (same seed, same machine: same run)"""
+    cuda: bool = False
+    """use the GPU when one is available"""
+    track: bool = False
+    """log to Weights and Biases (set WANDB_MODE=offline to log without a network)"""
+    wandb_project_name: str = "pg-lecture"
+    """the W&B project"""
+    wandb_entity: str | None = None
+    """the W&B entity (team or user)"""
+    capture_video: bool = False
+    """record videos of the evaluation episodes under videos/<run_name>/"""
+    save_model: bool = False
+    """save the weights to runs/<run_name>/<exp_name>.pt"""
+    model_path: str | None = None
+    """load weights from this file before training (with --total-timesteps 0: only evaluate)"""
+    env_id: str = "CartPole-v1"
+    """the gymnasium environment id"""
+    total_timesteps: int = 100_000
+    """environment steps to train for, over all environments"""
+    eval_episodes: int = 10
+    """episodes of the final, deterministic policy to evaluate"""
+
+    target_kl: float = 0.01
+    """delta, the trust region: bound on the mean KL between old and new policy"""
+    cg_iters: int = 15
+    """conjugate-gradient iterations for $s = F^{-1}g$"""
+    cg_damping: float = 0.1
+    """added to the Fisher matrix, F + damping I, so CG stays well conditioned"""
+    backtrack_coef: float = 0.8
+    """the line search shrinks the step by this factor after each rejected trial"""
+    max_backtracks: int = 10
+    """trial steps of the line search before it gives up and keeps the old policy"""
+    learning_rate: float = 1e-3
+    """Adam's step size for the critic"""
+    critic_epochs: int = 10
+    """epochs of minibatch regression of V on each rollout"""
+    num_minibatches: int = 4
+    """critic minibatches per epoch"""
+    num_envs: int = 8
+    """parallel environments"""
+    num_steps: int = 128
+    """steps per environment in each rollout"""
+    gamma: float = 0.99
+    """discount factor gamma"""
+    gae_lambda: float = 0.95
+    """lambda of GAE (1: Monte-Carlo returns, 0: one-step TD)"""
+    norm_adv: bool = True
+    """normalize the advantages of each rollout"""
+    scale_rewards: bool = True
+    """divide rewards by the running std of the discounted return (keeps V's targets near 1)"""
+    hidden_size: int = 64
+    """units in each of the two hidden layers"""
+    num_threads: int = 1
+    """torch CPU threads (1 is fastest for networks this small)"""
+
+
+class ArgError(ValueError):
+    """Bad input: reported as one `error:` line and exit status 2."""
+
+
+# ## Environments
+# Gymnasium 1.x vector envs with `SAME_STEP` autoreset: when an episode ends, `step` returns
+# the first observation of the next one and the true last observation in `info["final_obs"]`,
+# which we need to bootstrap $V(s_{T})$ when the episode was cut by a time limit.
+def make_env(env_id: str, seed: int, render_mode: str | None = None):
+    def thunk():
+        env = gym.make(env_id, render_mode=render_mode)
+        env.action_space.seed(seed)
+        return env
+
+    return thunk
+
+
+def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv:
+    return gym.vector.SyncVectorEnv(
+        [make_env(env_id, seed + i) for i in range(num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+
+
+def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Linear:
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+def mlp(n_in: int, n_hidden: int, n_out: int, out_std: float) -> nn.Sequential:
+    return nn.Sequential(
+        layer_init(nn.Linear(n_in, n_hidden)),
+        nn.Tanh(),
+        layer_init(nn.Linear(n_hidden, n_hidden)),
+        nn.Tanh(),
+        layer_init(nn.Linear(n_hidden, n_out), std=out_std),
+    )
+
+
+class Agent(nn.Module):
+    """Actor $\\pi(a|s;\\theta)$ and a separate critic $V(s)$, trained by different rules.
+
+    The actor's output is the softmax's logits $\\mathbf{z}$ (discrete) or the Gaussian's
+    mean $f(s)$ (continuous, with $\\log\\sigma$ a parameter in $\\theta$ that does not depend on $s$)."""
+
+    def __init__(self, obs_dim: int, action_dim: int, discrete: bool, hidden: int):
+        super().__init__()
+        self.discrete = discrete
+        self.critic = mlp(obs_dim, hidden, 1, out_std=1.0)
+        self.actor = mlp(obs_dim, hidden, action_dim, out_std=0.01)
+        if not discrete:
+            self.log_std = nn.Parameter(torch.zeros(action_dim))
+
+    def policy_params(self) -> list[nn.Parameter]:
+        """$\\theta$: everything the trust-region step moves, $\\log\\sigma$ included."""
+        return list(self.actor.parameters()) + ([] if self.discrete else [self.log_std])
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(obs).squeeze(-1)
+
+    def dist(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The distribution's parameters: (logits, None) or (mean, log_std)."""
+        out = self.actor(obs)
+        return (out, None) if self.discrete else (out, self.log_std)
+
+    def sample(self, obs: torch.Tensor) -> torch.Tensor:
+        # No torch.distributions per env step. Softmax: Gumbel-max, $\arg\max_a (z_a + g_a)$
+        # with $g_a = -\log(-\log u_a)$, $u_a \sim U(0,1)$. Gaussian: $\mu + \sigma \xi$, $\xi \sim \mathbb{N}(0, I)$.
+        out = self.actor(obs)
+        if self.discrete:
+            return torch.argmax(out - torch.log(-torch.log(torch.rand_like(out))), dim=-1)
+        return out + torch.exp(self.log_std) * torch.randn_like(out)
+
+    def mode(self, obs: torch.Tensor) -> torch.Tensor:
+        """The most likely action: used for evaluation."""
+        out = self.actor(obs)
+        return torch.argmax(out, dim=-1) if self.discrete else out
+
+
+# ## Log-likelihood and KL of the two output layers
+# Softmax: $\log\pi(a|s) = z_a - \log\sum_b e^{z_b}$. Gaussian:
+# $\log \pi(a|s) = -\sum_i \left[\frac{(a_i - \mu_i)^2}{2\sigma_i^2} + \log \sigma_i + \frac{1}{2}\log 2\pi\right]$.
+def log_prob(out: torch.Tensor, log_std: torch.Tensor | None, actions: torch.Tensor) -> torch.Tensor:
+    if log_std is None:
+        return torch.log_softmax(out, -1).gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+    z = (actions - out) * torch.exp(-log_std)
+    return -(0.5 * z.pow(2) + log_std + 0.5 * float(np.log(2 * np.pi))).sum(-1)
+
+
+# $KL(\pi_{old} || \pi)$ per state. Softmax: $\sum_a p^{old}_a (\log p^{old}_a - \log p_a)$.
+# Gaussian: $\sum_i \left[\log\frac{\sigma_i}{\sigma^{old}_i} + \frac{(\sigma^{old}_i)^2 + (\mu^{old}_i - \mu_i)^2}{2\sigma_i^2} - \frac{1}{2}\right]$.
+def kl_divergence(old_out, old_log_std, out, log_std) -> torch.Tensor:
+    if log_std is None:
+        old_logp, logp = torch.log_softmax(old_out, -1), torch.log_softmax(out, -1)
+        return (old_logp.exp() * (old_logp - logp)).sum(-1)
+    var_ratio = torch.exp(2 * (old_log_std - log_std))
+    mean_term = (old_out - out).pow(2) * torch.exp(-2 * log_std)
+    return (log_std - old_log_std + 0.5 * (var_ratio + mean_term) - 0.5).sum(-1)
+
+
+# ## Generalized advantage estimation
+# $\delta_t = r_t + \gamma V(s_{t+1})(1 - \text{terminated}_t) - V(s_t)$ and
+# $\hat{A}_t = \delta_t + \gamma\lambda (1 - \text{done}_t) \hat{A}_{t+1}$.
+# `next_values[t]` is $V$ of the true next state, also when the episode was truncated there:
+# a time limit is not a terminal state, so it still bootstraps. `dones[t]` (terminated or
+# truncated) only stops the sum from running into the next episode. Arrays are (T, N) numpy:
+# a loop over T small rows runs several times faster in numpy than in torch.
+def gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambda: float) -> np.ndarray:
+    advantages = np.zeros_like(rewards)
+    next_advantage = np.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        delta = rewards[t] + gamma * next_values[t] * (1.0 - terminated[t]) - values[t]
+        next_advantage = delta + gamma * gae_lambda * (1.0 - dones[t]) * next_advantage
+        advantages[t] = next_advantage
+    return advantages
+
+
+# ## The surrogate and the constraint
+# $\mathcal{L}(\theta) = \hat{\mathbb{E}}_t[r_t(\theta)\hat{A}_t]$ with $r_t = \exp(\log\pi_\theta(a_t|s_t) - \log\pi_{\theta_{old}}(a_t|s_t))$,
+# and $\bar{D}_{KL}(\theta) = \hat{\mathbb{E}}_t[KL(\pi_{old}(\cdot|s_t) || \pi_\theta(\cdot|s_t))]$, both at the current $\theta$.
+# `old_out`, `old_log_std`, `old_log_prob` hold $\pi_{\theta_{old}}$ on the batch, detached.
+def surrogate_and_kl(agent, obs, actions, advantages, old_out, old_log_std, old_log_prob):
+    out, log_std = agent.dist(obs)
+    ratio = torch.exp(log_prob(out, log_std, actions) - old_log_prob)
+    return (ratio * advantages).mean(), kl_divergence(old_out, old_log_std, out, log_std).mean()
+
+
+# ## The trust-region step, on $\theta$ as one flat vector
+def flat_grad(y: torch.Tensor, params, **kwargs) -> torch.Tensor:
+    return torch.cat([g.reshape(-1) for g in torch.autograd.grad(y, params, **kwargs)])
+
+
+def set_flat_params(params, flat: torch.Tensor) -> None:
+    """Copy `flat` into `params` in place (exact: the same floats come back out)."""
+    offset = 0
+    with torch.no_grad():
+        for p in params:
+            p.copy_(flat[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()
+
+
+# Fisher-vector product $Fv$ without forming $F$: $F$ is the Hessian of the mean KL at
+# $\theta = \theta_{old}$, so $Fv = \nabla_\theta \left[(\nabla_\theta \bar{D}_{KL})^T v\right]$
+# (double backprop). `kl` must be built with $\pi_{old}$ detached and a graph to $\theta$;
+# its gradient graph is built once and reused by every product. Damping: $(F + cI)v$.
+def fisher_vector_product_fn(kl: torch.Tensor, params, damping: float):
+    grad_kl = flat_grad(kl, params, create_graph=True)
+
+    def fvp(v: torch.Tensor) -> torch.Tensor:
+        return flat_grad(grad_kl @ v, params, retain_graph=True) + damping * v
+
+    return fvp
+
+
+# Conjugate gradient for $Fx = g$, with $F$ symmetric positive definite, known only through
+# $v \mapsto Fv$: exact in at most $n$ iterations in exact arithmetic.
+def conjugate_gradient(Av, b: torch.Tensor, iters: int, residual_tol: float = 1e-10) -> torch.Tensor:
+    x = torch.zeros_like(b)
+    r, p = b.clone(), b.clone()  # residual $b - Ax$ and search direction
+    rr = r @ r
+    for _ in range(iters):
+        if rr < residual_tol:
+            break
+        Ap = Av(p)
+        alpha = rr / (p @ Ap)
+        x += alpha * p
+        r -= alpha * Ap
+        rr_new = r @ r
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x
+
+
+# The largest step along $s$ inside the quadratic model of the trust region:
+# $\frac{1}{2}(\beta s)^T F (\beta s) = \delta \Rightarrow \beta = \sqrt{2\delta / s^T F s}$.
+def max_step(s: torch.Tensor, Fs: torch.Tensor, delta: float) -> torch.Tensor:
+    return torch.sqrt(2.0 * delta / (s @ Fs)) * s
+
+
+# Backtracking line search: try $\theta_{old} + \alpha^k \beta s$, $k = 0, 1, \dots$, and accept the
+# first that keeps the measured $\bar{D}_{KL} \le \delta$ and improves $\mathcal{L}$. If none does,
+# $\theta_{old}$ is put back exactly. `surrogate_kl()` evaluates $(\mathcal{L}, \bar{D}_{KL})$ at the
+# current parameters. Returns (accepted, backtracks, KL, $\mathcal{L}$) of the accepted step.
+def line_search(params, step: torch.Tensor, surrogate_kl, delta: float, coef: float, max_backtracks: int):
+    with torch.no_grad():
+        old = torch.cat([p.reshape(-1) for p in params]).clone()
+        old_surrogate, _ = surrogate_kl()
+        for k in range(max_backtracks):
+            set_flat_params(params, old + coef**k * step)
+            surrogate, kl = surrogate_kl()
+            if kl <= delta and surrogate > old_surrogate:  # False on NaN
+                return True, k, float(kl), float(surrogate)
+        set_flat_params(params, old)
+    return False, max_backtracks, 0.0, float(old_surrogate)
+
+
+class RunningMeanStd:
+    """Mean and variance of a stream of batches (Chan et al.'s parallel update)."""
+
+    def __init__(self, shape=()):
+        self.mean, self.var, self.count = np.zeros(shape), np.ones(shape), 1e-4
+
+    def update(self, batch: np.ndarray):
+        b_mean, b_var, b_count = batch.mean(0), batch.var(0), batch.shape[0]
+        delta, total = b_mean - self.mean, self.count + b_count
+        self.mean = self.mean + delta * b_count / total
+        m2 = self.var * self.count + b_var * b_count + delta**2 * self.count * b_count / total
+        self.var, self.count = m2 / total, total
+
+
+def check_args(args: Args) -> None:
+    for name in ("num_envs", "num_steps", "num_minibatches", "critic_epochs", "cg_iters", "max_backtracks",
+                 "hidden_size", "num_threads"):  # fmt: skip
+        if getattr(args, name) <= 0:
+            raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("learning_rate", "target_kl"):
+        if not getattr(args, name) > 0:
+            raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if not (0 < args.backtrack_coef < 1) or not args.cg_damping >= 0:
+        raise ArgError(
+            f"need 0 < --backtrack-coef < 1, --cg-damping >= 0, got {args.backtrack_coef}, {args.cg_damping}"
+        )
+    if not (0 <= args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
+        raise ArgError(f"--gamma and --gae-lambda must lie in [0, 1], got {args.gamma}, {args.gae_lambda}")
+    if args.eval_episodes < 0:
+        raise ArgError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
+    batch_size = args.num_envs * args.num_steps
+    if batch_size % args.num_minibatches:
+        raise ArgError(f"--num-minibatches {args.num_minibatches} must divide num_envs * num_steps = {batch_size}")
+    if args.total_timesteps == 0 and args.model_path is None:
+        raise ArgError("--total-timesteps 0 only evaluates, and needs --model-path")
+    if args.total_timesteps != 0 and args.total_timesteps < batch_size:
+        raise ArgError(
+            f"--total-timesteps {args.total_timesteps} is less than one update (num_envs * num_steps = {batch_size})"
+        )
+    if args.model_path is not None and not os.path.isfile(args.model_path):
+        raise ArgError(f"--model-path {args.model_path}: no such file")
+    if args.capture_video:
+        import importlib.util
+
+        if importlib.util.find_spec("moviepy") is None or importlib.util.find_spec("pygame") is None:
+            raise ArgError('--capture-video needs moviepy and pygame: pip install "gymnasium[classic-control,other]"')
+
+
+def evaluate(agent: Agent, args: Args, run_name: str, device: torch.device) -> list[float]:
+    """Returns of `eval_episodes` episodes of the most likely action, no exploration."""
+    env = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
+    if args.capture_video:
+        env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", episode_trigger=lambda e: True)
+    returns = []
+    for episode in range(args.eval_episodes):
+        obs, _ = env.reset(seed=args.seed + 10_000 + episode)
+        done, total = False, 0.0
+        while not done:
+            with torch.inference_mode():
+                action = agent.mode(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+            if not agent.discrete:
+                action = np.clip(action, env.action_space.low, env.action_space.high)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return returns
+
+
+def train(args: Args) -> dict:
+    check_args(args)
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.num_threads)
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+
+    try:
+        envs = make_envs(args.env_id, args.num_envs, args.seed)
+    except (gym.error.Error, ImportError) as e:  # unknown id, missing extra (MuJoCo, Box2D), ...
+        raise ArgError(f"cannot make env {args.env_id!r}: {str(e).splitlines()[0]}") from None
+    obs_space, act_space = envs.single_observation_space, envs.single_action_space
+    if not isinstance(act_space, (gym.spaces.Discrete, gym.spaces.Box)):
+        raise ArgError(f"trpo.py needs a Discrete or Box action space, {args.env_id} has {act_space}")
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        raise ArgError(f"trpo.py needs a flat Box observation space, {args.env_id} has {obs_space}")
+    discrete = isinstance(act_space, gym.spaces.Discrete)
+    obs_dim = obs_space.shape[0]
+    action_dim = int(act_space.n) if discrete else act_space.shape[0]
+    agent = Agent(obs_dim, action_dim, discrete, args.hidden_size).to(device)
+    params = agent.policy_params()
+    critic_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.learning_rate, eps=1e-5)
+    reward_rms = RunningMeanStd()
+    if args.model_path is not None:
+        try:
+            saved = torch.load(args.model_path, map_location=device, weights_only=True)
+            agent.load_state_dict(saved["agent"])
+        except (RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
+            raise ArgError(
+                f"--model-path {args.model_path} does not fit {args.env_id}: {str(e).splitlines()[0]}"
+            ) from None
+        reward_rms.mean, reward_rms.var, reward_rms.count = saved.get("reward_rms", (0.0, 1.0, 1e-4))
+
+    os.makedirs(f"runs/{run_name}", exist_ok=True)
+    writer = None
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name, config=vars(args))
+        writer = wandb
+    progress = open(f"runs/{run_name}/progress.csv", "w")
+    progress.write("global_step,wall_time,episodic_return,episodic_length\n")
+
+    # Rollout storage, on the CPU as numpy: the env lives there.
+    T, N = args.num_steps, args.num_envs
+    batch_size = T * N
+    minibatch_size = batch_size // args.num_minibatches
+    num_iterations = args.total_timesteps // batch_size
+    obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
+    next_obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
+    actions_buf = np.zeros((T, N) if discrete else (T, N, action_dim), dtype=np.int64 if discrete else np.float32)
+    rewards_buf = np.zeros((T, N), dtype=np.float32)
+    terminated_buf = np.zeros((T, N), dtype=np.float32)
+    dones_buf = np.zeros((T, N), dtype=np.float32)
+    discounted_buf = np.zeros((T, N), dtype=np.float32)  # $\sum_k \gamma^k r_{t-k}$, for reward scaling
+
+    global_step, episode_returns = 0, []
+    ep_return, ep_length = np.zeros(N), np.zeros(N, dtype=np.int64)
+    discounted_return = np.zeros(N)
+    obs, _ = envs.reset(seed=args.seed)
+    start_time = last_print = time.time()
+    interrupted = False
+    try:
+        for iteration in range(1, num_iterations + 1):
+            # ## Rollout: run $\pi_{\theta_{old}}$ for T steps in each of the N envs
+            for step in range(T):
+                obs_buf[step] = obs
+                with torch.inference_mode():
+                    action = agent.sample(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+                actions_buf[step] = action
+                if not discrete:
+                    action = np.clip(action, act_space.low, act_space.high)
+                obs, reward, terminated, truncated, info = envs.step(action)
+                global_step += N
+                next_obs_buf[step] = obs
+                if "final_obs" in info:
+                    for i in np.flatnonzero(info["_final_obs"]):
+                        next_obs_buf[step, i] = info["final_obs"][i]
+                done = terminated | truncated
+                rewards_buf[step], terminated_buf[step], dones_buf[step] = reward, terminated, done
+                discounted_return = discounted_return * args.gamma + reward
+                discounted_buf[step] = discounted_return
+                discounted_return[done] = 0.0
+                ep_return += reward
+                ep_length += 1
+                for i in np.flatnonzero(done):
+                    episode_returns.append(float(ep_return[i]))
+                    wall = time.time() - start_time
+                    progress.write(f"{global_step},{wall:.4f},{ep_return[i]:.6g},{ep_length[i]}\n")
+                    progress.flush()
+                    if writer:
+                        writer.log(
+                            {"charts/episodic_return": ep_return[i], "charts/episodic_length": ep_length[i]},
+                            step=global_step,
+                        )
+                    ep_return[i], ep_length[i] = 0.0, 0
+
+            # ## Advantages: one batched forward of V over $s_t$ and the true $s_{t+1}$
+            # Reward scaling: $r_t / \sigma$, $\sigma$ the running std of the discounted return.
+            rewards = rewards_buf
+            if args.scale_rewards:
+                reward_rms.update(discounted_buf.reshape(-1))
+                rewards = (rewards_buf / np.sqrt(reward_rms.var + 1e-8)).astype(np.float32)
+            b_obs = torch.from_numpy(obs_buf).to(device).reshape(batch_size, obs_dim)
+            b_actions = torch.from_numpy(actions_buf).to(device).reshape(batch_size, *actions_buf.shape[2:])
+            with torch.no_grad():
+                values = agent.value(b_obs).reshape(T, N).cpu().numpy()
+                next_values = agent.value(torch.from_numpy(next_obs_buf).to(device)).reshape(T, N).cpu().numpy()
+            advantages = gae(rewards, values, next_values, terminated_buf, dones_buf, args.gamma, args.gae_lambda)
+            returns = advantages + values  # $V^{targ}_t = \hat{A}_t + V(s_t)$
+            b_adv, b_returns, b_values = (
+                torch.from_numpy(x.reshape(-1)).to(device) for x in (advantages, returns, values)
+            )
+            with torch.no_grad():
+                if args.norm_adv:
+                    b_adv = (b_adv - b_adv.mean()) / (b_adv.std() + 1e-8)
+                old_out, old_log_std = agent.dist(b_obs)
+                old_log_std = None if old_log_std is None else old_log_std.clone()
+                old_log_prob = log_prob(old_out, old_log_std, b_actions)
+
+            # ## Policy: $g$, $s = F^{-1}g$ by CG, the step $\beta s$, the line search
+            surrogate_kl = functools.partial(
+                surrogate_and_kl, agent, b_obs, b_actions, b_adv, old_out, old_log_std, old_log_prob
+            )
+            surrogate, kl = surrogate_kl()
+            g = flat_grad(surrogate, params, retain_graph=True)
+            fvp = fisher_vector_product_fn(kl, params, args.cg_damping)
+            s = conjugate_gradient(fvp, g, args.cg_iters)
+            step = max_step(s, fvp(s), args.target_kl)
+            accepted, backtracks, step_kl, new_surrogate = line_search(
+                params, step, surrogate_kl, args.target_kl, args.backtrack_coef, args.max_backtracks
+            )
+
+            # ## Critic: minimise $(V(s_t) - V_t^{targ})^2$, $V_t^{targ} = \hat{A}_t + V_{old}(s_t)$, by Adam
+            for _epoch in range(args.critic_epochs):
+                perm = torch.randperm(batch_size, device=device)
+                for start in range(0, batch_size, minibatch_size):
+                    mb = perm[start : start + minibatch_size]
+                    v_loss = 0.5 * (agent.value(b_obs[mb]) - b_returns[mb]).pow(2).mean()
+                    critic_optimizer.zero_grad()
+                    v_loss.backward()
+                    critic_optimizer.step()
+
+            if not (np.isfinite(new_surrogate) and torch.isfinite(v_loss)) or not all(
+                torch.isfinite(p).all() for p in agent.parameters()
+            ):
+                raise FloatingPointError(f"loss or parameters became NaN/inf at global_step={global_step}")
+
+            now = time.time()
+            sps = int(global_step / (now - start_time))
+            if writer:
+                var_y = b_returns.var()
+                explained_var = float("nan") if var_y == 0 else float(1 - (b_returns - b_values).var() / var_y)
+                writer.log({
+                    "charts/SPS": sps, "losses/policy_objective": new_surrogate, "losses/value_loss": v_loss.item(),
+                    "losses/kl": step_kl, "losses/line_search_backtracks": backtracks,
+                    "losses/line_search_success": float(accepted), "losses/explained_variance": explained_var,
+                    "losses/step_norm": step.norm().item(),
+                }, step=global_step)  # fmt: skip
+            if now - last_print >= 2.0 or iteration == num_iterations:
+                last_print = now
+                recent = np.mean(episode_returns[-20:]) if episode_returns else float("nan")
+                eta = (args.total_timesteps - global_step) / max(sps, 1)
+                print(f"step {global_step}/{args.total_timesteps} | {sps} SPS | {now - start_time:.0f}s elapsed, "
+                      f"{eta:.0f}s left | mean return (last 20) {recent:.1f} | kl {step_kl:.4f}, "
+                      f"backtracks {backtracks}{'' if accepted else ' (rejected)'}", flush=True)  # fmt: skip
+    except KeyboardInterrupt:
+        interrupted = True
+        print("interrupted: saving what was reached", file=sys.stderr)
+    wall_time = time.time() - start_time
+    envs.close()
+    progress.close()
+
+    if args.save_model:
+        path = f"runs/{run_name}/{args.exp_name}.pt"
+        rms = (float(reward_rms.mean), float(reward_rms.var), float(reward_rms.count))
+        torch.save({"agent": agent.state_dict(), "reward_rms": rms, "args": vars(args)}, path)
+        print(f"model saved to {path}")
+
+    eval_returns = [] if interrupted else evaluate(agent, args, run_name, device)
+    summary = {
+        "algo": "trpo", "env_id": args.env_id, "seed": args.seed, "global_step": global_step,
+        "wall_time_s": wall_time, "sps": global_step / wall_time if wall_time > 0 else 0.0,
+        "eval_mean_return": float(np.mean(eval_returns)) if eval_returns else None,
+        "eval_std_return": float(np.std(eval_returns)) if eval_returns else None,
+        "eval_episodes": len(eval_returns),
+        "train_last_mean_return": float(np.mean(episode_returns[-20:])) if episode_returns else None,
+        "interrupted": interrupted, "run_name": run_name,
+    }  # fmt: skip
+    with open(f"runs/{run_name}/summary.json", "w") as f:
+        json.dump(summary, f, indent=2)
+    if writer:
+        writer.log({"eval/mean_return": summary["eval_mean_return"]}, step=global_step)
+        writer.finish()
+    mean, std = summary["eval_mean_return"], summary["eval_std_return"]
+    print(f"eval: mean_return={mean} std_return={std} episodes={len(eval_returns)}")
+    return summary
+
+
+if __name__ == "__main__":
+    try:
+        train(tyro.cli(Args))
+    except ArgError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except FloatingPointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:  # during evaluation; training itself stops cleanly on Ctrl-C
+        sys.exit(130)
