@@ -23,9 +23,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import ROOT, Entry, collect, jobs_for, run_jobs, summarize, table  # noqa: E402
 
 CARTPOLE, PENDULUM = 475.0, -200.0
+TRPO_PENDULUM = ["--gamma", "0.9", "--target-kl", "0.02", "--num-minibatches", "8", "--critic-epochs", "20"]
 SUITE = [
+    Entry("finite_diff.py", "CartPole-v1", CARTPOLE),
+    Entry("finite_diff.py", "Pendulum-v1", PENDULUM),
+    Entry("reinforce.py", "CartPole-v1", CARTPOLE),
+    Entry("reinforce.py", "Pendulum-v1", PENDULUM),
+    Entry("reinforce_baseline.py", "CartPole-v1", CARTPOLE),
+    Entry("reinforce_baseline.py", "Pendulum-v1", PENDULUM),
+    Entry("actor_critic.py", "CartPole-v1", CARTPOLE),
+    Entry("actor_critic.py", "Pendulum-v1", PENDULUM),
+    Entry("a2c.py", "CartPole-v1", CARTPOLE, peer="a2c"),
+    Entry("a2c.py", "Pendulum-v1", PENDULUM),
+    Entry("ddpg.py", "Pendulum-v1", PENDULUM, window=10, peer="ddpg"),
+    Entry("trpo.py", "CartPole-v1", CARTPOLE, peer="trpo"),
+    Entry("trpo.py", "Pendulum-v1", PENDULUM, peer="trpo", extra=TRPO_PENDULUM),
     Entry("ppo.py", "CartPole-v1", CARTPOLE, peer="ppo"),
     Entry("ppo.py", "Pendulum-v1", PENDULUM, peer="ppo"),
+    Entry("ppo_continuous.py", "Pendulum-v1", PENDULUM, peer="ppo"),
 ]
 
 
