@@ -106,20 +106,11 @@ class ArgError(ValueError):
 # Gymnasium 1.x vector envs with `SAME_STEP` autoreset: when an episode ends, `step` returns
 # the first observation of the next one and the true last observation in `info["final_obs"]`,
 # which we need to bootstrap $V(s_{T})$ when the episode was cut by a time limit.
-def make_env(env_id: str, seed: int, render_mode: str | None = None):
-    def thunk():
-        env = gym.make(env_id, render_mode=render_mode)
-        env.action_space.seed(seed)
-        return env
-
-    return thunk
-
-
 def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv:
-    return gym.vector.SyncVectorEnv(
-        [make_env(env_id, seed + i) for i in range(num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
+    env_fns = [lambda: gym.make(env_id) for _ in range(num_envs)]
+    envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs.action_space.seed(seed)
+    return envs
 
 
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Linear:
@@ -253,10 +244,8 @@ class RunningMeanStd:
 
 
 def check_args(args: Args) -> None:
-    for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "hidden_size", "num_threads"):
-        if getattr(args, name) <= 0:
-            raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("learning_rate", "clip_coef"):
+    sizes = ("num_envs", "num_steps", "num_minibatches", "update_epochs", "hidden_size", "num_threads")
+    for name in (*sizes, "learning_rate", "clip_coef"):
         if not getattr(args, name) > 0:
             raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if not (0 <= args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
@@ -268,10 +257,8 @@ def check_args(args: Args) -> None:
         raise ArgError(f"--num-minibatches {args.num_minibatches} must divide num_envs * num_steps = {batch_size}")
     if args.total_timesteps == 0 and args.model_path is None:
         raise ArgError("--total-timesteps 0 only evaluates, and needs --model-path")
-    if args.total_timesteps != 0 and args.total_timesteps < batch_size:
-        raise ArgError(
-            f"--total-timesteps {args.total_timesteps} is less than one update (num_envs * num_steps = {batch_size})"
-        )
+    if 0 < args.total_timesteps < batch_size or args.total_timesteps < 0:
+        raise ArgError(f"--total-timesteps {args.total_timesteps} is less than one update ({batch_size} steps)")
     if args.model_path is not None and not os.path.isfile(args.model_path):
         raise ArgError(f"--model-path {args.model_path}: no such file")
     if args.capture_video:
@@ -362,7 +349,7 @@ def train(args: Args) -> dict:
     dones_buf = np.zeros((T, N), dtype=np.float32)
     discounted_buf = np.zeros((T, N), dtype=np.float32)  # $\sum_k \gamma^k r_{t-k}$, for reward scaling
 
-    global_step, episode_returns, episode_lengths = 0, [], []
+    global_step, episode_returns = 0, []
     ep_return, ep_length = np.zeros(N), np.zeros(N, dtype=np.int64)
     discounted_return = np.zeros(N)
     obs, _ = envs.reset(seed=args.seed)
@@ -396,15 +383,12 @@ def train(args: Args) -> dict:
                 ep_length += 1
                 for i in np.flatnonzero(done):
                     episode_returns.append(float(ep_return[i]))
-                    episode_lengths.append(int(ep_length[i]))
                     wall = time.time() - start_time
                     progress.write(f"{global_step},{wall:.4f},{ep_return[i]:.6g},{ep_length[i]}\n")
                     progress.flush()
                     if writer:
-                        writer.log(
-                            {"charts/episodic_return": ep_return[i], "charts/episodic_length": ep_length[i]},
-                            step=global_step,
-                        )
+                        metrics = {"charts/episodic_return": ep_return[i], "charts/episodic_length": ep_length[i]}
+                        writer.log(metrics, step=global_step)
                     ep_return[i], ep_length[i] = 0.0, 0
 
             # ## Advantages: one batched forward of V over $s_t$ and the true $s_{t+1}$
@@ -427,8 +411,9 @@ def train(args: Args) -> dict:
             b_actions = b_actions.reshape(batch_size, *actions_buf.shape[2:])
             b_log_probs = old_log_probs.reshape(-1)
             b_adv, b_returns, b_values = (
-                torch.from_numpy(x.reshape(-1)).to(device) for x in (advantages, returns, values)
+                torch.from_numpy(x).flatten().to(device) for x in (advantages, returns, values)
             )
+            value_clip = args.clip_coef if args.clip_vloss else None
             for _epoch in range(args.update_epochs):
                 perm = torch.randperm(batch_size, device=device)
                 for start in range(0, batch_size, minibatch_size):
@@ -440,9 +425,7 @@ def train(args: Args) -> dict:
                     pg_loss, approx_kl, clip_frac = clipped_policy_loss(
                         new_log_prob, b_log_probs[mb], mb_adv, args.clip_coef
                     )
-                    v_loss = value_loss(
-                        agent.value(b_obs[mb]), b_values[mb], b_returns[mb], args.clip_coef if args.clip_vloss else None
-                    )
+                    v_loss = value_loss(agent.value(b_obs[mb]), b_values[mb], b_returns[mb], value_clip)
                     entropy_loss = entropy.mean()
                     # $-\mathcal{L} = -\mathcal{L}^{CLIP} + c_1 \mathcal{L}^{VF} - c_2 S$, minimised
                     loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * entropy_loss
@@ -509,11 +492,8 @@ def train(args: Args) -> dict:
 if __name__ == "__main__":
     try:
         train(tyro.cli(Args))
-    except ArgError as e:
+    except (ArgError, FloatingPointError) as e:  # bad input: exit 2; NaN during training: exit 1
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except FloatingPointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(2 if isinstance(e, ArgError) else 1)
     except KeyboardInterrupt:  # during evaluation; training itself stops cleanly on Ctrl-C
         sys.exit(130)
