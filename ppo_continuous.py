@@ -1,25 +1,26 @@
-"""Proximal Policy Optimization (PPO) tuned for continuous control (Box actions only).
+r"""Proximal Policy Optimization (PPO) tuned for continuous control (Box actions only).
 
 Paper: Schulman, Wolski, Dhariwal, Radford, Klimov. "Proximal Policy Optimization
 Algorithms", arXiv:1707.06347 (2017); the details that make it work on continuous control
 follow Engstrom et al. (2020) and Andrychowicz et al. (2021), "What Matters in On-Policy RL".
 Lecture: slide "Proximal Policy Optimization (PPO)", with the Gaussian output layer of slide
-"Policy Gradient Methods", $\\pi(a_t|s_t;\\theta) = \\mathbb{N}(f(s_t), \\Sigma)$.
+"Policy Gradient Methods", $\pi(a_t|s_t;\theta) = \mathbb{N}(f(s_t), \Sigma)$.
 
 The update maximises, over several epochs of shuffled minibatches of one rollout,
 
-$\\mathcal{L}_t(\\theta) = \\mathcal{L}_t^{CLIP}(\\theta) - c_1 \\mathcal{L}_t^{VF}(\\theta) + c_2 S[\\pi_\\theta](s_t)$,
-$\\mathcal{L}_t^{CLIP} = \\min(r_t(\\theta)\\hat{A}_t, \\text{clip}(r_t(\\theta), 1-\\epsilon, 1+\\epsilon)\\hat{A}_t)$,
-$r_t(\\theta) = \\pi(a_t|s_t;\\theta) / \\pi(a_t|s_t;\\theta_{old})$,
+$\mathcal{L}_t(\theta) = \mathcal{L}_t^{CLIP}(\theta) - c_1 \mathcal{L}_t^{VF}(\theta) + c_2 S[\pi_\theta](s_t)$,
+$\mathcal{L}_t^{CLIP} = \min(r_t(\theta)\hat{A}_t, \text{clip}(r_t(\theta), 1-\epsilon, 1+\epsilon)\hat{A}_t)$,
+$r_t(\theta) = \pi(a_t|s_t;\theta) / \pi(a_t|s_t;\theta_{old})$,
 
-with $\\hat{A}_t$ from GAE($\\lambda$). What differs from ppo.py: observations are normalized
+with $\hat{A}_t$ from GAE($\lambda$). What differs from ppo.py: observations are normalized
 with running statistics (saved with the model, frozen at evaluation), rewards are scaled by
 the running std of the discounted return, and $a_t$ is clipped to the bounds only for the env:
-$\\pi(a_t|s_t)$ in $r_t$ is the density of the unclipped sample.
+$\pi(a_t|s_t)$ in $r_t$ is the density of the unclipped sample.
 
 Run: python ppo_continuous.py --env-id Pendulum-v1
 """
 
+import importlib.util
 import json
 import os
 import pickle
@@ -119,20 +120,11 @@ class ArgError(ValueError):
 # Gymnasium 1.x vector envs with `SAME_STEP` autoreset: when an episode ends, `step` returns
 # the first observation of the next one and the true last observation in `info["final_obs"]`,
 # which we need to bootstrap $V(s_{T})$ when the episode was cut by a time limit.
-def make_env(env_id: str, seed: int, render_mode: str | None = None):
-    def thunk():
-        env = gym.make(env_id, render_mode=render_mode)
-        env.action_space.seed(seed)
-        return env
-
-    return thunk
-
-
 def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv:
-    return gym.vector.SyncVectorEnv(
-        [make_env(env_id, seed + i) for i in range(num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
+    env_fns = [lambda: gym.make(env_id) for _ in range(num_envs)]
+    envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs.action_space.seed(seed)
+    return envs
 
 
 # ## Observation normalization
@@ -191,13 +183,8 @@ def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> 
 
 
 def mlp(n_in: int, n_hidden: int, n_out: int, out_std: float) -> nn.Sequential:
-    return nn.Sequential(
-        layer_init(nn.Linear(n_in, n_hidden)),
-        nn.Tanh(),
-        layer_init(nn.Linear(n_hidden, n_hidden)),
-        nn.Tanh(),
-        layer_init(nn.Linear(n_hidden, n_out), std=out_std),
-    )
+    hidden = [layer_init(nn.Linear(n_in, n_hidden)), nn.Tanh(), layer_init(nn.Linear(n_hidden, n_hidden)), nn.Tanh()]
+    return nn.Sequential(*hidden, layer_init(nn.Linear(n_hidden, n_out), std=out_std))
 
 
 # ## The Gaussian policy
@@ -214,7 +201,7 @@ def gaussian_log_prob_entropy(mean: torch.Tensor, log_std: torch.Tensor, actions
 
 
 class Agent(nn.Module):
-    """Actor $f(s;\\theta)$, $\\log\\sigma$, and critic $V(s)$ as two separate MLPs."""
+    r"""Actor $f(s;\theta)$, $\log\sigma$, and critic $V(s)$ as two separate MLPs."""
 
     def __init__(self, obs_dim: int, action_dim: int, hidden: int, init_log_std: float = 0.0):
         super().__init__()
@@ -245,8 +232,7 @@ class Agent(nn.Module):
 # a time limit is not a terminal state, so it still bootstraps. `dones[t]` (terminated or
 # truncated) only stops the sum from running into the next episode.
 def gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambda: float):
-    advantages = torch.zeros_like(rewards)
-    next_advantage = torch.zeros_like(rewards[0])
+    advantages, next_advantage = torch.zeros_like(rewards), torch.zeros_like(rewards[0])
     for t in reversed(range(rewards.shape[0])):
         delta = rewards[t] + gamma * next_values[t] * (1.0 - terminated[t]) - values[t]
         next_advantage = delta + gamma * gae_lambda * (1.0 - dones[t]) * next_advantage
@@ -281,10 +267,8 @@ def value_loss(new_values, old_values, returns, clip_coef: float | None):
 
 
 def check_args(args: Args) -> None:
-    for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "hidden_size", "num_threads"):
-        if getattr(args, name) <= 0:
-            raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("learning_rate", "clip_coef", "clip_obs"):
+    sizes = ("num_envs", "num_steps", "num_minibatches", "update_epochs", "hidden_size", "num_threads")
+    for name in (*sizes, "learning_rate", "clip_coef", "clip_obs"):
         if not getattr(args, name) > 0:
             raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if not (0 <= args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
@@ -297,16 +281,11 @@ def check_args(args: Args) -> None:
     if args.total_timesteps == 0 and args.model_path is None:
         raise ArgError("--total-timesteps 0 only evaluates, and needs --model-path")
     if args.total_timesteps != 0 and args.total_timesteps < batch_size:
-        raise ArgError(
-            f"--total-timesteps {args.total_timesteps} is less than one update (num_envs * num_steps = {batch_size})"
-        )
+        raise ArgError(f"--total-timesteps {args.total_timesteps} is less than one update ({batch_size} steps)")
     if args.model_path is not None and not os.path.isfile(args.model_path):
         raise ArgError(f"--model-path {args.model_path}: no such file")
-    if args.capture_video:
-        import importlib.util
-
-        if importlib.util.find_spec("moviepy") is None:
-            raise ArgError('--capture-video needs moviepy and pygame: pip install "gymnasium[classic-control,other]"')
+    if args.capture_video and importlib.util.find_spec("moviepy") is None:
+        raise ArgError('--capture-video needs moviepy and pygame: pip install "gymnasium[classic-control,other]"')
 
 
 def evaluate(agent: Agent, obs_rms: RunningMeanStd | None, args: Args, run_name: str, device) -> list[float]:
@@ -321,10 +300,8 @@ def evaluate(agent: Agent, obs_rms: RunningMeanStd | None, args: Args, run_name:
         while not done:
             x = torch.from_numpy(normalize_obs(obs[None], obs_rms, args.clip_obs)).to(device)
             with torch.inference_mode():
-                action = agent.mode(x)[0].cpu().numpy()
-            obs, reward, terminated, truncated, _ = env.step(
-                np.clip(action, env.action_space.low, env.action_space.high)
-            )
+                action = np.clip(agent.mode(x)[0].cpu().numpy(), env.action_space.low, env.action_space.high)
+            obs, reward, terminated, truncated, _ = env.step(action)
             total += float(reward)
             done = terminated or truncated
         returns.append(total)
@@ -341,7 +318,6 @@ def train(args: Args) -> dict:
     torch.backends.cudnn.deterministic = args.torch_deterministic
     torch.set_num_threads(args.num_threads)
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
-
     try:
         envs = make_envs(args.env_id, args.num_envs, args.seed)
     except (gym.error.Error, ImportError) as e:  # unknown id, missing extra (MuJoCo, Box2D), ...
@@ -368,17 +344,11 @@ def train(args: Args) -> dict:
                 obs_rms.load(saved["obs_rms"])
             scaler.rms.load(saved["reward_rms"])
         except (RuntimeError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as e:
-            raise ArgError(
-                f"--model-path {args.model_path} does not fit {args.env_id}: {str(e).splitlines()[0]}"
-            ) from None
-
+            raise ArgError(f"--model-path {args.model_path} does not fit {args.env_id}: {e}".splitlines()[0]) from None
     os.makedirs(f"runs/{run_name}", exist_ok=True)
-    writer = None
-    if args.track:
-        import wandb
-
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name, config=vars(args))
-        writer = wandb
+    writer = importlib.import_module("wandb") if args.track else None  # imported only when asked for
+    if writer:
+        writer.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name, config=vars(args))
     progress = open(f"runs/{run_name}/progress.csv", "w")
     progress.write("global_step,wall_time,episodic_return,episodic_length\n")
 
@@ -386,23 +356,17 @@ def train(args: Args) -> dict:
     # moment they were seen: the inputs $\pi_{\theta_{old}}$ acted on. Actions are stored unclipped.
     T, N = args.num_steps, args.num_envs
     batch_size = T * N
-    minibatch_size = batch_size // args.num_minibatches
-    num_iterations = args.total_timesteps // batch_size
-    obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
-    next_obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
+    minibatch_size, num_iterations = batch_size // args.num_minibatches, args.total_timesteps // batch_size
+    obs_buf, next_obs_buf = np.zeros((2, T, N, obs_dim), dtype=np.float32)
     actions_buf = np.zeros((T, N, action_dim), dtype=np.float32)
-    rewards_buf = np.zeros((T, N), dtype=np.float32)
-    terminated_buf = np.zeros((T, N), dtype=np.float32)
-    dones_buf = np.zeros((T, N), dtype=np.float32)
-
-    global_step, episode_returns = 0, []
+    rewards_buf, terminated_buf, dones_buf = step_buf = np.zeros((3, T, N), dtype=np.float32)
+    global_step, episode_returns, interrupted = 0, [], False
     ep_return, ep_length = np.zeros(N), np.zeros(N, dtype=np.int64)
     raw_obs, _ = envs.reset(seed=args.seed)
     if obs_rms is not None and num_iterations > 0:
         obs_rms.update(raw_obs)
     obs = normalize_obs(raw_obs, obs_rms, args.clip_obs)
     start_time = last_print = time.time()
-    interrupted = False
     try:
         for iteration in range(1, num_iterations + 1):
             if args.anneal_lr:
@@ -411,20 +375,17 @@ def train(args: Args) -> dict:
             # ## Rollout: run $\pi_{\theta_{old}}$ for T steps in each of the N envs
             for step in range(T):
                 obs_buf[step] = obs
-                with torch.inference_mode():
-                    action = agent.sample(torch.from_numpy(obs).to(device)).cpu().numpy()
                 # The env gets $\text{clip}(a_t, low, high)$; the buffer keeps $a_t$, whose density
                 # $\pi(a_t|s_t;\theta_{old})$ is the denominator of $r_t(\theta)$.
-                actions_buf[step] = action
+                with torch.inference_mode():
+                    actions_buf[step] = action = agent.sample(torch.from_numpy(obs).to(device)).cpu().numpy()
                 raw_obs, reward, terminated, truncated, info = envs.step(np.clip(action, act_space.low, act_space.high))
                 global_step += N
                 if obs_rms is not None:
                     obs_rms.update(raw_obs)
-                obs = normalize_obs(raw_obs, obs_rms, args.clip_obs)
-                next_obs_buf[step] = obs
-                if "final_obs" in info:
-                    for i in np.flatnonzero(info["_final_obs"]):
-                        next_obs_buf[step, i] = normalize_obs(info["final_obs"][i], obs_rms, args.clip_obs)
+                next_obs_buf[step] = obs = normalize_obs(raw_obs, obs_rms, args.clip_obs)
+                for i in np.flatnonzero(info.get("_final_obs", False)):
+                    next_obs_buf[step, i] = normalize_obs(info["final_obs"][i], obs_rms, args.clip_obs)
                 done = terminated | truncated
                 rewards_buf[step] = scaler(reward, done) if args.scale_rewards else reward
                 terminated_buf[step], dones_buf[step] = terminated, done
@@ -432,47 +393,38 @@ def train(args: Args) -> dict:
                 ep_length += 1
                 for i in np.flatnonzero(done):
                     episode_returns.append(float(ep_return[i]))
-                    wall = time.time() - start_time
-                    progress.write(f"{global_step},{wall:.4f},{ep_return[i]:.6g},{ep_length[i]}\n")
+                    progress.write(f"{global_step},{time.time() - start_time:.4f},{ep_return[i]:.6g},{ep_length[i]}\n")
                     progress.flush()
                     if writer:
-                        writer.log(
-                            {"charts/episodic_return": ep_return[i], "charts/episodic_length": ep_length[i]},
-                            step=global_step,
-                        )
+                        metrics = {"charts/episodic_return": ep_return[i], "charts/episodic_length": ep_length[i]}
+                        writer.log(metrics, step=global_step)
                     ep_return[i], ep_length[i] = 0.0, 0
 
             # ## Advantages: one batched forward of V over $s_t$ and the true $s_{t+1}$
-            b_obs = torch.from_numpy(obs_buf).to(device)
-            b_actions = torch.from_numpy(actions_buf).to(device)
+            b_obs, b_actions = torch.from_numpy(obs_buf).to(device), torch.from_numpy(actions_buf).to(device)
+            rewards, terminated, dones = torch.from_numpy(step_buf).to(device)
             with torch.no_grad():
                 values = agent.value(b_obs)
                 next_values = agent.value(torch.from_numpy(next_obs_buf).to(device))
                 old_log_probs, _ = agent.log_prob_entropy(b_obs, b_actions)
-                rewards = torch.from_numpy(rewards_buf).to(device)
-                terminated_t = torch.from_numpy(terminated_buf).to(device)
-                dones_t = torch.from_numpy(dones_buf).to(device)
-                advantages = gae(rewards, values, next_values, terminated_t, dones_t, args.gamma, args.gae_lambda)
+                advantages = gae(rewards, values, next_values, terminated, dones, args.gamma, args.gae_lambda)
                 returns = advantages + values
 
             # ## Update: `update_epochs` passes of shuffled minibatches over the rollout
             b_obs, b_actions = b_obs.reshape(batch_size, obs_dim), b_actions.reshape(batch_size, action_dim)
             b_log_probs, b_adv = old_log_probs.reshape(-1), advantages.reshape(-1)
             b_returns, b_values = returns.reshape(-1), values.reshape(-1)
+            value_clip = args.clip_coef if args.clip_vloss else None
             for _epoch in range(args.update_epochs):
                 perm = torch.randperm(batch_size, device=device)
                 for start in range(0, batch_size, minibatch_size):
                     mb = perm[start : start + minibatch_size]
-                    new_log_prob, entropy = agent.log_prob_entropy(b_obs[mb], b_actions[mb])
-                    mb_adv = b_adv[mb]
+                    log_prob, entropy = agent.log_prob_entropy(b_obs[mb], b_actions[mb])
+                    adv = b_adv[mb]
                     if args.norm_adv:
-                        mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
-                    pg_loss, approx_kl, clip_frac = clipped_policy_loss(
-                        new_log_prob, b_log_probs[mb], mb_adv, args.clip_coef
-                    )
-                    v_loss = value_loss(
-                        agent.value(b_obs[mb]), b_values[mb], b_returns[mb], args.clip_coef if args.clip_vloss else None
-                    )
+                        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                    pg_loss, approx_kl, clip_frac = clipped_policy_loss(log_prob, b_log_probs[mb], adv, args.clip_coef)
+                    v_loss = value_loss(agent.value(b_obs[mb]), b_values[mb], b_returns[mb], value_clip)
                     entropy_loss = entropy.mean()
                     # $-\mathcal{L} = -\mathcal{L}^{CLIP} + c_1 \mathcal{L}^{VF} - c_2 S$, minimised
                     loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * entropy_loss
@@ -482,10 +434,8 @@ def train(args: Args) -> dict:
                     optimizer.step()
                 if args.target_kl is not None and approx_kl > args.target_kl:
                     break
-
             if not torch.isfinite(loss) or not all(torch.isfinite(p).all() for p in agent.parameters()):
                 raise FloatingPointError(f"loss or parameters became NaN/inf at global_step={global_step}")
-
             now = time.time()
             sps = int(global_step / (now - start_time))
             if writer:
@@ -509,38 +459,26 @@ def train(args: Args) -> dict:
     wall_time = time.time() - start_time
     envs.close()
     progress.close()
-
     if args.save_model:
         path = f"runs/{run_name}/{args.exp_name}.pt"
-        torch.save({
-            "agent": agent.state_dict(), "obs_rms": obs_rms.state() if obs_rms is not None else None,
-            "reward_rms": scaler.rms.state(), "args": vars(args),
-        }, path)  # fmt: skip
+        torch.save({"agent": agent.state_dict(), "obs_rms": obs_rms.state() if obs_rms is not None else None,
+                    "reward_rms": scaler.rms.state(), "args": vars(args)}, path)  # fmt: skip
         print(f"model saved to {path}")
-
     eval_returns = [] if interrupted else evaluate(agent, obs_rms, args, run_name, device)
+    mean, std = (float(np.mean(eval_returns)), float(np.std(eval_returns))) if eval_returns else (None, None)
     summary = {
-        "algo": "ppo_continuous",
-        "env_id": args.env_id,
-        "seed": args.seed,
-        "global_step": global_step,
-        "wall_time_s": wall_time,
-        "sps": global_step / wall_time if wall_time > 0 else 0.0,
-        "eval_mean_return": float(np.mean(eval_returns)) if eval_returns else None,
-        "eval_std_return": float(np.std(eval_returns)) if eval_returns else None,
-        "eval_episodes": len(eval_returns),
+        "algo": "ppo_continuous", "env_id": args.env_id, "seed": args.seed, "global_step": global_step,
+        "wall_time_s": wall_time, "sps": global_step / wall_time if wall_time > 0 else 0.0,
+        "eval_mean_return": mean, "eval_std_return": std, "eval_episodes": len(eval_returns),
         "train_last_mean_return": float(np.mean(episode_returns[-20:])) if episode_returns else None,
-        "interrupted": interrupted,
-        "run_name": run_name,
-    }
+        "interrupted": interrupted, "run_name": run_name,
+    }  # fmt: skip
     with open(f"runs/{run_name}/summary.json", "w") as f:
         json.dump(summary, f, indent=2)
     if writer:
-        writer.log({"eval/mean_return": summary["eval_mean_return"]}, step=global_step)
+        writer.log({"eval/mean_return": mean}, step=global_step)
         writer.finish()
-    print(
-        f"eval: mean_return={summary['eval_mean_return']} std_return={summary['eval_std_return']} episodes={len(eval_returns)}"
-    )
+    print(f"eval: mean_return={mean} std_return={std} episodes={len(eval_returns)}")
     return summary
 
 

@@ -20,6 +20,7 @@ Run: python trpo.py --env-id CartPole-v1
 """
 
 import functools
+import importlib.util
 import json
 import os
 import pickle
@@ -37,65 +38,37 @@ import tyro
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment (part of the run name)"""
-    seed: int = 1
-    """seed of random, numpy, torch and the environments"""
-    torch_deterministic: bool = True
-    """make torch pick deterministic algorithms (same seed, same machine: same run)"""
-    cuda: bool = False
-    """use the GPU when one is available"""
-    track: bool = False
-    """log to Weights and Biases (set WANDB_MODE=offline to log without a network)"""
-    wandb_project_name: str = "pg-lecture"
-    """the W&B project"""
-    wandb_entity: str | None = None
-    """the W&B entity (team or user)"""
-    capture_video: bool = False
-    """record videos of the evaluation episodes under videos/<run_name>/"""
-    save_model: bool = False
-    """save the weights to runs/<run_name>/<exp_name>.pt"""
-    model_path: str | None = None
-    """load weights from this file before training (with --total-timesteps 0: only evaluate)"""
-    env_id: str = "CartPole-v1"
-    """the gymnasium environment id"""
-    total_timesteps: int = 100_000
-    """environment steps to train for, over all environments"""
-    eval_episodes: int = 10
-    """episodes of the final, deterministic policy to evaluate"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # the name of this experiment (part of the run name)
+    seed: int = 1  # seed of random, numpy, torch and the environments
+    torch_deterministic: bool = True  # make torch pick deterministic algorithms (same seed, same machine: same run)
+    cuda: bool = False  # use the GPU when one is available
+    track: bool = False  # log to Weights and Biases (set WANDB_MODE=offline to log without a network)
+    wandb_project_name: str = "pg-lecture"  # the W&B project
+    wandb_entity: str | None = None  # the W&B entity (team or user)
+    capture_video: bool = False  # record videos of the evaluation episodes under videos/<run_name>/
+    save_model: bool = False  # save the weights to runs/<run_name>/<exp_name>.pt
+    model_path: str | None = None  # load weights before training (with --total-timesteps 0: only evaluate them)
+    env_id: str = "CartPole-v1"  # the gymnasium environment id
+    total_timesteps: int = 100_000  # environment steps to train for, over all environments
+    eval_episodes: int = 10  # episodes of the final, deterministic policy to evaluate
 
-    target_kl: float = 0.01
-    """delta, the trust region: bound on the mean KL between old and new policy"""
-    cg_iters: int = 15
-    """conjugate-gradient iterations for $s = F^{-1}g$"""
-    cg_damping: float = 0.1
-    """added to the Fisher matrix, F + damping I, so CG stays well conditioned"""
-    backtrack_coef: float = 0.8
-    """the line search shrinks the step by this factor after each rejected trial"""
-    max_backtracks: int = 10
-    """trial steps of the line search before it gives up and keeps the old policy"""
-    learning_rate: float = 1e-3
-    """Adam's step size for the critic"""
-    critic_epochs: int = 10
-    """epochs of minibatch regression of V on each rollout"""
-    num_minibatches: int = 4
-    """critic minibatches per epoch"""
-    num_envs: int = 8
-    """parallel environments"""
-    num_steps: int = 128
-    """steps per environment in each rollout"""
-    gamma: float = 0.99
-    """discount factor gamma"""
-    gae_lambda: float = 0.95
-    """lambda of GAE (1: Monte-Carlo returns, 0: one-step TD)"""
-    norm_adv: bool = True
-    """normalize the advantages of each rollout"""
-    scale_rewards: bool = True
-    """divide rewards by the running std of the discounted return (keeps V's targets near 1)"""
-    hidden_size: int = 64
-    """units in each of the two hidden layers"""
-    num_threads: int = 1
-    """torch CPU threads (1 is fastest for networks this small)"""
+    target_kl: float = 0.01  # delta, the trust region: bound on the mean KL between old and new policy
+    anneal_kl: bool = False  # shrink delta linearly towards 0 over training: steadier steps near the end
+    cg_iters: int = 15  # conjugate-gradient iterations for $s = F^{-1}g$
+    cg_damping: float = 0.1  # added to the Fisher matrix, F + damping I, so CG stays well conditioned
+    backtrack_coef: float = 0.8  # the line search shrinks the step by this factor after each rejected trial
+    max_backtracks: int = 10  # trial steps of the line search before it gives up and keeps the old policy
+    learning_rate: float = 1e-3  # Adam's step size for the critic
+    critic_epochs: int = 10  # epochs of minibatch regression of V on each rollout
+    num_minibatches: int = 4  # critic minibatches per epoch
+    num_envs: int = 8  # parallel environments
+    num_steps: int = 128  # steps per environment in each rollout
+    gamma: float = 0.99  # discount factor gamma
+    gae_lambda: float = 0.95  # lambda of GAE (1: Monte-Carlo returns, 0: one-step TD)
+    norm_adv: bool = True  # normalize the advantages of each rollout
+    scale_rewards: bool = True  # divide rewards by the running std of the discounted return (keeps V's targets near 1)
+    hidden_size: int = 64  # units in each of the two hidden layers
+    num_threads: int = 1  # torch CPU threads (1 is fastest for networks this small)
 
 
 class ArgError(ValueError):
@@ -103,44 +76,27 @@ class ArgError(ValueError):
 
 
 # ## Environments
-# Gymnasium 1.x vector envs with `SAME_STEP` autoreset: when an episode ends, `step` returns
-# the first observation of the next one and the true last observation in `info["final_obs"]`,
-# which we need to bootstrap $V(s_{T})$ when the episode was cut by a time limit.
-def make_env(env_id: str, seed: int, render_mode: str | None = None):
-    def thunk():
-        env = gym.make(env_id, render_mode=render_mode)
-        env.action_space.seed(seed)
-        return env
-
-    return thunk
+# Gymnasium 1.x vector envs with `SAME_STEP` autoreset: when an episode ends, `step` returns the first observation of
+# the next one and the true last observation in `info["final_obs"]`, which we need to bootstrap $V(s_{T})$ when the
+# episode was cut by a time limit. Env $i$ is seeded with `seed + i` by the first `reset(seed=seed)`.
+def make_envs(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
+    mode = gym.vector.AutoresetMode.SAME_STEP
+    return gym.vector.SyncVectorEnv([lambda: gym.make(env_id)] * num_envs, autoreset_mode=mode)
 
 
-def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv:
-    return gym.vector.SyncVectorEnv(
-        [make_env(env_id, seed + i) for i in range(num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
+# Two tanh hidden layers; orthogonal weights of gain $\sqrt{2}$ (`out_std` for the output layer), zero biases.
+def mlp(n_in: int, h: int, n_out: int, out_std: float) -> nn.Sequential:
+    def linear(n_in: int, n_out: int, std: float = np.sqrt(2)) -> nn.Linear:
+        layer = nn.Linear(n_in, n_out)
+        nn.init.orthogonal_(layer.weight, std)
+        nn.init.zeros_(layer.bias)
+        return layer
 
-
-def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Linear:
-    nn.init.orthogonal_(layer.weight, std)
-    nn.init.constant_(layer.bias, bias)
-    return layer
-
-
-def mlp(n_in: int, n_hidden: int, n_out: int, out_std: float) -> nn.Sequential:
-    return nn.Sequential(
-        layer_init(nn.Linear(n_in, n_hidden)),
-        nn.Tanh(),
-        layer_init(nn.Linear(n_hidden, n_hidden)),
-        nn.Tanh(),
-        layer_init(nn.Linear(n_hidden, n_out), std=out_std),
-    )
+    return nn.Sequential(linear(n_in, h), nn.Tanh(), linear(h, h), nn.Tanh(), linear(h, n_out, out_std))
 
 
 class Agent(nn.Module):
     """Actor $\\pi(a|s;\\theta)$ and a separate critic $V(s)$, trained by different rules.
-
     The actor's output is the softmax's logits $\\mathbf{z}$ (discrete) or the Gaussian's
     mean $f(s)$ (continuous, with $\\log\\sigma$ a parameter in $\\theta$ that does not depend on $s$)."""
 
@@ -172,11 +128,6 @@ class Agent(nn.Module):
             return torch.argmax(out - torch.log(-torch.log(torch.rand_like(out))), dim=-1)
         return out + torch.exp(self.log_std) * torch.randn_like(out)
 
-    def mode(self, obs: torch.Tensor) -> torch.Tensor:
-        """The most likely action: used for evaluation."""
-        out = self.actor(obs)
-        return torch.argmax(out, dim=-1) if self.discrete else out
-
 
 # ## Log-likelihood and KL of the two output layers
 # Softmax: $\log\pi(a|s) = z_a - \log\sum_b e^{z_b}$. Gaussian:
@@ -202,10 +153,10 @@ def kl_divergence(old_out, old_log_std, out, log_std) -> torch.Tensor:
 # ## Generalized advantage estimation
 # $\delta_t = r_t + \gamma V(s_{t+1})(1 - \text{terminated}_t) - V(s_t)$ and
 # $\hat{A}_t = \delta_t + \gamma\lambda (1 - \text{done}_t) \hat{A}_{t+1}$.
-# `next_values[t]` is $V$ of the true next state, also when the episode was truncated there:
-# a time limit is not a terminal state, so it still bootstraps. `dones[t]` (terminated or
-# truncated) only stops the sum from running into the next episode. Arrays are (T, N) numpy:
-# a loop over T small rows runs several times faster in numpy than in torch.
+# `next_values[t]` is $V$ of the true next state, also when the episode was truncated there: a time limit is
+# not a terminal state, so it still bootstraps. `dones[t]` (terminated or truncated) only stops the sum from
+# running into the next episode. Arrays are (T, N) numpy: a loop over T small rows runs several times faster
+# in numpy than in torch.
 def gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambda: float) -> np.ndarray:
     advantages = np.zeros_like(rewards)
     next_advantage = np.zeros_like(rewards[0])
@@ -295,52 +246,36 @@ def line_search(params, step: torch.Tensor, surrogate_kl, delta: float, coef: fl
     return False, max_backtracks, 0.0, float(old_surrogate)
 
 
-class RunningMeanStd:
-    """Mean and variance of a stream of batches (Chan et al.'s parallel update)."""
-
-    def __init__(self, shape=()):
-        self.mean, self.var, self.count = np.zeros(shape), np.ones(shape), 1e-4
-
-    def update(self, batch: np.ndarray):
-        b_mean, b_var, b_count = batch.mean(0), batch.var(0), batch.shape[0]
-        delta, total = b_mean - self.mean, self.count + b_count
-        self.mean = self.mean + delta * b_count / total
-        m2 = self.var * self.count + b_var * b_count + delta**2 * self.count * b_count / total
-        self.var, self.count = m2 / total, total
+# Running (mean, variance, count) of a stream of batches, by Chan et al.'s parallel update.
+def update_mean_var(stats: tuple, batch: np.ndarray) -> tuple[float, float, float]:
+    mean, var, count = stats
+    b_mean, b_var, b_count = float(batch.mean()), float(batch.var()), batch.size
+    delta, total = b_mean - mean, count + b_count
+    m2 = var * count + b_var * b_count + delta**2 * count * b_count / total
+    return mean + delta * b_count / total, m2 / total, total
 
 
 def check_args(args: Args) -> None:
-    for name in ("num_envs", "num_steps", "num_minibatches", "critic_epochs", "cg_iters", "max_backtracks",
-                 "hidden_size", "num_threads"):  # fmt: skip
-        if getattr(args, name) <= 0:
-            raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("learning_rate", "target_kl"):
-        if not getattr(args, name) > 0:
-            raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if not (0 < args.backtrack_coef < 1) or not args.cg_damping >= 0:
-        raise ArgError(
-            f"need 0 < --backtrack-coef < 1, --cg-damping >= 0, got {args.backtrack_coef}, {args.cg_damping}"
-        )
-    if not (0 <= args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
-        raise ArgError(f"--gamma and --gae-lambda must lie in [0, 1], got {args.gamma}, {args.gae_lambda}")
-    if args.eval_episodes < 0:
-        raise ArgError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
-    batch_size = args.num_envs * args.num_steps
-    if batch_size % args.num_minibatches:
-        raise ArgError(f"--num-minibatches {args.num_minibatches} must divide num_envs * num_steps = {batch_size}")
-    if args.total_timesteps == 0 and args.model_path is None:
-        raise ArgError("--total-timesteps 0 only evaluates, and needs --model-path")
-    if args.total_timesteps != 0 and args.total_timesteps < batch_size:
-        raise ArgError(
-            f"--total-timesteps {args.total_timesteps} is less than one update (num_envs * num_steps = {batch_size})"
-        )
-    if args.model_path is not None and not os.path.isfile(args.model_path):
-        raise ArgError(f"--model-path {args.model_path}: no such file")
-    if args.capture_video:
-        import importlib.util
+    def need(ok: bool, message: str) -> None:
+        if not ok:  # also when a comparison with NaN made `ok` False
+            raise ArgError(message)
 
-        if importlib.util.find_spec("moviepy") is None or importlib.util.find_spec("pygame") is None:
-            raise ArgError('--capture-video needs moviepy and pygame: pip install "gymnasium[classic-control,other]"')
+    for name in ("num_envs", "num_steps", "num_minibatches", "critic_epochs", "cg_iters", "max_backtracks",
+                 "hidden_size", "num_threads", "learning_rate", "target_kl"):  # fmt: skip
+        need(getattr(args, name) > 0, f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    a, batch_size = args, args.num_envs * args.num_steps
+    need(0 < a.backtrack_coef < 1, f"--backtrack-coef must lie in (0, 1), got {a.backtrack_coef}")
+    need(a.cg_damping >= 0, f"--cg-damping must be >= 0, got {a.cg_damping}")
+    for name in ("gamma", "gae_lambda"):
+        need(0 <= getattr(a, name) <= 1, f"--{name.replace('_', '-')} must lie in [0, 1], got {getattr(a, name)}")
+    need(a.eval_episodes >= 0, f"--eval-episodes must be >= 0, got {a.eval_episodes}")
+    need(batch_size % a.num_minibatches == 0, f"--num-minibatches must divide the batch {batch_size}")
+    need(a.total_timesteps != 0 or a.model_path is not None, "--total-timesteps 0 only evaluates: needs --model-path")
+    need(a.total_timesteps == 0 or a.total_timesteps >= batch_size,
+         f"--total-timesteps {a.total_timesteps} is less than one update (num_envs * num_steps = {batch_size})")  # fmt: skip
+    need(a.model_path is None or os.path.isfile(a.model_path), f"--model-path {a.model_path}: no such file")
+    has_video = all(importlib.util.find_spec(m) is not None for m in ("moviepy", "pygame"))
+    need(not a.capture_video or has_video, '--capture-video needs: pip install "gymnasium[classic-control,other]"')
 
 
 def evaluate(agent: Agent, args: Args, run_name: str, device: torch.device) -> list[float]:
@@ -348,19 +283,17 @@ def evaluate(agent: Agent, args: Args, run_name: str, device: torch.device) -> l
     env = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
     if args.capture_video:
         env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", episode_trigger=lambda e: True)
-    returns = []
+    returns = [0.0] * args.eval_episodes
     for episode in range(args.eval_episodes):
         obs, _ = env.reset(seed=args.seed + 10_000 + episode)
-        done, total = False, 0.0
+        done = False
         while not done:
-            with torch.inference_mode():
-                action = agent.mode(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-            if not agent.discrete:
-                action = np.clip(action, env.action_space.low, env.action_space.high)
+            with torch.inference_mode():  # the most likely action: $\arg\max_a z_a$, or the mean $f(s)$
+                out = agent.actor(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+            action = out.argmax(-1) if agent.discrete else np.clip(out, env.action_space.low, env.action_space.high)
             obs, reward, terminated, truncated, _ = env.step(action)
-            total += float(reward)
+            returns[episode] += float(reward)
             done = terminated or truncated
-        returns.append(total)
     env.close()
     return returns
 
@@ -376,7 +309,7 @@ def train(args: Args) -> dict:
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
 
     try:
-        envs = make_envs(args.env_id, args.num_envs, args.seed)
+        envs = make_envs(args.env_id, args.num_envs)
     except (gym.error.Error, ImportError) as e:  # unknown id, missing extra (MuJoCo, Box2D), ...
         raise ArgError(f"cannot make env {args.env_id!r}: {str(e).splitlines()[0]}") from None
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
@@ -385,21 +318,18 @@ def train(args: Args) -> dict:
     if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
         raise ArgError(f"trpo.py needs a flat Box observation space, {args.env_id} has {obs_space}")
     discrete = isinstance(act_space, gym.spaces.Discrete)
-    obs_dim = obs_space.shape[0]
-    action_dim = int(act_space.n) if discrete else act_space.shape[0]
+    obs_dim, action_dim = obs_space.shape[0], int(act_space.n) if discrete else act_space.shape[0]
     agent = Agent(obs_dim, action_dim, discrete, args.hidden_size).to(device)
     params = agent.policy_params()
     critic_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.learning_rate, eps=1e-5)
-    reward_rms = RunningMeanStd()
+    reward_stats = (0.0, 1.0, 1e-4)  # of the discounted return, for reward scaling
     if args.model_path is not None:
         try:
             saved = torch.load(args.model_path, map_location=device, weights_only=True)
             agent.load_state_dict(saved["agent"])
         except (RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
-            raise ArgError(
-                f"--model-path {args.model_path} does not fit {args.env_id}: {str(e).splitlines()[0]}"
-            ) from None
-        reward_rms.mean, reward_rms.var, reward_rms.count = saved.get("reward_rms", (0.0, 1.0, 1e-4))
+            raise ArgError(f"--model-path {args.model_path} does not fit {args.env_id}: {e}".splitlines()[0]) from None
+        reward_stats = tuple(saved.get("reward_stats", reward_stats))
 
     os.makedirs(f"runs/{run_name}", exist_ok=True)
     writer = None
@@ -408,28 +338,22 @@ def train(args: Args) -> dict:
 
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name, config=vars(args))
         writer = wandb
-    progress = open(f"runs/{run_name}/progress.csv", "w")
+    progress = open(f"runs/{run_name}/progress.csv", "w", buffering=1)  # line-buffered: flushed per episode
     progress.write("global_step,wall_time,episodic_return,episodic_length\n")
 
     # Rollout storage, on the CPU as numpy: the env lives there.
     T, N = args.num_steps, args.num_envs
-    batch_size = T * N
+    batch_size, num_iterations = T * N, args.total_timesteps // (T * N)
     minibatch_size = batch_size // args.num_minibatches
-    num_iterations = args.total_timesteps // batch_size
-    obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
-    next_obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
+    obs_buf, next_obs_buf = np.zeros((2, T, N, obs_dim), dtype=np.float32)
     actions_buf = np.zeros((T, N) if discrete else (T, N, action_dim), dtype=np.int64 if discrete else np.float32)
-    rewards_buf = np.zeros((T, N), dtype=np.float32)
-    terminated_buf = np.zeros((T, N), dtype=np.float32)
-    dones_buf = np.zeros((T, N), dtype=np.float32)
-    discounted_buf = np.zeros((T, N), dtype=np.float32)  # $\sum_k \gamma^k r_{t-k}$, for reward scaling
+    # rewards, terminated, done flags, and $\sum_k \gamma^k r_{t-k}$ (for reward scaling)
+    rewards_buf, terminated_buf, dones_buf, discounted_buf = np.zeros((4, T, N), dtype=np.float32)
 
-    global_step, episode_returns = 0, []
-    ep_return, ep_length = np.zeros(N), np.zeros(N, dtype=np.int64)
-    discounted_return = np.zeros(N)
+    global_step, episode_returns, interrupted = 0, [], False
+    ep_return, discounted_return, ep_length = np.zeros(N), np.zeros(N), np.zeros(N, dtype=np.int64)
     obs, _ = envs.reset(seed=args.seed)
     start_time = last_print = time.time()
-    interrupted = False
     try:
         for iteration in range(1, num_iterations + 1):
             # ## Rollout: run $\pi_{\theta_{old}}$ for T steps in each of the N envs
@@ -443,62 +367,53 @@ def train(args: Args) -> dict:
                 obs, reward, terminated, truncated, info = envs.step(action)
                 global_step += N
                 next_obs_buf[step] = obs
-                if "final_obs" in info:
-                    for i in np.flatnonzero(info["_final_obs"]):
-                        next_obs_buf[step, i] = info["final_obs"][i]
+                for i in np.flatnonzero(info.get("_final_obs", [])):  # episodes that ended at this step
+                    next_obs_buf[step, i] = info["final_obs"][i]
                 done = terminated | truncated
                 rewards_buf[step], terminated_buf[step], dones_buf[step] = reward, terminated, done
-                discounted_return = discounted_return * args.gamma + reward
-                discounted_buf[step] = discounted_return
+                discounted_buf[step] = discounted_return = discounted_return * args.gamma + reward
                 discounted_return[done] = 0.0
-                ep_return += reward
-                ep_length += 1
+                ep_return, ep_length = ep_return + reward, ep_length + 1
                 for i in np.flatnonzero(done):
                     episode_returns.append(float(ep_return[i]))
-                    wall = time.time() - start_time
-                    progress.write(f"{global_step},{wall:.4f},{ep_return[i]:.6g},{ep_length[i]}\n")
-                    progress.flush()
+                    progress.write(f"{global_step},{time.time() - start_time:.4f},{ep_return[i]:.6g},{ep_length[i]}\n")
                     if writer:
-                        writer.log(
-                            {"charts/episodic_return": ep_return[i], "charts/episodic_length": ep_length[i]},
-                            step=global_step,
-                        )
+                        writer.log({"charts/episodic_return": ep_return[i], "charts/episodic_length": ep_length[i]},
+                                   step=global_step)  # fmt: skip
                     ep_return[i], ep_length[i] = 0.0, 0
 
             # ## Advantages: one batched forward of V over $s_t$ and the true $s_{t+1}$
             # Reward scaling: $r_t / \sigma$, $\sigma$ the running std of the discounted return.
             rewards = rewards_buf
             if args.scale_rewards:
-                reward_rms.update(discounted_buf.reshape(-1))
-                rewards = (rewards_buf / np.sqrt(reward_rms.var + 1e-8)).astype(np.float32)
+                reward_stats = update_mean_var(reward_stats, discounted_buf)
+                rewards = (rewards_buf / np.sqrt(reward_stats[1] + 1e-8)).astype(np.float32)
             b_obs = torch.from_numpy(obs_buf).to(device).reshape(batch_size, obs_dim)
             b_actions = torch.from_numpy(actions_buf).to(device).reshape(batch_size, *actions_buf.shape[2:])
             with torch.no_grad():
                 values = agent.value(b_obs).reshape(T, N).cpu().numpy()
                 next_values = agent.value(torch.from_numpy(next_obs_buf).to(device)).reshape(T, N).cpu().numpy()
+                old_out, old_log_std = agent.dist(b_obs)  # $\pi_{\theta_{old}}$, kept while $\theta$ moves
+                old_log_std = None if old_log_std is None else old_log_std.clone()
+                old = (old_out, old_log_std, log_prob(old_out, old_log_std, b_actions))
             advantages = gae(rewards, values, next_values, terminated_buf, dones_buf, args.gamma, args.gae_lambda)
             returns = advantages + values  # $V^{targ}_t = \hat{A}_t + V(s_t)$
-            b_adv, b_returns, b_values = (
-                torch.from_numpy(x.reshape(-1)).to(device) for x in (advantages, returns, values)
-            )
-            with torch.no_grad():
-                if args.norm_adv:
-                    b_adv = (b_adv - b_adv.mean()) / (b_adv.std() + 1e-8)
-                old_out, old_log_std = agent.dist(b_obs)
-                old_log_std = None if old_log_std is None else old_log_std.clone()
-                old_log_prob = log_prob(old_out, old_log_std, b_actions)
+            flat = np.stack([advantages, returns, values]).reshape(3, batch_size)
+            b_adv, b_returns, b_values = torch.from_numpy(flat).to(device)
+            if args.norm_adv:
+                b_adv = (b_adv - b_adv.mean()) / (b_adv.std() + 1e-8)
 
             # ## Policy: $g$, $s = F^{-1}g$ by CG, the step $\beta s$, the line search
-            surrogate_kl = functools.partial(
-                surrogate_and_kl, agent, b_obs, b_actions, b_adv, old_out, old_log_std, old_log_prob
-            )
+            # With `--anneal-kl`, update $k$ of $K$ uses $\delta_k = \delta (1 - (k - 1) / K)$.
+            delta = args.target_kl * (1.0 - (iteration - 1) / num_iterations if args.anneal_kl else 1.0)
+            surrogate_kl = functools.partial(surrogate_and_kl, agent, b_obs, b_actions, b_adv, *old)
             surrogate, kl = surrogate_kl()
             g = flat_grad(surrogate, params, retain_graph=True)
             fvp = fisher_vector_product_fn(kl, params, args.cg_damping)
             s = conjugate_gradient(fvp, g, args.cg_iters)
-            step = max_step(s, fvp(s), args.target_kl)
+            step = max_step(s, fvp(s), delta)
             accepted, backtracks, step_kl, new_surrogate = line_search(
-                params, step, surrogate_kl, args.target_kl, args.backtrack_coef, args.max_backtracks
+                params, step, surrogate_kl, delta, args.backtrack_coef, args.max_backtracks
             )
 
             # ## Critic: minimise $(V(s_t) - V_t^{targ})^2$, $V_t^{targ} = \hat{A}_t + V_{old}(s_t)$, by Adam
@@ -511,9 +426,8 @@ def train(args: Args) -> dict:
                     v_loss.backward()
                     critic_optimizer.step()
 
-            if not (np.isfinite(new_surrogate) and torch.isfinite(v_loss)) or not all(
-                torch.isfinite(p).all() for p in agent.parameters()
-            ):
+            finite = np.isfinite(new_surrogate) and torch.isfinite(v_loss)
+            if not finite or not all(torch.isfinite(p).all() for p in agent.parameters()):
                 raise FloatingPointError(f"loss or parameters became NaN/inf at global_step={global_step}")
 
             now = time.time()
@@ -523,9 +437,8 @@ def train(args: Args) -> dict:
                 explained_var = float("nan") if var_y == 0 else float(1 - (b_returns - b_values).var() / var_y)
                 writer.log({
                     "charts/SPS": sps, "losses/policy_objective": new_surrogate, "losses/value_loss": v_loss.item(),
-                    "losses/kl": step_kl, "losses/line_search_backtracks": backtracks,
+                    "losses/kl": step_kl, "losses/line_search_backtracks": backtracks, "losses/step_norm": step.norm().item(),
                     "losses/line_search_success": float(accepted), "losses/explained_variance": explained_var,
-                    "losses/step_norm": step.norm().item(),
                 }, step=global_step)  # fmt: skip
             if now - last_print >= 2.0 or iteration == num_iterations:
                 last_print = now
@@ -543,17 +456,15 @@ def train(args: Args) -> dict:
 
     if args.save_model:
         path = f"runs/{run_name}/{args.exp_name}.pt"
-        rms = (float(reward_rms.mean), float(reward_rms.var), float(reward_rms.count))
-        torch.save({"agent": agent.state_dict(), "reward_rms": rms, "args": vars(args)}, path)
+        torch.save({"agent": agent.state_dict(), "reward_stats": reward_stats, "args": vars(args)}, path)
         print(f"model saved to {path}")
 
     eval_returns = [] if interrupted else evaluate(agent, args, run_name, device)
+    mean, std = (float(np.mean(eval_returns)), float(np.std(eval_returns))) if eval_returns else (None, None)
     summary = {
         "algo": "trpo", "env_id": args.env_id, "seed": args.seed, "global_step": global_step,
         "wall_time_s": wall_time, "sps": global_step / wall_time if wall_time > 0 else 0.0,
-        "eval_mean_return": float(np.mean(eval_returns)) if eval_returns else None,
-        "eval_std_return": float(np.std(eval_returns)) if eval_returns else None,
-        "eval_episodes": len(eval_returns),
+        "eval_mean_return": mean, "eval_std_return": std, "eval_episodes": len(eval_returns),
         "train_last_mean_return": float(np.mean(episode_returns[-20:])) if episode_returns else None,
         "interrupted": interrupted, "run_name": run_name,
     }  # fmt: skip
@@ -562,7 +473,6 @@ def train(args: Args) -> dict:
     if writer:
         writer.log({"eval/mean_return": summary["eval_mean_return"]}, step=global_step)
         writer.finish()
-    mean, std = summary["eval_mean_return"], summary["eval_std_return"]
     print(f"eval: mean_return={mean} std_return={std} episodes={len(eval_returns)}")
     return summary
 
@@ -570,11 +480,8 @@ def train(args: Args) -> dict:
 if __name__ == "__main__":
     try:
         train(tyro.cli(Args))
-    except ArgError as e:
+    except (ArgError, FloatingPointError) as e:  # bad input: exit 2; NaN/inf in training: exit 1
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except FloatingPointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(2 if isinstance(e, ArgError) else 1)
     except KeyboardInterrupt:  # during evaluation; training itself stops cleanly on Ctrl-C
         sys.exit(130)

@@ -266,3 +266,18 @@ def test_nan_stops_the_run_naming_the_step(tmp_path):
     with pytest.raises(FloatingPointError, match="global_step="):
         train_in(tmp_path, trpo, env_id="tests.fake_envs:NaNReward-v0", total_timesteps=512, num_envs=2,
                  num_steps=64, eval_episodes=1)  # fmt: skip
+
+
+@pytest.mark.parametrize("anneal", [False, True])
+def test_anneal_kl_shrinks_delta_linearly(anneal, tmp_path, monkeypatch):
+    """With --anneal-kl, update k of K gets delta (1 - (k - 1) / K); without it, delta every time."""
+    deltas, real = [], trpo.line_search
+
+    def spy(params, step, surrogate_kl, delta, *rest):
+        deltas.append(delta)
+        return real(params, step, surrogate_kl, delta, *rest)
+
+    monkeypatch.setattr(trpo, "line_search", spy)
+    train_in(tmp_path, trpo, env_id="CartPole-v1", total_timesteps=4 * 64, num_envs=1, num_steps=64,
+             num_minibatches=1, critic_epochs=1, target_kl=0.02, anneal_kl=anneal, eval_episodes=1)  # fmt: skip
+    assert deltas == pytest.approx([0.02, 0.015, 0.01, 0.005] if anneal else [0.02] * 4)
