@@ -313,7 +313,7 @@ def train(args: Args) -> dict:
     obs_dim = obs_space.shape[0]
     action_dim = int(act_space.n) if discrete else act_space.shape[0]
     agent = Agent(obs_dim, action_dim, discrete, args.hidden_size).to(device)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
     reward_rms = RunningMeanStd()
     if args.model_path is not None:
         try:

@@ -331,7 +331,7 @@ def train(args: Args) -> dict:
         raise ArgError(f"ppo_continuous.py needs a flat Box observation space, {args.env_id} has {obs_space}")
     obs_dim, action_dim = obs_space.shape[0], act_space.shape[0]
     agent = Agent(obs_dim, action_dim, args.hidden_size, args.init_log_std).to(device)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
     obs_rms = RunningMeanStd((obs_dim,)) if args.norm_obs else None
     scaler = RewardScaler(args.num_envs, args.gamma)
     if args.model_path is not None:
