@@ -23,7 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import ROOT, Entry, collect, jobs_for, run_jobs, summarize, table  # noqa: E402
 
 CARTPOLE, PENDULUM = 475.0, -200.0
-TRPO_PENDULUM = ["--gamma", "0.9", "--target-kl", "0.02", "--num-minibatches", "8", "--critic-epochs", "20"]
+TRPO_PENDULUM = (
+    "--gamma 0.9 --gae-lambda 0.9 --target-kl 0.03 --anneal-kl --num-minibatches 8 --critic-epochs 20".split()
+)
 SUITE = [
     Entry("finite_diff.py", "CartPole-v1", CARTPOLE),
     Entry("finite_diff.py", "Pendulum-v1", PENDULUM),
