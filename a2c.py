@@ -1,4 +1,4 @@
-"""Advantage Actor-Critic (A2C), the synchronous variant of A3C, for Discrete and Box actions.
+r"""Advantage Actor-Critic (A2C), the synchronous variant of A3C, for Discrete and Box actions.
 
 Paper: Mnih, Badia, Mirza, Graves, Lillicrap, Harley, Silver, Kavukcuoglu. "Asynchronous
 Methods for Deep Reinforcement Learning", ICML 2016. Lecture: slides "Asynchronous Advantage
@@ -8,10 +8,10 @@ by bootstrapping).
 
 N environments run in lockstep for T steps; then one gradient step on
 
-$\\mathcal{L}(\\theta) = -\\hat{\\mathbb{E}}_t[\\log \\pi(a_t|s_t;\\theta) \\hat{A}_t] + c_1 \\hat{\\mathbb{E}}_t[(G_t - V(s_t))^2] - c_2 \\hat{\\mathbb{E}}_t[S[\\pi](s_t)]$,
+$\mathcal{L}(\theta) = -\hat{\mathbb{E}}_t[\log \pi(a_t|s_t;\theta) \hat{A}_t] + c_1 \hat{\mathbb{E}}_t[(G_t - V(s_t))^2] - c_2 \hat{\mathbb{E}}_t[S[\pi](s_t)]$,
 
-with the n-step return $G_t = \\sum_{k=t}^{T-1} \\gamma^{k-t} r_k + \\gamma^{T-t} V(s_T)$ and
-$\\hat{A}_t = G_t - V(s_t)$ (or GAE($\\lambda$) with `--gae-lambda` below 1).
+with the n-step return $G_t = \sum_{k=t}^{T-1} \gamma^{k-t} r_k + \gamma^{T-t} V(s_T)$ and
+$\hat{A}_t = G_t - V(s_t)$ (or GAE($\lambda$) with `--gae-lambda` below 1).
 
 Run: python a2c.py --env-id CartPole-v1
 """
@@ -163,7 +163,7 @@ class Agent(nn.Module):
         return self.critic(self.trunk(obs)).squeeze(-1)
 
     def evaluate(self, obs: torch.Tensor, actions: torch.Tensor):
-        """$\\log \\pi(a|s)$, the entropy $S[\\pi](s)$ and $V(s)$, from one pass through the trunk."""
+        r"""$\log \pi(a|s)$, the entropy $S[\pi](s)$ and $V(s)$, from one pass through the trunk."""
         h = self.trunk(obs)
         out = self.actor(h)
         if self.discrete:

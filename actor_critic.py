@@ -1,18 +1,18 @@
-"""Online Actor-Critic (the lecture's Algorithm 2), for Discrete and Box actions.
+r"""Online Actor-Critic (the lecture's Algorithm 2), for Discrete and Box actions.
 
 Paper: Konda and Tsitsiklis, "Actor-Critic Algorithms", NeurIPS 1999; Sutton and Barto,
 "Reinforcement Learning: An Introduction" (2nd ed., 2018), section 13.5. Lecture: slides
 "Actor-Critic Methods", Algorithm 2 (Actor-Critic Algorithm): the critic is learned by
 temporal differences inside the policy-gradient loop, and both are updated at every step.
 
-At every step $t$: $a_t \\sim \\pi(\\cdot|s_t;\\theta)$, observe $r_t, s_{t+1}$, draw $a_{t+1} \\sim \\pi(\\cdot|s_{t+1};\\theta)$,
+At every step $t$: $a_t \sim \pi(\cdot|s_t;\theta)$, observe $r_t, s_{t+1}$, draw $a_{t+1} \sim \pi(\cdot|s_{t+1};\theta)$,
 
-$\\delta = r_t + \\gamma Q_\\omega(s_{t+1}, a_{t+1}) - Q_\\omega(s_t, a_t)$,
-$\\omega \\leftarrow \\omega + \\alpha_\\omega \\delta \\nabla_\\omega Q_\\omega(s_t, a_t)$,
-$\\theta \\leftarrow \\theta + \\alpha_\\theta \\nabla_\\theta \\log \\pi(a_t|s_t;\\theta) Q_\\omega(s_t, a_t)$.
+$\delta = r_t + \gamma Q_\omega(s_{t+1}, a_{t+1}) - Q_\omega(s_t, a_t)$,
+$\omega \leftarrow \omega + \alpha_\omega \delta \nabla_\omega Q_\omega(s_t, a_t)$,
+$\theta \leftarrow \theta + \alpha_\theta \nabla_\theta \log \pi(a_t|s_t;\theta) Q_\omega(s_t, a_t)$.
 
-With `--critic v` the critic is $V_\\omega(s)$, $\\delta = r_t + \\gamma V_\\omega(s_{t+1}) - V_\\omega(s_t)$, and the
-actor's weight is $\\delta$, an estimate of the advantage $A(s_t, a_t)$ (slide: $V$, $Q$ or $A$ as critic).
+With `--critic v` the critic is $V_\omega(s)$, $\delta = r_t + \gamma V_\omega(s_{t+1}) - V_\omega(s_t)$, and the
+actor's weight is $\delta$, an estimate of the advantage $A(s_t, a_t)$ (slide: $V$, $Q$ or $A$ as critic).
 
 Run: python actor_critic.py --env-id CartPole-v1
 """
@@ -164,7 +164,7 @@ class Agent(nn.Module):
         return list(self.actor.parameters()) + ([] if self.discrete else [self.log_std])
 
     def critic_value(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """$V_\\omega(s)$ (critic v, `actions` unused) or $Q_\\omega(s, a)$ (critic q)."""
+        r"""$V_\omega(s)$ (critic v, `actions` unused) or $Q_\omega(s, a)$ (critic q)."""
         if self.critic_kind == "v":
             return self.critic(obs).squeeze(-1)
         if self.discrete:
@@ -172,7 +172,7 @@ class Agent(nn.Module):
         return self.critic(torch.cat([obs, actions], dim=-1)).squeeze(-1)
 
     def critic_pair(self, obs, actions, next_obs, next_actions):
-        """$Q_\\omega(s_t, a_t)$ and $Q_\\omega(s_{t+1}, a_{t+1})$ (or $V$) in one forward pass; the second without gradient."""
+        r"""$Q_\omega(s_t, a_t)$ and $Q_\omega(s_{t+1}, a_{t+1})$ (or $V$) in one forward pass; the second without gradient."""
         n = obs.shape[0]
         both = self.critic_value(torch.cat([obs, next_obs]), torch.cat([actions, next_actions]))
         return both[:n], both[n:].detach()

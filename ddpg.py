@@ -1,20 +1,20 @@
-"""Deep Deterministic Policy Gradient (DDPG), for Box actions.
+r"""Deep Deterministic Policy Gradient (DDPG), for Box actions.
 
 Paper: Lillicrap, Hunt, Pritzel, Heess, Erez, Tassa, Silver, Wierstra. "Continuous control with
 deep reinforcement learning", ICLR 2016 (arXiv:1509.02971), built on Silver et al.'s deterministic
 policy gradient theorem (ICML 2014). Lecture: slides "Deterministic Policies", which recall DQN's
-replay buffer $D$, minibatches $U(D)$ and target network $\\theta^-$.
+replay buffer $D$, minibatches $U(D)$ and target network $\theta^-$.
 
-A deterministic actor $\\pi(s;\\theta)$ is moved along the gradient of the critic instead of
+A deterministic actor $\pi(s;\theta)$ is moved along the gradient of the critic instead of
 maximising $Q$ over $a$:
 
-$\\nabla_\\theta J(\\theta) = \\mathbb{E}_{s \\sim D}[\\nabla_a Q(s, a; \\phi)|_{a=\\pi(s;\\theta)} \\nabla_\\theta \\pi(s;\\theta)]$,
+$\nabla_\theta J(\theta) = \mathbb{E}_{s \sim D}[\nabla_a Q(s, a; \phi)|_{a=\pi(s;\theta)} \nabla_\theta \pi(s;\theta)]$,
 
 and the critic minimises DQN's loss with the target actor in place of the max:
 
-$\\mathcal{L}(\\phi) = \\mathbb{E}_{(s_t, a_t, r_t, s_{t+1}) \\sim U(D)}[(r_t + \\gamma Q(s_{t+1}, \\pi(s_{t+1}; \\theta^-); \\phi^-) - Q(s_t, a_t; \\phi))^2]$,
+$\mathcal{L}(\phi) = \mathbb{E}_{(s_t, a_t, r_t, s_{t+1}) \sim U(D)}[(r_t + \gamma Q(s_{t+1}, \pi(s_{t+1}; \theta^-); \phi^-) - Q(s_t, a_t; \phi))^2]$,
 
-with the targets following slowly, $\\theta^- \\leftarrow \\tau\\theta + (1-\\tau)\\theta^-$.
+with the targets following slowly, $\theta^- \leftarrow \tau\theta + (1-\tau)\theta^-$.
 
 Run: python ddpg.py --env-id Pendulum-v1
 """
@@ -167,7 +167,7 @@ class ReplayBuffer:
         self.tensor = torch.from_numpy(self.data)
 
     def add(self, obs, actions, rewards, next_obs, terminated) -> None:
-        """Store one vector step: $(s_t, a_t, r_t, s_{t+1}, \\text{terminated}_t)$ of each env."""
+        r"""Store one vector step: $(s_t, a_t, r_t, s_{t+1}, \text{terminated}_t)$ of each env."""
         idx = (self.pos + np.arange(len(obs))) % self.capacity
         self.obs[idx], self.actions[idx], self.rewards[idx, 0] = obs, actions, rewards
         self.next_obs[idx], self.terminated[idx, 0] = next_obs, terminated
@@ -236,7 +236,7 @@ def check_args(args: Args) -> None:
 
 
 def evaluate(actor: Actor, args: Args, run_name: str, device: torch.device) -> list[float]:
-    """Returns of `eval_episodes` episodes of $\\pi(s;\\theta)$ itself: no exploration noise."""
+    r"""Returns of `eval_episodes` episodes of $\pi(s;\theta)$ itself: no exploration noise."""
     env = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
     if args.capture_video:
         env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", episode_trigger=lambda e: True)

@@ -1,23 +1,23 @@
-"""Finite-difference policy gradient with a linear policy, for Discrete and Box actions.
+r"""Finite-difference policy gradient with a linear policy, for Discrete and Box actions.
 
-Lecture: slide "Finite Differences" (then gradient ascent, $\\theta_{t+1} = \\theta_t + \\alpha \\nabla_\\theta J(\\theta_t)$,
+Lecture: slide "Finite Differences" (then gradient ascent, $\theta_{t+1} = \theta_t + \alpha \nabla_\theta J(\theta_t)$,
 from "Policy Gradient Methods"). See also Peters and Schaal, "Reinforcement learning of motor
 skills with policy gradients", Neural Networks 21 (2008), section 3.1.
 
-The partial derivative along each of the n coordinates of $\\theta$ is estimated from rollouts,
+The partial derivative along each of the n coordinates of $\theta$ is estimated from rollouts,
 
-$\\frac{\\partial J(\\theta)}{\\partial \\theta_k} \\approx \\frac{J(\\theta + \\epsilon e_k) - J(\\theta)}{\\epsilon}$
-(or, with `--central`, $\\frac{J(\\theta + \\epsilon e_k) - J(\\theta - \\epsilon e_k)}{2\\epsilon}$),
+$\frac{\partial J(\theta)}{\partial \theta_k} \approx \frac{J(\theta + \epsilon e_k) - J(\theta)}{\epsilon}$
+(or, with `--central`, $\frac{J(\theta + \epsilon e_k) - J(\theta - \epsilon e_k)}{2\epsilon}$),
 
 with $J$ the mean undiscounted return of `num_envs` episodes, so one gradient costs n+1 (2n)
-policy evaluations: the policy is linear to keep n small. No $\\nabla \\log \\pi$ is needed.
+policy evaluations: the policy is linear to keep n small. No $\nabla \log \pi$ is needed.
 
-Common random numbers (on by default): every $J(\\theta + \\epsilon e_k)$ runs on the same env seeds
-and the same action noise as $J(\\theta)$. The difference of two noisy estimates has variance
-$\\text{Var}[\\hat{J}_1] + \\text{Var}[\\hat{J}_2] - 2\\text{Cov}[\\hat{J}_1, \\hat{J}_2]$; with independent rollouts the
-covariance is 0 and the rollout noise, divided by a small $\\epsilon$, swamps the signal. With the
+Common random numbers (on by default): every $J(\theta + \epsilon e_k)$ runs on the same env seeds
+and the same action noise as $J(\theta)$. The difference of two noisy estimates has variance
+$\text{Var}[\hat{J}_1] + \text{Var}[\hat{J}_2] - 2\text{Cov}[\hat{J}_1, \hat{J}_2]$; with independent rollouts the
+covariance is 0 and the rollout noise, divided by a small $\epsilon$, swamps the signal. With the
 same randomness the two rollouts differ only where the perturbation changes an action, the
-covariance is large, and the difference measures the effect of $\\epsilon e_k$ itself.
+covariance is large, and the difference measures the effect of $\epsilon e_k$ itself.
 
 Run: python finite_diff.py --env-id CartPole-v1
 """

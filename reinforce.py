@@ -1,16 +1,16 @@
-"""REINFORCE: Monte-Carlo policy gradient on batches of whole episodes, for Discrete and Box actions.
+r"""REINFORCE: Monte-Carlo policy gradient on batches of whole episodes, for Discrete and Box actions.
 
 Paper: Williams. "Simple statistical gradient-following algorithms for connectionist
 reinforcement learning", Machine Learning 8, 229-256 (1992). Lecture: slides "The REINFORCE
 Algorithm" (Algorithm 1 and the causality / rewards-to-go step) and "Automatic Policy
 Differentiation" (the surrogate loss), with the output layers of "Policy Gradient Methods".
 
-Each iteration runs N episodes with $\\pi_{\\theta_k}$ (one per environment) and steps along
+Each iteration runs N episodes with $\pi_{\theta_k}$ (one per environment) and steps along
 
-$\\hat{\\nabla}_\\theta J(\\theta_k) = \\frac{1}{N} \\sum_{i=1}^N \\left(\\sum_{t=1}^T \\nabla_\\theta \\log \\pi(a_t|s_t;\\theta)\\right) \\left(\\sum_{t=1}^T r_t\\right)$,
+$\hat{\nabla}_\theta J(\theta_k) = \frac{1}{N} \sum_{i=1}^N \left(\sum_{t=1}^T \nabla_\theta \log \pi(a_t|s_t;\theta)\right) \left(\sum_{t=1}^T r_t\right)$,
 
 or, with `--reward-to-go` (causality: an action does not change the rewards before it),
-$\\frac{1}{N} \\sum_i \\sum_t \\nabla_\\theta \\log \\pi(a_t|s_t;\\theta) \\sum_{t'=t}^T r_{t'}$. No baseline.
+$\frac{1}{N} \sum_i \sum_t \nabla_\theta \log \pi(a_t|s_t;\theta) \sum_{t'=t}^T r_{t'}$. No baseline.
 
 Run: python reinforce.py --env-id CartPole-v1
 """
@@ -65,7 +65,7 @@ class Args:
     gamma: float = 0.99
     """discount factor gamma (the lecture's finite-horizon sum is gamma = 1)"""
     reward_to_go: bool = False
-    """weight $\\nabla \\log \\pi(a_t|s_t)$ by the rewards from t on (causality) instead of the whole return"""
+    r"""weight $\nabla \log \pi(a_t|s_t)$ by the rewards from t on (causality) instead of the whole return"""
     normalize_returns: bool = False
     """standardize the weights over the batch: subtracting their mean is a baseline in disguise"""
     hidden_size: int = 32

@@ -1,4 +1,4 @@
-"""REINFORCE with a baseline: the mean return, a learned V(s), or the variance-minimizing b.
+r"""REINFORCE with a baseline: the mean return, a learned V(s), or the variance-minimizing b.
 
 Paper: Williams. "Simple statistical gradient-following algorithms for connectionist
 reinforcement learning", Machine Learning 8, 229-256 (1992); the optimal baseline as in
@@ -6,12 +6,12 @@ Peters and Schaal, "Reinforcement learning of motor skills with policy gradients
 Networks 21 (2008). Lecture: slides "REINFORCE with Baseline" (the mean baseline, $V(s)$ as a
 baseline, the optimal baseline), on top of "The REINFORCE Algorithm" (Algorithm 1, rewards-to-go).
 
-Each iteration runs N episodes with $\\pi_{\\theta_k}$ (one per environment) and steps along
+Each iteration runs N episodes with $\pi_{\theta_k}$ (one per environment) and steps along
 
-$\\hat{\\nabla}_\\theta J(\\theta) = \\frac{1}{N} \\sum_{i=1}^N \\sum_t \\nabla_\\theta \\log \\pi(a_t|s_t;\\theta) (G_t - b_t)$,
+$\hat{\nabla}_\theta J(\theta) = \frac{1}{N} \sum_{i=1}^N \sum_t \nabla_\theta \log \pi(a_t|s_t;\theta) (G_t - b_t)$,
 
 which has the same mean as without $b$ whenever $b_t$ does not depend on $a_t$ or later
-(slide: $\\mathbb{E}[\\nabla_\\theta \\log p_\\theta(\\tau) b] = b \\nabla_\\theta 1 = 0$), and a lower variance.
+(slide: $\mathbb{E}[\nabla_\theta \log p_\theta(\tau) b] = b \nabla_\theta 1 = 0$), and a lower variance.
 Every batch logs that variance (`losses/grad_variance`), so the effect of `--baseline` shows.
 
 Run: python reinforce_baseline.py --env-id CartPole-v1 --baseline optimal

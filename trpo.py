@@ -1,20 +1,20 @@
-"""Trust Region Policy Optimization (TRPO), for Discrete and Box actions.
+r"""Trust Region Policy Optimization (TRPO), for Discrete and Box actions.
 
 Paper: Schulman, Levine, Moritz, Jordan, Abbeel. "Trust Region Policy Optimization",
 ICML 2015 (arXiv:1502.05477). Lecture: slide "Trust Region Policy Optimization (TRPO)",
 with the output layers of slides "Policy Gradient Methods" (softmax for discrete actions,
-a Gaussian $\\mathbb{N}(f(s_t), \\Sigma)$ for continuous ones).
+a Gaussian $\mathbb{N}(f(s_t), \Sigma)$ for continuous ones).
 
-Each update solves, on one rollout of $\\pi_{\\theta_{old}}$,
+Each update solves, on one rollout of $\pi_{\theta_{old}}$,
 
-$\\max_\\theta \\mathcal{L}(\\theta) = \\hat{\\mathbb{E}}_t[r_t(\\theta)\\hat{A}_t]$ subject to
-$\\bar{D}_{KL}(\\theta) = \\hat{\\mathbb{E}}_t[KL(\\pi(\\cdot|s_t;\\theta_{old}) || \\pi(\\cdot|s_t;\\theta))] \\le \\delta$,
+$\max_\theta \mathcal{L}(\theta) = \hat{\mathbb{E}}_t[r_t(\theta)\hat{A}_t]$ subject to
+$\bar{D}_{KL}(\theta) = \hat{\mathbb{E}}_t[KL(\pi(\cdot|s_t;\theta_{old}) || \pi(\cdot|s_t;\theta))] \le \delta$,
 
-by a linear model of $\\mathcal{L}$ ($g = \\nabla_\\theta \\mathcal{L}$) and a quadratic model of the KL
+by a linear model of $\mathcal{L}$ ($g = \nabla_\theta \mathcal{L}$) and a quadratic model of the KL
 (its Hessian $F$, the Fisher information matrix): the natural-gradient direction $s = F^{-1}g$
-(conjugate gradient on Fisher-vector products), the largest step $\\beta s$ with
-$\\frac{1}{2}\\beta^2 s^T F s = \\delta$, then a backtracking line search on the true KL and
-surrogate. A separate critic $V(s)$ is fitted by regression; $\\hat{A}_t$ is GAE($\\lambda$).
+(conjugate gradient on Fisher-vector products), the largest step $\beta s$ with
+$\frac{1}{2}\beta^2 s^T F s = \delta$, then a backtracking line search on the true KL and
+surrogate. A separate critic $V(s)$ is fitted by regression; $\hat{A}_t$ is GAE($\lambda$).
 
 Run: python trpo.py --env-id CartPole-v1
 """
@@ -38,37 +38,67 @@ import tyro
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # the name of this experiment (part of the run name)
-    seed: int = 1  # seed of random, numpy, torch and the environments
-    torch_deterministic: bool = True  # make torch pick deterministic algorithms (same seed, same machine: same run)
-    cuda: bool = False  # use the GPU when one is available
-    track: bool = False  # log to Weights and Biases (set WANDB_MODE=offline to log without a network)
-    wandb_project_name: str = "pg-lecture"  # the W&B project
-    wandb_entity: str | None = None  # the W&B entity (team or user)
-    capture_video: bool = False  # record videos of the evaluation episodes under videos/<run_name>/
-    save_model: bool = False  # save the weights to runs/<run_name>/<exp_name>.pt
-    model_path: str | None = None  # load weights before training (with --total-timesteps 0: only evaluate them)
-    env_id: str = "CartPole-v1"  # the gymnasium environment id
-    total_timesteps: int = 100_000  # environment steps to train for, over all environments
-    eval_episodes: int = 10  # episodes of the final, deterministic policy to evaluate
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (part of the run name)"""
+    seed: int = 1
+    """seed of random, numpy, torch and the environments"""
+    torch_deterministic: bool = True
+    """make torch pick deterministic algorithms (same seed, same machine: same run)"""
+    cuda: bool = False
+    """use the GPU when one is available"""
+    track: bool = False
+    """log to Weights and Biases (set WANDB_MODE=offline to log without a network)"""
+    wandb_project_name: str = "pg-lecture"
+    """the W&B project"""
+    wandb_entity: str | None = None
+    """the W&B entity (team or user)"""
+    capture_video: bool = False
+    """record videos of the evaluation episodes under videos/<run_name>/"""
+    save_model: bool = False
+    """save the weights to runs/<run_name>/<exp_name>.pt"""
+    model_path: str | None = None
+    """load weights before training (with --total-timesteps 0: only evaluate them)"""
+    env_id: str = "CartPole-v1"
+    """the gymnasium environment id"""
+    total_timesteps: int = 100_000
+    """environment steps to train for, over all environments"""
+    eval_episodes: int = 10
+    """episodes of the final, deterministic policy to evaluate"""
 
-    target_kl: float = 0.01  # delta, the trust region: bound on the mean KL between old and new policy
-    anneal_kl: bool = False  # shrink delta linearly towards 0 over training: steadier steps near the end
-    cg_iters: int = 15  # conjugate-gradient iterations for $s = F^{-1}g$
-    cg_damping: float = 0.1  # added to the Fisher matrix, F + damping I, so CG stays well conditioned
-    backtrack_coef: float = 0.8  # the line search shrinks the step by this factor after each rejected trial
-    max_backtracks: int = 10  # trial steps of the line search before it gives up and keeps the old policy
-    learning_rate: float = 1e-3  # Adam's step size for the critic
-    critic_epochs: int = 10  # epochs of minibatch regression of V on each rollout
-    num_minibatches: int = 4  # critic minibatches per epoch
-    num_envs: int = 8  # parallel environments
-    num_steps: int = 128  # steps per environment in each rollout
-    gamma: float = 0.99  # discount factor gamma
-    gae_lambda: float = 0.95  # lambda of GAE (1: Monte-Carlo returns, 0: one-step TD)
-    norm_adv: bool = True  # normalize the advantages of each rollout
-    scale_rewards: bool = True  # divide rewards by the running std of the discounted return (keeps V's targets near 1)
-    hidden_size: int = 64  # units in each of the two hidden layers
-    num_threads: int = 1  # torch CPU threads (1 is fastest for networks this small)
+    target_kl: float = 0.01
+    """delta, the trust region: bound on the mean KL between old and new policy"""
+    anneal_kl: bool = False
+    """shrink delta linearly towards 0 over training: steadier steps near the end"""
+    cg_iters: int = 15
+    """conjugate-gradient iterations for $s = F^{-1}g$"""
+    cg_damping: float = 0.1
+    """added to the Fisher matrix, F + damping I, so CG stays well conditioned"""
+    backtrack_coef: float = 0.8
+    """the line search shrinks the step by this factor after each rejected trial"""
+    max_backtracks: int = 10
+    """trial steps of the line search before it gives up and keeps the old policy"""
+    learning_rate: float = 1e-3
+    """Adam's step size for the critic"""
+    critic_epochs: int = 10
+    """epochs of minibatch regression of V on each rollout"""
+    num_minibatches: int = 4
+    """critic minibatches per epoch"""
+    num_envs: int = 8
+    """parallel environments"""
+    num_steps: int = 128
+    """steps per environment in each rollout"""
+    gamma: float = 0.99
+    """discount factor gamma"""
+    gae_lambda: float = 0.95
+    """lambda of GAE (1: Monte-Carlo returns, 0: one-step TD)"""
+    norm_adv: bool = True
+    """normalize the advantages of each rollout"""
+    scale_rewards: bool = True
+    """divide rewards by the running std of the discounted return (keeps V's targets near 1)"""
+    hidden_size: int = 64
+    """units in each of the two hidden layers"""
+    num_threads: int = 1
+    """torch CPU threads (1 is fastest for networks this small)"""
 
 
 class ArgError(ValueError):
@@ -96,9 +126,9 @@ def mlp(n_in: int, h: int, n_out: int, out_std: float) -> nn.Sequential:
 
 
 class Agent(nn.Module):
-    """Actor $\\pi(a|s;\\theta)$ and a separate critic $V(s)$, trained by different rules.
-    The actor's output is the softmax's logits $\\mathbf{z}$ (discrete) or the Gaussian's
-    mean $f(s)$ (continuous, with $\\log\\sigma$ a parameter in $\\theta$ that does not depend on $s$)."""
+    r"""Actor $\pi(a|s;\theta)$ and a separate critic $V(s)$, trained by different rules.
+    The actor's output is the softmax's logits $\mathbf{z}$ (discrete) or the Gaussian's
+    mean $f(s)$ (continuous, with $\log\sigma$ a parameter in $\theta$ that does not depend on $s$)."""
 
     def __init__(self, obs_dim: int, action_dim: int, discrete: bool, hidden: int):
         super().__init__()
@@ -109,7 +139,7 @@ class Agent(nn.Module):
             self.log_std = nn.Parameter(torch.zeros(action_dim))
 
     def policy_params(self) -> list[nn.Parameter]:
-        """$\\theta$: everything the trust-region step moves, $\\log\\sigma$ included."""
+        r"""$\theta$: everything the trust-region step moves, $\log\sigma$ included."""
         return list(self.actor.parameters()) + ([] if self.discrete else [self.log_std])
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
