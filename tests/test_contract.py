@@ -184,3 +184,35 @@ def test_float64_observations_are_accepted(spec, tmp_path):
     env_id = "tests.fake_envs:Float64Observation" + ("Box" if box_only else "") + "-v0"
     summary, _ = train_in(tmp_path, load_script(spec.name), env_id=env_id, seed=1, **spec.tiny)
     assert summary["eval_mean_return"] == 5.0  # reward 1 for the 5 steps of the time limit
+
+
+def _has_video_extras() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("moviepy", "pygame"))
+
+
+@pytest.mark.skipif(
+    not _has_video_extras(), reason='needs the video extras: pip install "gymnasium[classic-control]" moviepy'
+)
+@pytest.mark.parametrize("spec", SCRIPTS, ids=IDS)
+def test_capture_video_writes_videos(spec, tmp_path):
+    overrides = {**spec.tiny, "eval_episodes": 1}
+    _, run_dir = train_in(tmp_path, load_script(spec.name), env_id=spec.envs[0], capture_video=True, **overrides)
+    videos = list((tmp_path / "videos" / run_dir.name).glob("*.mp4"))
+    assert videos and all(v.stat().st_size > 1000 for v in videos), videos
+
+
+@pytest.mark.parametrize("spec", SCRIPTS, ids=IDS)
+def test_capture_video_without_extras_is_one_error_line(spec, tmp_path):
+    """Hide moviepy (as if not installed): one line naming what to install, exit 2."""
+    flags = cli_flags(env_id=spec.envs[0], capture_video=True, **spec.tiny)
+    code = (
+        "import runpy, sys\n"
+        "sys.modules['moviepy'] = None\n"
+        f"sys.argv = [{spec.name!r}, *{flags!r}]\n"
+        f"runpy.run_path({str(ROOT / spec.name)!r}, run_name='__main__')\n"
+    )
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert_one_line_error(result, mentions="pip install")
