@@ -64,7 +64,7 @@ class Args:
     """N, episodes per batch (one in each of N parallel environments)"""
     gamma: float = 0.99
     """discount factor gamma (the lecture's finite-horizon sum is gamma = 1)"""
-    reward_to_go: bool = False
+    reward_to_go: bool = True
     r"""weight $\nabla \log \pi(a_t|s_t)$ by the rewards from t on (causality) instead of the whole return"""
     normalize_returns: bool = False
     """standardize the weights over the batch: subtracting their mean is a baseline in disguise"""

@@ -112,13 +112,12 @@ def summarize(label: str, runs: list[dict], threshold: float, window: int) -> di
     }
 
 
-def collect(jobs, codes) -> dict[str, list[dict]]:
-    """label -> the runs that finished, read back."""
+def collect(jobs) -> dict[str, list[dict]]:
+    """label -> the runs of `jobs` that finished (wrote summary.json), read back."""
     runs: dict[str, list[dict]] = {}
-    for (label, _, cwd), code in zip(jobs, codes):
+    for label, _, cwd in jobs:
         runs.setdefault(label, [])
-        if code == 0:
-            runs[label] += [read_run(d) for d in sorted((cwd / "runs").iterdir())]
+        runs[label] += [read_run(s.parent) for s in sorted(cwd.glob("runs/*/summary.json"))]
     return runs
 
 

@@ -1,7 +1,7 @@
 """Regenerate benchmarks/results.md and the learning curves for every script, in one invocation.
 
     python benchmarks/results.py                 # the whole suite, 5 seeds, ~40 min on 2 cores
-    python benchmarks/results.py --only ppo.py   # the entries of some scripts
+    python benchmarks/results.py --only ppo.py   # rerun some scripts' entries, keep the others' runs
 
 Each script runs with its default arguments (unless SUITE names flags) on CartPole-v1 if it takes
 Discrete actions and on Pendulum-v1 if it takes Box actions, over `--seeds` seeds, beside the
@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import sys
 from pathlib import Path
 
@@ -87,12 +88,14 @@ def main():
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--only", nargs="*", help="scripts to run (default: all in SUITE)")
     args = parser.parse_args()
-    suite = [e for e in SUITE if not args.only or e.script in args.only]
     out = ROOT / "benchmarks" / "out" / "results"
-    all_jobs = {e.name: jobs_for(e, args.seeds, out / e.name) for e in suite}
-    flat = [(cmd, cwd) for jobs in all_jobs.values() for _, cmd, cwd in jobs]
+    all_jobs = {e.name: jobs_for(e, args.seeds, out / e.name) for e in SUITE}
+    rerun = [e for e in SUITE if not args.only or e.script in args.only]
+    for entry in rerun:
+        shutil.rmtree(out / entry.name, ignore_errors=True)
+    flat = [(cmd, cwd) for e in rerun for _, cmd, cwd in all_jobs[e.name]]
     print(f"{len(flat)} runs, {args.jobs} at a time, in {out}", flush=True)
-    codes = iter(run_jobs(flat, args.jobs))
+    run_jobs(flat, args.jobs)
 
     import gymnasium
     import torch
@@ -106,14 +109,19 @@ def main():
         f"{platform.python_version()}, torch {torch.__version__}, gymnasium {gymnasium.__version__}. "
         f"{args.jobs} runs at a time, ours and the peers interleaved. Medians over {args.seeds} seeds; "
         "'s to it' is training wall time until the mean of the last `window` training episodes first "
-        "reaches the threshold (never counts as infinite).",
+        "reaches the threshold (never counts as infinite)."
+        + (
+            f" Rerun on that day with `--only {' '.join(args.only)}`; other entries kept from before."
+            if args.only
+            else ""
+        ),
         "",
     ]
     results = {}
-    for entry in suite:
-        jobs = all_jobs[entry.name]
-        entry_codes = [next(codes) for _ in jobs]
-        runs = collect(jobs, entry_codes)
+    for entry in SUITE:
+        runs = collect(all_jobs[entry.name])
+        if not any(runs.values()):
+            continue
         rows = [summarize(label, r, entry.threshold, entry.window) for label, r in runs.items() if r]
         results[entry.name] = rows
         png = ROOT / "benchmarks" / "curves" / f"{entry.name}.png"

@@ -48,7 +48,7 @@ def main(argv=None):
     failed = [str(cwd) for (_, _, cwd), code in zip(jobs, codes) if code != 0]
     if failed:
         print("failed runs (see log.txt in each):\n  " + "\n  ".join(failed), file=sys.stderr)
-    runs = collect(jobs, codes)
+    runs = collect(jobs)
     rows = [summarize(label, r, args.threshold, args.window) for label, r in runs.items() if r]
     report = f"`{command}`\n\n" + table(rows, args.env_id, args.threshold, args.window)
     print(report)
