@@ -17,6 +17,7 @@ $\frac{1}{2}\beta^2 s^T F s = \delta$, then a backtracking line search on the tr
 surrogate. A separate critic $V(s)$ is fitted by regression; $\hat{A}_t$ is GAE($\lambda$).
 
 Run: python trpo.py --env-id CartPole-v1
+Pendulum-v1: python trpo.py --env-id Pendulum-v1 --gamma 0.9 --gae-lambda 0.9 --target-kl 0.03 --anneal-kl --num-minibatches 8 --critic-epochs 20
 """
 
 import functools
