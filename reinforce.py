@@ -60,6 +60,8 @@ class Args:
 
     learning_rate: float = 5e-3
     """Adam's step size alpha"""
+    anneal_lr: bool = True
+    r"""Algorithm 1's step-size sequence $\alpha_k$: decay the step size linearly to 0 over training"""
     num_envs: int = 8
     """N, episodes per batch (one in each of N parallel environments)"""
     gamma: float = 0.99
@@ -274,6 +276,9 @@ def train(args: Args) -> dict:
         iteration = 0
         while global_step < args.total_timesteps:
             iteration += 1
+            # The step-size sequence $\alpha_k$ of Algorithm 1, decaying linearly to 0 over the budget
+            if args.anneal_lr:
+                optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - global_step / args.total_timesteps)
             # ## Generate N trajectories $\tau_i \sim p_\theta(\tau)$ (dataset $D_k$)
             # Stored (T, N) with a mask of the steps that belong to each episode. A batch that
             # would overrun `total_timesteps` is dropped unfinished.
