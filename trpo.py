@@ -352,7 +352,7 @@ def train(args: Args) -> dict:
     obs_dim, action_dim = obs_space.shape[0], int(act_space.n) if discrete else act_space.shape[0]
     agent = Agent(obs_dim, action_dim, discrete, args.hidden_size).to(device)
     params = agent.policy_params()
-    critic_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+    critic_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.learning_rate, eps=1e-5)
     reward_stats = (0.0, 1.0, 1e-4)  # of the discounted return, for reward scaling
     if args.model_path is not None:
         try:
