@@ -170,7 +170,8 @@ def log_prob(out: torch.Tensor, log_std: torch.Tensor | None, actions: torch.Ten
     return -(0.5 * z.pow(2) + log_std + 0.5 * float(np.log(2 * np.pi))).sum(-1)
 
 
-# $KL(\pi_{old} || \pi)$ per state. Softmax: $\sum_a p^{old}_a (\log p^{old}_a - \log p_a)$.
+# $KL(\pi_{old} || \pi)$ per state, in the paper's order (the slide writes $KL(\pi_\theta || \pi_{old})$: the two
+# agree to second order at $\theta_{old}$, so $F$ and the step are the same). Softmax: $\sum_a p^{old}_a (\log p^{old}_a - \log p_a)$.
 # Gaussian: $\sum_i \left[\log\frac{\sigma_i}{\sigma^{old}_i} + \frac{(\sigma^{old}_i)^2 + (\mu^{old}_i - \mu_i)^2}{2\sigma_i^2} - \frac{1}{2}\right]$.
 def kl_divergence(old_out, old_log_std, out, log_std) -> torch.Tensor:
     if log_std is None:
