@@ -19,7 +19,6 @@ Run: python actor_critic.py --env-id CartPole-v1
 
 import json
 import os
-import pickle
 import random
 import sys
 import time
@@ -221,6 +220,8 @@ def actor_loss(log_prob, weights, entropy, ent_coef: float):
 
 
 def check_args(args: Args) -> None:
+    if not 0 <= args.seed < 2**32:
+        raise ArgError(f"--seed must lie in [0, 2**32), got {args.seed}")
     for name in ("num_envs", "hidden_size", "num_threads"):
         if getattr(args, name) <= 0:
             raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
@@ -298,10 +299,9 @@ def train(args: Args) -> dict:
     if args.model_path is not None:
         try:
             agent.load_state_dict(torch.load(args.model_path, map_location=device, weights_only=True)["agent"])
-        except (RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
-            raise ArgError(
-                f"--model-path {args.model_path} does not fit {args.env_id}: {str(e).splitlines()[0]}"
-            ) from None
+        except Exception as e:  # not a model file, or one saved for another env or network
+            reason = f"{type(e).__name__}: {e}".splitlines()[0]
+            raise ArgError(f"--model-path {args.model_path} does not fit {args.env_id}: {reason}") from None
 
     os.makedirs(f"runs/{run_name}", exist_ok=True)
     writer = None

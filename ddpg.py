@@ -21,7 +21,6 @@ Run: python ddpg.py --env-id Pendulum-v1
 
 import json
 import os
-import pickle
 import random
 import sys
 import time
@@ -211,6 +210,8 @@ def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
 
 
 def check_args(args: Args) -> None:
+    if not 0 <= args.seed < 2**32:
+        raise ArgError(f"--seed must lie in [0, 2**32), got {args.seed}")
     for name in ("num_envs", "buffer_size", "batch_size", "policy_frequency", "hidden_size", "num_threads"):
         if getattr(args, name) <= 0:
             raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
@@ -287,10 +288,9 @@ def train(args: Args) -> dict:
             saved = torch.load(args.model_path, map_location=device, weights_only=True)
             actor.load_state_dict(saved["actor"])
             critic.load_state_dict(saved["critic"])
-        except (RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
-            raise ArgError(
-                f"--model-path {args.model_path} does not fit {args.env_id}: {str(e).splitlines()[0]}"
-            ) from None
+        except Exception as e:  # not a model file, or one saved for another env or network
+            reason = f"{type(e).__name__}: {e}".splitlines()[0]
+            raise ArgError(f"--model-path {args.model_path} does not fit {args.env_id}: {reason}") from None
     # The target networks $\theta^-, \phi^-$ start as copies of $\theta, \phi$.
     actor_target = Actor(obs_dim, action_dim, args.hidden_size, low, high).to(device)
     critic_target = Critic(obs_dim, action_dim, args.hidden_size).to(device)

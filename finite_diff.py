@@ -138,6 +138,8 @@ def finite_difference_gradient(J: torch.Tensor, epsilon: float, central: bool) -
 
 
 def check_args(args: Args) -> None:
+    if not 0 <= args.seed < 2**32:
+        raise ArgError(f"--seed must lie in [0, 2**32), got {args.seed}")
     for name in ("num_envs", "num_threads"):
         if getattr(args, name) <= 0:
             raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
@@ -218,7 +220,10 @@ def train(args: Args) -> dict:
     theta = torch.zeros(n, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.Adam([theta], lr=args.learning_rate)
     if args.model_path is not None:
-        saved = torch.load(args.model_path, map_location="cpu", weights_only=False)
+        try:
+            saved = torch.load(args.model_path, map_location="cpu", weights_only=False)
+        except Exception as e:  # not a model file
+            raise ArgError(f"--model-path {args.model_path} is not a saved model: {type(e).__name__}") from None
         if not isinstance(saved, dict) or getattr(saved.get("theta"), "shape", None) != (n,):
             raise ArgError(f"--model-path {args.model_path} does not fit {args.env_id}: it needs {n} parameters")
         with torch.no_grad():

@@ -18,7 +18,6 @@ Run: python ppo.py --env-id Pendulum-v1
 
 import json
 import os
-import pickle
 import random
 import sys
 import time
@@ -244,6 +243,8 @@ class RunningMeanStd:
 
 
 def check_args(args: Args) -> None:
+    if not 0 <= args.seed < 2**32:
+        raise ArgError(f"--seed must lie in [0, 2**32), got {args.seed}")
     sizes = ("num_envs", "num_steps", "num_minibatches", "update_epochs", "hidden_size", "num_threads")
     for name in (*sizes, "learning_rate", "clip_coef"):
         if not getattr(args, name) > 0:
@@ -319,10 +320,9 @@ def train(args: Args) -> dict:
         try:
             saved = torch.load(args.model_path, map_location=device, weights_only=True)
             agent.load_state_dict(saved["agent"])
-        except (RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
-            raise ArgError(
-                f"--model-path {args.model_path} does not fit {args.env_id}: {str(e).splitlines()[0]}"
-            ) from None
+        except Exception as e:  # not a model file, or one saved for another env or network
+            reason = f"{type(e).__name__}: {e}".splitlines()[0]
+            raise ArgError(f"--model-path {args.model_path} does not fit {args.env_id}: {reason}") from None
         reward_rms.mean, reward_rms.var, reward_rms.count = saved.get("reward_rms", (0.0, 1.0, 1e-4))
 
     os.makedirs(f"runs/{run_name}", exist_ok=True)

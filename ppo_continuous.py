@@ -23,7 +23,6 @@ Run: python ppo_continuous.py --env-id Pendulum-v1
 import importlib.util
 import json
 import os
-import pickle
 import random
 import sys
 import time
@@ -267,6 +266,8 @@ def value_loss(new_values, old_values, returns, clip_coef: float | None):
 
 
 def check_args(args: Args) -> None:
+    if not 0 <= args.seed < 2**32:
+        raise ArgError(f"--seed must lie in [0, 2**32), got {args.seed}")
     sizes = ("num_envs", "num_steps", "num_minibatches", "update_epochs", "hidden_size", "num_threads")
     for name in (*sizes, "learning_rate", "clip_coef", "clip_obs"):
         if not getattr(args, name) > 0:
@@ -343,8 +344,9 @@ def train(args: Args) -> dict:
             if obs_rms is not None:
                 obs_rms.load(saved["obs_rms"])
             scaler.rms.load(saved["reward_rms"])
-        except (RuntimeError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as e:
-            raise ArgError(f"--model-path {args.model_path} does not fit {args.env_id}: {e}".splitlines()[0]) from None
+        except Exception as e:  # not a model file, or one saved for another env or network
+            reason = f"{type(e).__name__}: {e}".splitlines()[0]
+            raise ArgError(f"--model-path {args.model_path} does not fit {args.env_id}: {reason}") from None
     os.makedirs(f"runs/{run_name}", exist_ok=True)
     writer = importlib.import_module("wandb") if args.track else None  # imported only when asked for
     if writer:

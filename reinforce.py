@@ -179,6 +179,8 @@ def surrogate_loss(log_probs: torch.Tensor, weights: torch.Tensor, mask: torch.T
 
 
 def check_args(args: Args) -> None:
+    if not 0 <= args.seed < 2**32:
+        raise ArgError(f"--seed must lie in [0, 2**32), got {args.seed}")
     for name in ("num_envs", "hidden_size", "num_threads"):
         if getattr(args, name) <= 0:
             raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
@@ -250,13 +252,12 @@ def train(args: Args) -> dict:
     policy = Policy(obs_dim, action_dim, discrete, args.hidden_size).to(device)
     optimizer = torch.optim.Adam(policy.parameters(), lr=args.learning_rate)
     if args.model_path is not None:
-        saved = torch.load(args.model_path, map_location=device, weights_only=False)
         try:
+            saved = torch.load(args.model_path, map_location=device, weights_only=False)
             policy.load_state_dict(saved["policy"])
-        except (RuntimeError, KeyError, TypeError) as e:
-            raise ArgError(
-                f"--model-path {args.model_path} does not fit {args.env_id}: {str(e).splitlines()[0]}"
-            ) from None
+        except Exception as e:  # not a model file, or one saved for another env or network
+            reason = f"{type(e).__name__}: {e}".splitlines()[0]
+            raise ArgError(f"--model-path {args.model_path} does not fit {args.env_id}: {reason}") from None
 
     os.makedirs(f"runs/{run_name}", exist_ok=True)
     writer = None

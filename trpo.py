@@ -24,7 +24,6 @@ import functools
 import importlib.util
 import json
 import os
-import pickle
 import random
 import sys
 import time
@@ -292,6 +291,7 @@ def check_args(args: Args) -> None:
         if not ok:  # also when a comparison with NaN made `ok` False
             raise ArgError(message)
 
+    need(0 <= args.seed < 2**32, f"--seed must lie in [0, 2**32), got {args.seed}")
     for name in ("num_envs", "num_steps", "num_minibatches", "critic_epochs", "cg_iters", "max_backtracks",
                  "hidden_size", "num_threads", "learning_rate", "target_kl"):  # fmt: skip
         need(getattr(args, name) > 0, f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
@@ -359,8 +359,9 @@ def train(args: Args) -> dict:
         try:
             saved = torch.load(args.model_path, map_location=device, weights_only=True)
             agent.load_state_dict(saved["agent"])
-        except (RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
-            raise ArgError(f"--model-path {args.model_path} does not fit {args.env_id}: {e}".splitlines()[0]) from None
+        except Exception as e:  # not a model file, or one saved for another env or network
+            reason = f"{type(e).__name__}: {e}".splitlines()[0]
+            raise ArgError(f"--model-path {args.model_path} does not fit {args.env_id}: {reason}") from None
         reward_stats = tuple(saved.get("reward_stats", reward_stats))
 
     os.makedirs(f"runs/{run_name}", exist_ok=True)

@@ -143,6 +143,8 @@ def bad_inputs(spec):
         ("budget-below-one-update", dict(tiny, total_timesteps=spec.small_budget), "total-timesteps"),
         ("zero-budget-without-model", dict(tiny, total_timesteps=0), "model-path"),
         ("missing-model-path", dict(tiny, model_path="no/such/model.pt"), "model-path"),
+        ("model-path-not-a-model", dict(tiny, model_path=str(ROOT / "README.md"), total_timesteps=0), "model-path"),
+        ("negative-seed", dict(tiny, seed=-5), "seed"),
     ]
 
 
