@@ -89,3 +89,84 @@ class NaNRewardEnv(ConstantRewardEnv):
 
 gym.register("NaNReward-v0", entry_point=NaNRewardEnv, kwargs={"continuous": False}, max_episode_steps=50)
 gym.register("NaNRewardBox-v0", entry_point=NaNRewardEnv, kwargs={"continuous": True}, max_episode_steps=50)
+
+
+# ## Envs that make the wiring of a training loop visible
+class ClockEnv(gym.Env):
+    """The observation is the clock: $s_t = (t, k \\bmod 2)$, $t$ the step within episode $k$.
+
+    Episodes alternate: even ones *terminate* after `TERMINATE_AT` steps, odd ones are
+    *truncated* (time limit) after `TRUNCATE_AT` steps. The reward of the step from $s_t$ is
+    $r_t = t + 1$, whatever the action. So the true last observation of an episode, $(3, 0)$ or
+    $(5, 1)$, differs from the first one of the next, $(0, \\cdot)$; a loop that bootstraps from the
+    reset observation, or that lets a truncation stop the bootstrap, or a termination not stop it,
+    feeds the math numbers a test can tell apart. Each sub-env of a vector env counts its own $k$.
+    """
+
+    TERMINATE_AT = 3
+    TRUNCATE_AT = 5
+
+    def __init__(self, continuous: bool = False, render_mode: str | None = None):
+        self.render_mode = render_mode
+        self.observation_space = gym.spaces.Box(0.0, 10.0, shape=(2,), dtype=np.float32)
+        if continuous:
+            self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        else:
+            self.action_space = gym.spaces.Discrete(2)
+        self.t, self.k = 0, -1
+
+    def _obs(self):
+        return np.array([self.t, self.k % 2], dtype=np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.k = 0, self.k + 1
+        return self._obs(), {}
+
+    def step(self, action):
+        reward = float(self.t + 1)
+        self.t += 1
+        even = self.k % 2 == 0
+        terminated = even and self.t == self.TERMINATE_AT
+        truncated = not even and self.t == self.TRUNCATE_AT
+        return self._obs(), reward, terminated, truncated, {}
+
+
+class BanditEnv(gym.Env):
+    """One step per episode (it terminates), one constant observation, a reward set by the action.
+
+    Discrete: 3 arms paying `ARM_REWARDS`, the best is arm `BEST_ARM`. Box: one action in
+    $[-1, 1]$ paying $-(a - 0.5)^2$, best at `BEST_ACTION` = 0.5. A few updates of any
+    policy-gradient method must move the policy toward the best action; any sign error in the
+    loop moves it away.
+    """
+
+    ARM_REWARDS = (0.0, 0.5, 1.0)
+    BEST_ARM = 2
+    BEST_ACTION = 0.5
+
+    def __init__(self, continuous: bool = False, render_mode: str | None = None):
+        self.render_mode = render_mode
+        self.continuous = continuous
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        if continuous:
+            self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        else:
+            self.action_space = gym.spaces.Discrete(len(self.ARM_REWARDS))
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.array([1.0, -1.0], dtype=np.float32), {}
+
+    def step(self, action):
+        if self.continuous:
+            reward = -float((np.asarray(action).reshape(-1)[0] - self.BEST_ACTION) ** 2)
+        else:
+            reward = self.ARM_REWARDS[int(action)]
+        return np.array([1.0, -1.0], dtype=np.float32), reward, True, False, {}
+
+
+gym.register("Clock-v0", entry_point=ClockEnv)
+gym.register("ClockBox-v0", entry_point=ClockEnv, kwargs={"continuous": True})
+gym.register("Bandit-v0", entry_point=BanditEnv)
+gym.register("BanditBox-v0", entry_point=BanditEnv, kwargs={"continuous": True})

@@ -81,3 +81,21 @@ def read_progress(run_dir: Path) -> list[dict]:
 
 def read_summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
+
+
+def spy(monkeypatch, owner, name: str) -> list[tuple[tuple, dict, object]]:
+    """Wrap `owner.name` (a module function or a class method) so every call is recorded.
+
+    Returns the list that fills with `(args, kwargs, result)` as `train` runs. `train` looks its
+    helpers up by name at call time, so this sees exactly what the loop feeds the math.
+    """
+    calls = []
+    original = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        result = original(*args, **kwargs)
+        calls.append((args, kwargs, result))
+        return result
+
+    monkeypatch.setattr(owner, name, wrapper)
+    return calls
