@@ -121,6 +121,24 @@ def collect(jobs) -> dict[str, list[dict]]:
     return runs
 
 
+REACH_NOTE = (
+    "A seed that never reached the threshold ranks after every seed that did, so a median to it is: a number "
+    "when all seeds reached it; a number marked * (the middle seed's) when some did not; 'not defined' when "
+    "half of the seeds or more did not; 'never' when none did."
+)
+
+
+def reach_cells(reached: int, n: int, steps: float, seconds: float) -> tuple[str, str, str]:
+    """The 'reached', 'median steps to it' and 'median s to it' cells, in words (see REACH_NOTE): e.g.
+    ("5 of 5", "36,013", "2.1"), ("3 of 5", "36,013*", "2.1*"), ("2 of 5", "not defined", ...), ("0 of 5", "never", ...)."""
+    if reached == 0:
+        return f"0 of {n}", "never", "never"
+    if not math.isfinite(steps):
+        return f"{reached} of {n}", "not defined", "not defined"
+    mark = "*" if reached < n else ""
+    return f"{reached} of {n}", f"{steps:,.0f}{mark}", f"{seconds:.1f}{mark}"
+
+
 def table(rows: list[dict], env_id: str, threshold: float, window: int) -> str:
     lines = [
         f"| {env_id} | seeds | median eval | reached {threshold:g} (last {window}) | median steps to it "
@@ -128,9 +146,9 @@ def table(rows: list[dict], env_id: str, threshold: float, window: int) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        reached, steps, seconds = reach_cells(r["reached"], r["n"], r["steps_to_threshold"], r["seconds_to_threshold"])
         lines.append(
-            f"| {r['label']} | {r['n']} | {r['eval_mean_return']:.1f} | {r['reached']}/{r['n']} "
-            f"| {r['steps_to_threshold']:,.0f} | {r['seconds_to_threshold']:.1f} | {r['sps']:,.0f} "
-            f"| {r['wall_time_s']:.1f} |"
+            f"| {r['label']} | {r['n']} | {r['eval_mean_return']:.1f} | {reached} | {steps} | {seconds} "
+            f"| {r['sps']:,.0f} | {r['wall_time_s']:.1f} |"
         )
     return "\n".join(lines)

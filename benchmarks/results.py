@@ -2,13 +2,15 @@
 
     python benchmarks/results.py                 # the whole suite, 5 seeds, ~40 min on 2 cores
     python benchmarks/results.py --only ppo.py   # rerun some scripts' entries, keep the others' runs
+    python benchmarks/results.py --replot        # no training: tables and curves again from the kept runs
 
 Each script runs with its default arguments (unless SUITE names flags) on CartPole-v1 if it takes
 Discrete actions and on Pendulum-v1 if it takes Box actions, over `--seeds` seeds, beside the
 Stable-Baselines3 / sb3-contrib peer with rl-zoo's hyperparameters where one exists. All runs share
 one pool of `--jobs` processes, ours and the peers interleaved, so every figure comes from the
 same invocation on the same load. Curves: mean of the last `window` training episodes against env
-steps and against wall time, median over seeds with the 25-75% band.
+steps and against wall time, median over seeds with the 25-75% band. The runs stay in
+benchmarks/out/results/<entry>/<label>/seed<k>/, so `--replot` can rebuild everything from them.
 """
 
 import argparse
@@ -21,7 +23,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import ROOT, Entry, collect, jobs_for, run_jobs, summarize, table  # noqa: E402
+from benchmarks.common import REACH_NOTE, ROOT, Entry, collect, jobs_for, run_jobs, summarize, table  # noqa: E402
+
+OUT = ROOT / "benchmarks" / "out" / "results"  # the runs, kept for --replot
+PAGE, CURVES = ROOT / "benchmarks" / "results.md", ROOT / "benchmarks" / "curves"
 
 CARTPOLE, PENDULUM = 475.0, -200.0
 TRPO_PENDULUM = (
@@ -51,88 +56,148 @@ def rolling(returns: list[float], window: int) -> list[float]:
     return [sum(returns[max(0, i - window + 1) : i + 1]) / min(window, i + 1) for i in range(len(returns))]
 
 
-def plot(entry: Entry, runs: dict[str, list[dict]], path: Path) -> None:
+def steps_tick(x: float, _pos=None) -> str:
+    """An env-step tick label short enough not to run into its neighbours: 50000 -> 50k, 1500000 -> 1.5M."""
+    for size, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(x) >= size:
+            return f"{x / size:g}{suffix}"
+    return f"{x:g}"
+
+
+def curve_label(entry: Entry, label: str, runs: list[dict]) -> str:
+    """Legend text: seeds and training budget, and where the budget is rl-zoo's rather than ours, so a curve
+    that stops early says why."""
+    budget = max(r["global_step"] for r in runs)
+    text = f"{label}: {len(runs)} seeds, {steps_tick(round(budget, -3) or budget)} steps"
+    return text + (" (rl-zoo budget)" if label.startswith("sb3_") and not entry.peer_timesteps else "")
+
+
+def figure(entry: Entry, runs: dict[str, list[dict]]):
+    """Mean of the last `window` training episodes against env steps and wall time: median over seeds, 25-75%."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.ticker import FuncFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for label, label_runs in runs.items():
+        label_runs = [r for r in label_runs if r["returns"]]
+        if not label_runs:
+            continue
         for ax, x_key in zip(axes, ("steps", "walls")):
-            curves = [(r[x_key], rolling(r["returns"], entry.window)) for r in label_runs if r["returns"]]
-            if not curves:
-                continue
+            curves = [(r[x_key], rolling(r["returns"], entry.window)) for r in label_runs]
             end = min(max(x) for x, _ in curves)
-            grid = np.linspace(0, end, 200)
+            grid = np.linspace(min(x[0] for x, _ in curves), end, 200)
             ys = np.array([np.interp(grid, x, y, left=np.nan) for x, y in curves])
-            med = np.nanmedian(ys, 0)
-            ax.plot(grid, med, label=f"{label} ({len(curves)} seeds)")
+            ax.plot(grid, np.nanmedian(ys, 0), label=curve_label(entry, label, label_runs))
             ax.fill_between(grid, np.nanpercentile(ys, 25, 0), np.nanpercentile(ys, 75, 0), alpha=0.25)
     for ax, xlabel in zip(axes, ("env steps", "wall time (s)")):
-        ax.axhline(entry.threshold, color="grey", lw=0.8, ls="--")
+        ax.axhline(entry.threshold, color="grey", lw=0.8, ls="--", label=f"threshold {entry.threshold:g}")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"mean return, last {entry.window} episodes")
         ax.grid(alpha=0.3)
-    axes[0].legend(loc="lower right", fontsize=8)
-    fig.suptitle(f"{entry.script} on {entry.env_id} (median, 25-75%)")
+    axes[0].xaxis.set_major_formatter(FuncFormatter(steps_tick))
+    axes[0].legend(loc="best", fontsize=8)
+    fig.suptitle(f"{entry.script} on {entry.env_id} (median over seeds, 25-75%; each curve ends with its budget)")
     fig.tight_layout()
+    return fig
+
+
+def plot(entry: Entry, runs: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = figure(entry, runs)
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--only", nargs="*", help="scripts to run (default: all in SUITE)")
-    args = parser.parse_args()
-    out = ROOT / "benchmarks" / "out" / "results"
-    all_jobs = {e.name: jobs_for(e, args.seeds, out / e.name) for e in SUITE}
-    rerun = [e for e in SUITE if not args.only or e.script in args.only]
-    for entry in rerun:
-        shutil.rmtree(out / entry.name, ignore_errors=True)
-    flat = [(cmd, cwd) for e in rerun for _, cmd, cwd in all_jobs[e.name]]
-    print(f"{len(flat)} runs, {args.jobs} at a time, in {out}", flush=True)
-    run_jobs(flat, args.jobs)
-
+def generated_by(seeds: int, jobs: int, only: list[str] | None) -> str:
+    """The sentence that says which command, day and machine the runs come from."""
     import gymnasium
     import torch
 
-    started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
-    lines = [
-        "# Benchmark results",
-        "",
-        f"Generated by `python benchmarks/results.py --seeds {args.seeds} --jobs {args.jobs}` on {started}: "
+    return (
+        f"Generated by `python benchmarks/results.py --seeds {seeds} --jobs {jobs}` on {today()}: "
         f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), no GPU, Python "
         f"{platform.python_version()}, torch {torch.__version__}, gymnasium {gymnasium.__version__}. "
-        f"{args.jobs} runs at a time, ours and the peers interleaved. Medians over {args.seeds} seeds; "
-        "'s to it' is training wall time until the mean of the last `window` training episodes first "
-        "reaches the threshold (never counts as infinite)."
-        + (
-            f" Rerun on that day with `--only {' '.join(args.only)}`; other entries kept from before."
-            if args.only
-            else ""
-        ),
-        "",
-    ]
+        f"{jobs} runs at a time, ours and the peers interleaved."
+        + (f" Rerun on that day with `--only {' '.join(only)}`; other entries kept from before." if only else "")
+    )
+
+
+def today() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+
+
+def intro(generated: str, seeds: int) -> str:
+    """The paragraph above the tables: where the runs come from and how to read a row and a curve."""
+    return (
+        f"{generated} Medians over {seeds} seeds. 'reached' counts the seeds whose mean of the last `window` "
+        "training episodes came to the threshold; 'steps to it' and 's to it' are env steps and training wall time "
+        f"until it first did. {REACH_NOTE} Curves: that mean against env steps and against wall time, median over "
+        "seeds with the 25-75% band; each curve ends where its shortest run ends, and the legend gives each one's "
+        "budget (the SB3 peers train for rl-zoo's budget)."
+    )
+
+
+def write_report(runs_dir: Path, seeds: int, generated: str, md: Path, curves: Path) -> dict[str, list[dict]]:
+    """results.md at `md` and one PNG per entry in `curves`, from the runs kept under `runs_dir`
+    (one folder per entry, as main() leaves them); return the table rows per entry."""
+    lines = ["# Benchmark results", "", intro(generated, seeds), ""]
     results = {}
+    curves.mkdir(parents=True, exist_ok=True)
     for entry in SUITE:
-        runs = collect(all_jobs[entry.name])
+        runs = collect(jobs_for(entry, seeds, runs_dir / entry.name))
         if not any(runs.values()):
             continue
         rows = [summarize(label, r, entry.threshold, entry.window) for label, r in runs.items() if r]
         results[entry.name] = rows
-        png = ROOT / "benchmarks" / "curves" / f"{entry.name}.png"
-        png.parent.mkdir(exist_ok=True)
-        plot(entry, runs, png)
+        plot(entry, runs, curves / f"{entry.name}.png")
+        rel = curves.relative_to(md.parent).as_posix() if curves.is_relative_to(md.parent) else curves.as_posix()
         flags = " ".join(entry.extra) or "defaults"
         lines += [f"## {entry.script} on {entry.env_id} ({flags})", "", table(rows, entry.env_id, entry.threshold,
-                  entry.window), "", f"![{entry.name}](curves/{entry.name}.png)", ""]  # fmt: skip
-    (ROOT / "benchmarks" / "results.md").write_text("\n".join(lines))
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    print("\n".join(lines))
+                  entry.window), "", f"![{entry.name}]({rel}/{entry.name}.png)", ""]  # fmt: skip
+    md.write_text("\n".join(lines))
+    return results
+
+
+def main(argv: list[str] | None = None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--only", nargs="*", help="scripts to run (default: all in SUITE)")
+    parser.add_argument(
+        "--replot",
+        action="store_true",
+        help="train nothing: rebuild results.md and the curves from the runs kept in benchmarks/out/results",
+    )
+    args = parser.parse_args(argv)
+    meta = OUT / "meta.json"
+    if args.replot:
+        seeds = max((int(p.name.removeprefix("seed")) for p in OUT.glob("*/*/seed*")), default=0)
+        if not seeds:
+            parser.exit(2, f"error: no runs kept in {OUT} to replot; run python benchmarks/results.py first\n")
+        generated = (
+            json.loads(meta.read_text())["generated"]
+            if meta.exists()
+            else "Machine and command of these runs not recorded."
+        )
+        generated += f" Tables and curves rebuilt from those runs with `--replot` on {today()}."
+    else:
+        seeds, rerun = args.seeds, [e for e in SUITE if not args.only or e.script in args.only]
+        for entry in rerun:
+            shutil.rmtree(OUT / entry.name, ignore_errors=True)
+        flat = [(cmd, cwd) for e in rerun for _, cmd, cwd in jobs_for(e, seeds, OUT / e.name)]
+        print(f"{len(flat)} runs, {args.jobs} at a time, in {OUT}", flush=True)
+        run_jobs(flat, args.jobs)
+        OUT.mkdir(parents=True, exist_ok=True)
+        generated = generated_by(seeds, args.jobs, args.only)
+        meta.write_text(json.dumps({"generated": generated}))
+    results = write_report(OUT, seeds, generated, PAGE, CURVES)
+    (OUT / "results.json").write_text(json.dumps(results, indent=2))
+    print(PAGE.read_text())
 
 
 if __name__ == "__main__":

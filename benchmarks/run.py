@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import ROOT, Entry, collect, jobs_for, run_jobs, summarize, table  # noqa: E402
+from benchmarks.common import REACH_NOTE, ROOT, Entry, collect, jobs_for, run_jobs, summarize, table  # noqa: E402
 
 
 def main(argv=None):
@@ -50,7 +50,7 @@ def main(argv=None):
         print("failed runs (see log.txt in each):\n  " + "\n  ".join(failed), file=sys.stderr)
     runs = collect(jobs)
     rows = [summarize(label, r, args.threshold, args.window) for label, r in runs.items() if r]
-    report = f"`{command}`\n\n" + table(rows, args.env_id, args.threshold, args.window)
+    report = f"`{command}`\n\n" + table(rows, args.env_id, args.threshold, args.window) + f"\n\n{REACH_NOTE}"
     print(report)
     (out / "report.md").write_text(report + "\n")
     (out / "results.json").write_text(json.dumps({"command": command, "rows": rows}, indent=2))

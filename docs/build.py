@@ -320,15 +320,20 @@ def scripts(root: Path) -> list[Path]:
 
 
 def build(out: Path, root: Path = ROOT, katex: Path | None = None, with_katex: bool = True) -> list[dict]:
-    """Write the site to `out` (replaced whole); return the index's entries."""
-    if out.exists():
-        if not (out / "index.html").exists() and any(out.iterdir()):
-            raise BuildError(f"{out} exists and is not a site this script built; not replacing it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    if with_katex:
-        (out / "katex").mkdir()
-        copy_katex(katex, out / "katex") if katex else fetch_katex(out / "katex")
+    """Write the site to `out` (replaced whole); return the index's entries. KaTeX is brought first, into a
+    temporary folder, so a build that cannot get it leaves `out` as it was (no empty katex/ behind)."""
+    if out.exists() and not (out / "index.html").exists() and any(out.iterdir()):
+        raise BuildError(f"{out} exists and is not a site this script built; not replacing it")
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / "katex"
+        if with_katex:
+            staged.mkdir()
+            copy_katex(katex, staged) if katex else fetch_katex(staged)
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        if with_katex:
+            shutil.move(staged, out / "katex")
     for asset in ASSETS:
         shutil.copy2(HERE / asset, out / asset)
     from pygments.formatters import HtmlFormatter
@@ -362,7 +367,7 @@ def main() -> None:
     try:
         entries = build(args.out, katex=args.katex)
     except BuildError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line, even with npm's output in it
         sys.exit(2)
     pages = sum(1 for e in entries if e["page"])
     print(f"{pages} pages and index.html in {args.out} (open {args.out / 'index.html'})")

@@ -11,6 +11,7 @@ import re
 import select
 import shutil
 import subprocess
+import sys
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -201,6 +202,36 @@ def test_index_links_every_script(site):
     for name in SCRIPTS:
         page = name.removesuffix(".py") + ".html"
         assert f'href="{page}"' in index and (site / page).exists(), name
+
+
+FAILING_NPM = "#!/bin/sh\nprintf 'npm ERR! code E404\\nnpm ERR! 404 Not Found: katex\\n' >&2\nexit 1\n"
+
+
+@pytest.mark.parametrize(
+    "npm, before, message",
+    [("missing", "nothing", "error: npm is needed"), ("failing", "a site", "error: npm pack katex@")],
+)
+def test_build_without_katex_is_one_error_line_and_leaves_the_folder_as_it_was(tmp_path, npm, before, message):
+    out, bin_dir = tmp_path / "_site", tmp_path / "bin"
+    bin_dir.mkdir()
+    if npm == "failing":
+        (bin_dir / "npm").write_text(FAILING_NPM)
+        (bin_dir / "npm").chmod(0o755)
+    if before == "a site":
+        out.mkdir()
+        (out / "index.html").write_text("the site from before")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "build.py"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": str(bin_dir)},
+    )
+    assert result.returncode == 2 and result.stdout == "", result
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
+    if before == "a site":
+        assert [p.name for p in out.iterdir()] == ["index.html"] and "from before" in (out / "index.html").read_text()
+    else:
+        assert not out.exists(), [str(p) for p in out.rglob("*")]
 
 
 # ## In a real browser: Chromium driven over its DevTools pipe (no driver, no extra package)
