@@ -250,7 +250,7 @@ def first_line(source: str) -> str:
     return doc[2].split("\n\n")[0].replace("\n", " ") if doc else ""
 
 
-def index_page(entries: list[dict]) -> str:
+def index_page(entries: list[dict], figures: bool = False) -> str:
     rows = []
     for e in entries:
         name = f'<a href="{e["page"]}"><code>{e["script"]}</code></a>' if e["page"] else f"<code>{e['script']}</code>"
@@ -268,8 +268,30 @@ with the lecture's math, on the left; the code they explain on the right, every 
 {chr(10).join(rows)}
 </tbody>
 </table>
+{FIGURES_LINK if figures else ""}
 </main>"""
     return page(TITLE, body)
+
+
+# The lecture's claims, measured: docs/lecture_figures.md and docs/figures/, which
+# `python benchmarks/lecture_figures.py` writes, become one more page of the site.
+FIGURES_MD, FIGURES_HTML = "lecture_figures.md", "lecture_figures.html"
+FIGURES_LINK = (
+    f'<p><a href="{FIGURES_HTML}">The lecture\'s claims, measured</a>: one figure per slide, each drawn with the '
+    "scripts' own functions (finite differences, REINFORCE's variance, the critic's trade-off, PPO's clip, "
+    "TRPO's step, importance sampling).</p>"
+)
+
+
+def figures_page(docs: Path, out: Path) -> bool:
+    """Write the figures page and its PNGs into `out`, if `docs` has them; say whether it did."""
+    source = docs / FIGURES_MD
+    if not source.exists():
+        return False
+    body = f'<main class="index figures">\n{markdown_to_html(source.read_text())}\n</main>'
+    (out / FIGURES_HTML).write_text(page("The lecture's claims, measured", body))
+    shutil.copytree(docs / "figures", out / "figures", ignore=shutil.ignore_patterns("*.json"))
+    return True
 
 
 # ## KaTeX, from npm
@@ -354,7 +376,7 @@ def build(out: Path, root: Path = ROOT, katex: Path | None = None, with_katex: b
             (out / entry["page"]).write_text(script_page(name, source, entry["lecture"] or None))
             shutil.copy2(present[name], out / name)
         entries.append(entry)
-    (out / "index.html").write_text(index_page(entries))
+    (out / "index.html").write_text(index_page(entries, figures_page(root / "docs", out)))
     (out / ".nojekyll").touch()  # GitHub Pages from a branch: serve the files as they are
     return entries
 
