@@ -109,9 +109,19 @@ class ArgError(ValueError):
 # Gymnasium 1.x vector envs with `SAME_STEP` autoreset: when an episode ends, `step` returns the first observation of
 # the next one and the true last observation in `info["final_obs"]`, which we need to bootstrap $V(s_{T})$ when the
 # episode was cut by a time limit. Env $i$ is seeded with `seed + i` by the first `reset(seed=seed)`.
-def make_envs(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
+def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv:
     mode = gym.vector.AutoresetMode.SAME_STEP
-    return gym.vector.SyncVectorEnv([lambda: gym.make(env_id)] * num_envs, autoreset_mode=mode)
+    envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id)] * num_envs, autoreset_mode=mode)
+    envs.action_space.seed(seed)
+    return envs
+
+
+# $s_{t+1}$ of every env: `obs`, except where an episode ended at this step, there `final_obs`.
+def true_next_obs(obs: np.ndarray, info: dict) -> np.ndarray:
+    real = obs.copy()
+    for i in np.flatnonzero(info.get("_final_obs", [])):
+        real[i] = info["final_obs"][i]
+    return real
 
 
 # Two tanh hidden layers; orthogonal weights of gain $\sqrt{2}$ (`out_std` for the output layer), zero biases.
@@ -189,8 +199,7 @@ def kl_divergence(old_out, old_log_std, out, log_std) -> torch.Tensor:
 # running into the next episode. Arrays are (T, N) numpy: a loop over T small rows runs several times faster
 # in numpy than in torch.
 def gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambda: float) -> np.ndarray:
-    advantages = np.zeros_like(rewards)
-    next_advantage = np.zeros_like(rewards[0])
+    advantages, next_advantage = np.zeros_like(rewards), np.zeros_like(rewards[0])
     for t in reversed(range(rewards.shape[0])):
         delta = rewards[t] + gamma * next_values[t] * (1.0 - terminated[t]) - values[t]
         next_advantage = delta + gamma * gae_lambda * (1.0 - dones[t]) * next_advantage
@@ -213,13 +222,10 @@ def flat_grad(y: torch.Tensor, params, **kwargs) -> torch.Tensor:
     return torch.cat([g.reshape(-1) for g in torch.autograd.grad(y, params, **kwargs)])
 
 
-def set_flat_params(params, flat: torch.Tensor) -> None:
-    """Copy `flat` into `params` in place (exact: the same floats come back out)."""
-    offset = 0
+def set_flat_params(params, flat: torch.Tensor) -> None:  # in place, exact: the same floats come back out
     with torch.no_grad():
-        for p in params:
-            p.copy_(flat[offset : offset + p.numel()].view_as(p))
-            offset += p.numel()
+        for p, x in zip(params, flat.split([p.numel() for p in params])):
+            p.copy_(x.view_as(p))
 
 
 # Fisher-vector product $Fv$ without forming $F$: $F$ is the Hessian of the mean KL at
@@ -228,11 +234,7 @@ def set_flat_params(params, flat: torch.Tensor) -> None:
 # its gradient graph is built once and reused by every product. Damping: $(F + cI)v$.
 def fisher_vector_product_fn(kl: torch.Tensor, params, damping: float):
     grad_kl = flat_grad(kl, params, create_graph=True)
-
-    def fvp(v: torch.Tensor) -> torch.Tensor:
-        return flat_grad(grad_kl @ v, params, retain_graph=True) + damping * v
-
-    return fvp
+    return lambda v: flat_grad(grad_kl @ v, params, retain_graph=True) + damping * v
 
 
 # Conjugate gradient for $Fx = g$, with $F$ symmetric positive definite, known only through
@@ -246,11 +248,9 @@ def conjugate_gradient(Av, b: torch.Tensor, iters: int, residual_tol: float = 1e
             break
         Ap = Av(p)
         alpha = rr / (p @ Ap)
-        x += alpha * p
-        r -= alpha * Ap
-        rr_new = r @ r
-        p = r + (rr_new / rr) * p
-        rr = rr_new
+        x, r = x + alpha * p, r - alpha * Ap
+        rr, rr_old = r @ r, rr
+        p = r + (rr / rr_old) * p
     return x
 
 
@@ -277,13 +277,17 @@ def line_search(params, step: torch.Tensor, surrogate_kl, delta: float, coef: fl
     return False, max_backtracks, 0.0, float(old_surrogate)
 
 
-# Running (mean, variance, count) of a stream of batches, by Chan et al.'s parallel update.
-def update_mean_var(stats: tuple, batch: np.ndarray) -> tuple[float, float, float]:
-    mean, var, count = stats
-    b_mean, b_var, b_count = float(batch.mean()), float(batch.var()), batch.size
-    delta, total = b_mean - mean, count + b_count
-    m2 = var * count + b_var * b_count + delta**2 * count * b_count / total
-    return mean + delta * b_count / total, m2 / total, total
+class RunningMeanStd:
+    """Mean and variance of a stream of batches (Chan et al.'s parallel update)."""
+
+    def __init__(self, shape=()):
+        self.mean, self.var, self.count = np.zeros(shape), np.ones(shape), 1e-4
+
+    def update(self, batch: np.ndarray):
+        b_mean, b_var, b_count = batch.mean(0), batch.var(0), batch.shape[0]
+        delta, total = b_mean - self.mean, self.count + b_count
+        m2 = self.var * self.count + b_var * b_count + delta**2 * self.count * b_count / total
+        self.mean, self.var, self.count = self.mean + delta * b_count / total, m2 / total, total
 
 
 def check_args(args: Args) -> None:
@@ -341,7 +345,7 @@ def train(args: Args) -> dict:
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
 
     try:
-        envs = make_envs(args.env_id, args.num_envs)
+        envs = make_envs(args.env_id, args.num_envs, args.seed)
     except (gym.error.Error, ImportError) as e:  # unknown id, missing extra (MuJoCo, Box2D), ...
         raise ArgError(f"cannot make env {args.env_id!r}: {str(e).splitlines()[0]}") from None
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
@@ -354,7 +358,7 @@ def train(args: Args) -> dict:
     agent = Agent(obs_dim, action_dim, discrete, args.hidden_size).to(device)
     params = agent.policy_params()
     critic_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.learning_rate, eps=1e-5)
-    reward_stats = (0.0, 1.0, 1e-4)  # of the discounted return, for reward scaling
+    reward_rms = RunningMeanStd()  # of the discounted return, for reward scaling
     if args.model_path is not None:
         try:
             saved = torch.load(args.model_path, map_location=device, weights_only=True)
@@ -362,7 +366,7 @@ def train(args: Args) -> dict:
         except Exception as e:  # not a model file, or one saved for another env or network
             reason = f"{type(e).__name__}: {e}".splitlines()[0]
             raise ArgError(f"--model-path {args.model_path} does not fit {args.env_id}: {reason}") from None
-        reward_stats = tuple(saved.get("reward_stats", reward_stats))
+        reward_rms.mean, reward_rms.var, reward_rms.count = saved.get("reward_stats", (0.0, 1.0, 1e-4))
 
     os.makedirs(f"runs/{run_name}", exist_ok=True)
     writer = None
@@ -376,8 +380,7 @@ def train(args: Args) -> dict:
 
     # Rollout storage, on the CPU as numpy: the env lives there.
     T, N = args.num_steps, args.num_envs
-    batch_size, num_iterations = T * N, args.total_timesteps // (T * N)
-    minibatch_size = batch_size // args.num_minibatches
+    batch_size, num_iterations, minibatch_size = T * N, args.total_timesteps // (T * N), T * N // args.num_minibatches
     obs_buf, next_obs_buf = np.zeros((2, T, N, obs_dim), dtype=np.float32)
     actions_buf = np.zeros((T, N) if discrete else (T, N, action_dim), dtype=np.int64 if discrete else np.float32)
     # rewards, terminated, done flags, and $\sum_k \gamma^k r_{t-k}$ (for reward scaling)
@@ -394,14 +397,11 @@ def train(args: Args) -> dict:
                 obs_buf[step] = obs
                 with torch.inference_mode():
                     action = agent.sample(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-                actions_buf[step] = action
-                if not discrete:
-                    action = np.clip(action, act_space.low, act_space.high)
+                actions_buf[step] = action  # as sampled; the env gets it clipped into the box
+                action = action if discrete else np.clip(action, act_space.low, act_space.high)
                 obs, reward, terminated, truncated, info = envs.step(action)
                 global_step += N
-                next_obs_buf[step] = obs
-                for i in np.flatnonzero(info.get("_final_obs", [])):  # episodes that ended at this step
-                    next_obs_buf[step, i] = info["final_obs"][i]
+                next_obs_buf[step] = true_next_obs(obs, info)  # the true $s_{t+1}$ where an episode ended
                 done = terminated | truncated
                 rewards_buf[step], terminated_buf[step], dones_buf[step] = reward, terminated, done
                 discounted_buf[step] = discounted_return = discounted_return * args.gamma + reward
@@ -419,8 +419,8 @@ def train(args: Args) -> dict:
             # Reward scaling: $r_t / \sigma$, $\sigma$ the running std of the discounted return.
             rewards = rewards_buf
             if args.scale_rewards:
-                reward_stats = update_mean_var(reward_stats, discounted_buf)
-                rewards = (rewards_buf / np.sqrt(reward_stats[1] + 1e-8)).astype(np.float32)
+                reward_rms.update(discounted_buf.reshape(-1))
+                rewards = (rewards_buf / np.sqrt(reward_rms.var + 1e-8)).astype(np.float32)
             b_obs = torch.from_numpy(obs_buf).to(device).reshape(batch_size, obs_dim)
             b_actions = torch.from_numpy(actions_buf).to(device).reshape(batch_size, *actions_buf.shape[2:])
             with torch.no_grad():
@@ -445,9 +445,8 @@ def train(args: Args) -> dict:
             fvp = fisher_vector_product_fn(kl, params, args.cg_damping)
             s = conjugate_gradient(fvp, g, args.cg_iters)
             step = max_step(s, fvp(s), delta)
-            accepted, backtracks, step_kl, new_surrogate = line_search(
-                params, step, surrogate_kl, delta, args.backtrack_coef, args.max_backtracks
-            )
+            accepted, backtracks, step_kl, new_surrogate = line_search(params, step, surrogate_kl, delta,
+                                                                       args.backtrack_coef, args.max_backtracks)  # fmt: skip
 
             # ## Critic: minimise $(V(s_t) - V_t^{targ})^2$, $V_t^{targ} = \hat{A}_t + V_{old}(s_t)$, by Adam
             for _epoch in range(args.critic_epochs):
@@ -489,6 +488,7 @@ def train(args: Args) -> dict:
 
     if args.save_model:
         path = f"runs/{run_name}/{args.exp_name}.pt"
+        reward_stats = (float(reward_rms.mean), float(reward_rms.var), float(reward_rms.count))
         torch.save({"agent": agent.state_dict(), "reward_stats": reward_stats, "args": vars(args)}, path)
         print(f"model saved to {path}")
 

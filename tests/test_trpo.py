@@ -1,12 +1,17 @@
 """trpo.py's math, each piece against a second computation of the same thing."""
 
+import copy
 import functools
+import inspect
 
 import numpy as np
 import pytest
 import torch
+from torch.distributions import Categorical, Independent, Normal, kl_divergence
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from tests.helpers import load_script, train_in
+from tests.fake_envs import BanditEnv, ClockEnv
+from tests.helpers import load_script, spy, train_in
 from tests.test_ppo import naive_gae, random_batch
 
 trpo = load_script("trpo.py")
@@ -281,3 +286,371 @@ def test_anneal_kl_shrinks_delta_linearly(anneal, tmp_path, monkeypatch):
     train_in(tmp_path, trpo, env_id="CartPole-v1", total_timesteps=4 * 64, num_envs=1, num_steps=64,
              num_minibatches=1, critic_epochs=1, target_kl=0.02, anneal_kl=anneal, eval_episodes=1)  # fmt: skip
     assert deltas == pytest.approx([0.02, 0.015, 0.01, 0.005] if anneal else [0.02] * 4)
+
+
+# ## The wiring of `train`: what the loop feeds the math, on envs that make mistakes visible
+# One run on Clock (ClockBox) records every call of the loop's pieces; the tests below check each against
+# values recomputed here from what Clock is known to produce. V is replaced by a known function of s that tells
+# every observation apart, so a value taken of the wrong observation shows.
+CLOCK_ARGS = dict(
+    num_envs=2, num_steps=6, total_timesteps=3 * 12, hidden_size=8, critic_epochs=1, num_minibatches=1, gamma=0.9,
+    gae_lambda=0.7, target_kl=0.02, anneal_kl=True, cg_iters=7, cg_damping=0.05, backtrack_coef=0.6, max_backtracks=7,
+    eval_episodes=1,
+)  # fmt: skip
+CLOCK_IDS = ["tests.fake_envs:Clock-v0", "tests.fake_envs:ClockBox-v0"]
+SIGNATURES = {name: inspect.signature(getattr(trpo, name)) for name in ("conjugate_gradient", "line_search")}
+
+
+def record(monkeypatch, owner, name: str) -> list[tuple[dict, object]]:
+    """Like `spy`, but each call's arguments by name, arrays and tensors copied: the loop reuses its buffers."""
+    calls, original = [], getattr(owner, name)
+    signature = inspect.signature(original)
+
+    def copied(x):
+        return x.copy() if isinstance(x, np.ndarray) else x.detach().clone() if isinstance(x, torch.Tensor) else x
+
+    def wrapper(*args, **kwargs):
+        arguments = {k: copied(v) for k, v in signature.bind(*args, **kwargs).arguments.items()}
+        result = original(*args, **kwargs)
+        calls.append((arguments, copied(result)))
+        return result
+
+    monkeypatch.setattr(owner, name, wrapper)
+    return calls
+
+
+def clock_value(self, obs: torch.Tensor) -> torch.Tensor:
+    """A stand-in for V: $V(t, k) = 10 t + 100 (k \\bmod 2) + 1$ (the critic's graph kept, with weight 0)."""
+    return 0.0 * self.critic(obs).squeeze(-1) + obs @ torch.tensor([10.0, 100.0]) + 1.0
+
+
+def clock_transitions(steps: int) -> tuple[np.ndarray, ...]:
+    """$s_t$, $r_t$, the true $s_{t+1}$, terminated, done of one Clock env for `steps` steps, by hand."""
+    env, rows = ClockEnv(), []
+    obs, _ = env.reset(seed=0)
+    for _ in range(steps):
+        next_obs, reward, terminated, truncated, _ = env.step(0)
+        rows.append((obs, reward, next_obs, terminated, terminated or truncated))
+        obs = env.reset()[0] if terminated or truncated else next_obs
+    return tuple(np.array(column) for column in zip(*rows))
+
+
+def per_update(x: np.ndarray, num_envs: int, num_steps: int) -> np.ndarray:
+    """(updates * T, ...) of one env -> (updates, T, N, ...): every env of the vector runs the same clock."""
+    x = x.reshape(-1, num_steps, 1, *x.shape[1:])
+    return np.repeat(x, num_envs, axis=2)
+
+
+def flat_params(params) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in params]).clone()
+
+
+def policy(agent, obs: torch.Tensor):
+    """$\\pi(\\cdot|s)$ as a torch distribution, to recompute what the loop measures in a second way."""
+    out, log_std = agent.dist(obs)
+    return Categorical(logits=out) if log_std is None else Independent(Normal(out, log_std.exp()), 1)
+
+
+def copy_into(params, theta: torch.Tensor) -> None:
+    with torch.no_grad():
+        for p, x in zip(params, theta.split([p.numel() for p in params])):
+            p.copy_(x.view_as(p))
+
+
+def with_params(agent, theta: torch.Tensor):
+    """A copy of `agent` with policy parameters `theta`."""
+    agent = copy.deepcopy(agent)
+    copy_into(agent.policy_params(), theta)
+    return agent
+
+
+def assert_near(x: torch.Tensor, y: torch.Tensor, rel: float = 1e-4) -> None:
+    assert (x - y).norm() <= rel * y.norm() + 1e-6, f"|x - y| = {(x - y).norm():.3g}, |y| = {y.norm():.3g}"
+
+
+class UpdateRecorder:
+    """Records each TRPO update of a run: pi_old and every (surrogate, KL) measured against it, the CG call
+    (with $Fv$ for a fixed $v$, while $\\theta = \\theta_{old}$), and the line search's input and outcome."""
+
+    def __init__(self, monkeypatch):
+        self.updates = []
+        for name in ("surrogate_and_kl", "conjugate_gradient", "line_search"):
+            monkeypatch.setattr(trpo, name, functools.partial(getattr(self, name), getattr(trpo, name)))
+
+    def surrogate_and_kl(self, original, agent, obs, actions, advantages, *old):
+        if not self.updates or self.updates[-1]["batch"] is not obs:  # a new update: theta = theta_old
+            self.updates.append(self.new_update(agent, obs, actions, advantages, old))
+        result = original(agent, obs, actions, advantages, *old)
+        theta = flat_params(agent.policy_params())
+        self.updates[-1]["calls"].append((theta, result[0].item(), result[1].item()))
+        return result
+
+    def new_update(self, agent, obs, actions, advantages, old):
+        copies = [t if t is None else t.clone() for t in old]
+        # Move theta in place, as the line search does, and back: pi_old must not follow.
+        params = agent.policy_params()
+        theta_old = flat_params(params)
+        with torch.no_grad():
+            for p in params:
+                p.add_(0.1)
+            after_move = [t if t is None else t.clone() for t in old]
+            copy_into(params, theta_old)
+        return dict(
+            agent_old=copy.deepcopy(agent), theta_old=theta_old, batch=obs, obs=obs.clone(), actions=actions.clone(),
+            adv=advantages.clone(), old=copies, old_after_move=after_move, calls=[],
+            old_requires_grad=[t is not None and t.requires_grad for t in old],
+        )  # fmt: skip
+
+    def conjugate_gradient(self, original, *args, **kwargs):
+        bound = SIGNATURES["conjugate_gradient"].bind(*args, **kwargs).arguments
+        b = bound["b"]
+        v = torch.randn(b.shape, generator=torch.Generator().manual_seed(0))
+        s = original(*args, **kwargs)
+        self.updates[-1]["cg"] = dict(b=b.clone(), iters=bound["iters"], v=v, Fv=bound["Av"](v).detach(), s=s.clone())
+        return s
+
+    def line_search(self, original, *args, **kwargs):
+        bound = SIGNATURES["line_search"].bind(*args, **kwargs).arguments
+        before = flat_params(bound["params"])
+        result = original(*args, **kwargs)
+        self.updates[-1]["line_search"] = dict(bound, step=bound["step"].clone(), before=before,
+                                               after=flat_params(bound["params"]), accepted=result[0])  # fmt: skip
+        return result
+
+
+@pytest.fixture(scope="module", params=CLOCK_IDS, ids=["softmax", "gaussian"])
+def clock_run(request, tmp_path_factory):
+    """One run on Clock with V replaced by `clock_value`: the calls of gae, sample and the TRPO update."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(trpo.Agent, "value", clock_value)
+        gae_calls, sample_calls = record(monkeypatch, trpo, "gae"), record(monkeypatch, trpo.Agent, "sample")
+        recorder = UpdateRecorder(monkeypatch)
+        train_in(tmp_path_factory.mktemp("clock"), trpo, env_id=request.param, **CLOCK_ARGS)
+    T, N = CLOCK_ARGS["num_steps"], CLOCK_ARGS["num_envs"]
+    expected = [per_update(x, N, T) for x in clock_transitions(CLOCK_ARGS["total_timesteps"] // N)]
+    return dict(gae=gae_calls, sample=sample_calls, updates=recorder.updates, expected=expected, T=T, N=N)
+
+
+def test_values_are_of_s_t_and_of_the_true_next_obs_at_episode_ends(clock_run):
+    """Catches a bootstrap from the reset observation (final_obs not copied) and V taken of the wrong observation."""
+    obs, _, next_obs, _, _ = clock_run["expected"]
+    assert len(clock_run["gae"]) == len(obs) == 3
+    for (args, _), s, s_next in zip(clock_run["gae"], obs, next_obs):
+        np.testing.assert_allclose(args["values"], s @ [10.0, 100.0] + 1.0)
+        # Truncated at (5, 1): V(5, 1) = 151 is bootstrapped, not V of the reset observation (0, 0).
+        np.testing.assert_allclose(args["next_values"], s_next @ [10.0, 100.0] + 1.0)
+    assert (next_obs == [5, 1]).all(-1).any() and (next_obs == [3, 0]).all(-1).any()
+
+
+def test_gae_gets_terminations_dones_gamma_and_lambda_in_their_places(clock_run):
+    """Catches terminated and dones swapped or lost, and gamma and lambda swapped."""
+    _, _, _, terminated, done = clock_run["expected"]
+    for (args, _), term, dn in zip(clock_run["gae"], terminated, done):
+        np.testing.assert_array_equal(args["terminated"], term)
+        np.testing.assert_array_equal(args["dones"], dn)
+        assert (args["gamma"], args["gae_lambda"]) == (CLOCK_ARGS["gamma"], CLOCK_ARGS["gae_lambda"])
+    assert not np.array_equal(terminated, done)
+
+
+def test_rewards_are_divided_by_the_running_std_of_the_discounted_return(clock_run):
+    """Catches scaling by the variance or multiplying by the std, stats of the wrong sequence, or updated too late."""
+    _, rewards, _, _, done = clock_run["expected"]
+    discounted, G = [], 0.0
+    for r, d in zip(rewards.reshape(-1, clock_run["N"])[:, 0], done.reshape(-1, clock_run["N"])[:, 0]):
+        G = CLOCK_ARGS["gamma"] * G + r
+        discounted.append(G)
+        G = 0.0 if d else G
+    T = clock_run["T"]
+    for k, ((args, _), r) in enumerate(zip(clock_run["gae"], rewards)):
+        std = np.std(discounted[: (k + 1) * T])  # of everything seen so far, this rollout included
+        np.testing.assert_allclose(args["rewards"], r / std, rtol=1e-3)
+
+
+def test_actions_are_sampled_from_s_t(clock_run):
+    """Catches the policy sampling from a stale or wrong observation."""
+    obs = clock_run["expected"][0].reshape(-1, clock_run["N"], 2)
+    sampled_from = np.stack([args["obs"].numpy() for args, _ in clock_run["sample"]])
+    np.testing.assert_array_equal(sampled_from, obs)
+
+
+def test_surrogate_gets_s_t_the_sampled_actions_and_the_normalized_advantages(clock_run):
+    """Catches the advantage's sign flipped or normalization lost, and stored actions clipped or misaligned."""
+    obs = clock_run["expected"][0]
+    sampled = torch.stack([result for _, result in clock_run["sample"]])
+    for k, (update, (_, advantages)) in enumerate(zip(clock_run["updates"], clock_run["gae"])):
+        np.testing.assert_array_equal(update["obs"].numpy(), obs[k].reshape(-1, 2))
+        torch.testing.assert_close(
+            update["actions"], sampled[k * clock_run["T"] : (k + 1) * clock_run["T"]].flatten(0, 1)
+        )
+        A = torch.from_numpy(advantages).flatten()
+        torch.testing.assert_close(update["adv"], (A - A.mean()) / A.std(), rtol=1e-4, atol=1e-5)
+
+
+def test_pi_old_is_a_detached_copy_of_the_rollout_policy(clock_run):
+    """Catches pi_old (its log sigma included) moving when theta moves, or a graph left through it."""
+    for update in clock_run["updates"]:
+        assert not any(update["old_requires_grad"])
+        for before, after in zip(update["old"], update["old_after_move"]):
+            assert before is None or torch.equal(before, after)
+        old_out, old_log_std, old_log_prob = update["old"]
+        out, log_std = update["agent_old"].dist(update["obs"])
+        torch.testing.assert_close(old_out, out.detach())
+        assert (old_log_std is None) == (log_std is None)
+        if log_std is not None:
+            torch.testing.assert_close(old_log_std, log_std.detach())
+        expected = policy(update["agent_old"], update["obs"]).log_prob(update["actions"])
+        torch.testing.assert_close(old_log_prob, expected.detach())
+
+
+def test_every_surrogate_and_kl_is_measured_against_pi_old(clock_run):
+    """Catches a KL or ratio taken against the moving policy instead of pi_old, e.g. during the line search."""
+    for update in clock_run["updates"]:
+        old = policy(update["agent_old"], update["obs"])
+        old_log_prob = old.log_prob(update["actions"])
+        assert len(update["calls"]) >= 2
+        for theta, surrogate, kl in update["calls"]:
+            with torch.no_grad():
+                new = policy(with_params(update["agent_old"], theta), update["obs"])
+                ratio = torch.exp(new.log_prob(update["actions"]) - old_log_prob)
+                assert surrogate == pytest.approx((ratio * update["adv"]).mean().item(), rel=1e-4, abs=1e-6)
+                assert kl == pytest.approx(kl_divergence(old, new).mean().item(), rel=1e-3, abs=1e-7)
+
+
+def test_conjugate_gradient_gets_the_surrogate_gradient_and_the_fisher_at_theta_old(clock_run):
+    """Catches g negated or of the wrong objective or parameters, and F v at the wrong policy or damping."""
+    for update in clock_run["updates"]:
+        agent, cg = update["agent_old"], update["cg"]
+        assert cg["iters"] == CLOCK_ARGS["cg_iters"]
+        # $g = \hat{\mathbb{E}}_t[\hat{A}_t \nabla_\theta \log\pi_\theta(a_t|s_t)]$ at theta_old
+        log_prob = policy(agent, update["obs"]).log_prob(update["actions"])
+        g = trpo.flat_grad((update["adv"] * log_prob).mean(), agent.policy_params())
+        assert_near(cg["b"], g)
+        F = explicit_fisher(agent, update["obs"])
+        assert_near(cg["Fv"], F @ cg["v"] + CLOCK_ARGS["cg_damping"] * cg["v"])
+
+
+def test_line_search_gets_the_full_natural_step_and_keeps_the_constraint(clock_run):
+    """Catches a step not scaled to 1/2 x^T F x = delta, not along s, and a result that breaks KL <= delta or
+    lowers the surrogate."""
+    accepted, updates = 0, clock_run["updates"]
+    for k, (update, next_update) in enumerate(zip(updates, updates[1:] + [None])):
+        agent, cg, search = update["agent_old"], update["cg"], update["line_search"]
+        delta = CLOCK_ARGS["target_kl"] * (1 - k / len(updates))  # --anneal-kl
+        assert search["delta"] == pytest.approx(delta, rel=1e-12)
+        assert (
+            search["coef"] == CLOCK_ARGS["backtrack_coef"] and search["max_backtracks"] == CLOCK_ARGS["max_backtracks"]
+        )
+        torch.testing.assert_close(search["before"], update["theta_old"])
+        step, s = search["step"], cg["s"]
+        assert torch.dot(step, s) > 0 and abs(torch.dot(step, s)) >= (1 - 1e-5) * step.norm() * s.norm()
+        Fx = explicit_fisher(agent, update["obs"]) @ step + CLOCK_ARGS["cg_damping"] * step
+        assert 0.5 * torch.dot(step, Fx).item() == pytest.approx(delta, rel=1e-3)
+        if search["accepted"]:
+            accepted += 1
+            with torch.no_grad():
+                old, new = policy(agent, update["obs"]), policy(with_params(agent, search["after"]), update["obs"])
+                assert kl_divergence(old, new).mean() <= delta * (1 + 1e-4)
+                ratio = torch.exp(new.log_prob(update["actions"]) - old.log_prob(update["actions"]))
+                assert (ratio * update["adv"]).mean() > update["adv"].mean()
+        else:
+            torch.testing.assert_close(search["after"], search["before"], rtol=0, atol=0)
+        if next_update is not None:  # nothing else moves theta between two updates
+            torch.testing.assert_close(next_update["theta_old"], search["after"], rtol=0, atol=0)
+    assert accepted >= 1
+
+
+BANDIT_IDS = ["tests.fake_envs:Bandit-v0", "tests.fake_envs:BanditBox-v0"]
+TINY_ARGS = dict(hidden_size=8, critic_epochs=1, num_minibatches=1, eval_episodes=1)
+
+
+def bandit_reward(actions: np.ndarray, discrete: bool) -> np.ndarray:
+    """What Bandit pays for `actions` (Box: after clipping into [-1, 1])."""
+    if discrete:
+        return np.array(BanditEnv.ARM_REWARDS)[actions]
+    return -((np.clip(actions, -1.0, 1.0)[..., 0] - BanditEnv.BEST_ACTION) ** 2)
+
+
+@pytest.mark.parametrize("env_id", BANDIT_IDS, ids=["softmax", "gaussian"])
+def test_env_gets_the_clipped_sample_and_without_norm_adv_gae_reaches_the_surrogate_as_is(
+    env_id, tmp_path, monkeypatch
+):
+    """Catches the env stepped with unclipped or other actions, rewards misaligned, and --no-norm-adv ignored."""
+    gae_calls, sample_calls = record(monkeypatch, trpo, "gae"), record(monkeypatch, trpo.Agent, "sample")
+    recorder = UpdateRecorder(monkeypatch)
+    N, T = 4, 4
+    train_in(tmp_path, trpo, env_id=env_id, num_envs=N, num_steps=T, total_timesteps=2 * N * T, scale_rewards=False,
+             norm_adv=False, **TINY_ARGS)  # fmt: skip
+    sampled = np.stack([result.numpy() for _, result in sample_calls])
+    discrete = "Box" not in env_id
+    assert discrete or (np.abs(sampled) > 1).any()  # some samples left the box and had to be clipped
+    for k, ((args, advantages), update) in enumerate(zip(gae_calls, recorder.updates)):
+        np.testing.assert_allclose(args["rewards"], bandit_reward(sampled[k * T : (k + 1) * T], discrete), rtol=1e-6)
+        torch.testing.assert_close(update["adv"], torch.from_numpy(advantages).flatten())
+
+
+def test_critic_regresses_v_of_s_t_on_advantages_plus_values(tmp_path, monkeypatch):
+    """Catches the critic fitted to targets other than A + V(s_t), on s_{t+1}, by ascent, with stale gradients
+    (no zero_grad), or not stepped at all."""
+    gae_calls, fits, value = record(monkeypatch, trpo, "gae"), [], trpo.Agent.value
+
+    def recorded_value(self, obs):
+        v = value(self, obs)
+        if v.requires_grad:  # a critic regression step: keep s, V(s) and d loss / d V(s)
+            fit = dict(update=len(gae_calls), agent=self, obs=obs.detach().clone(), v=v.detach().clone())
+            v.register_hook(lambda grad: fit.update(grad=grad.clone()))
+            fits.append(fit)
+        return v
+
+    def check_gradient(optimizer, *_):
+        """Before each step: the optimizer holds the critic, its gradient is this minibatch's loss's alone."""
+        fit = fits[-1]
+        critic = list(fit["agent"].critic.parameters())
+        with torch.enable_grad():
+            expected = torch.autograd.grad(value(fit["agent"], fit["obs"]), critic, grad_outputs=fit["grad"])
+        fit["holds_critic"] = [p for group in optimizer.param_groups for p in group["params"]] == critic
+        fit["gradient"] = (
+            torch.cat([p.grad.reshape(-1) for p in critic]),
+            torch.cat([g.reshape(-1) for g in expected]),
+        )
+
+    monkeypatch.setattr(trpo.Agent, "value", recorded_value)
+    N, T, epochs, minibatches = 2, 6, 3, 2
+    handle = register_optimizer_step_pre_hook(check_gradient)
+    try:
+        train_in(tmp_path, trpo, env_id=CLOCK_IDS[0], num_envs=N, num_steps=T, total_timesteps=2 * N * T,
+                 hidden_size=8, critic_epochs=epochs, num_minibatches=minibatches, learning_rate=1e-2,
+                 eval_episodes=1)  # fmt: skip
+    finally:
+        handle.remove()
+    obs = per_update(clock_transitions(2 * T)[0], N, T)
+    for k, (args, advantages) in enumerate(gae_calls):
+        steps = [fit for fit in fits if fit["update"] == k + 1]
+        assert len(steps) == epochs * minibatches
+        for fit in steps:
+            assert fit["holds_critic"]
+            assert_near(*fit["gradient"], rel=1e-5)
+        # $\frac{1}{2}\text{mean}_M (V - y)^2$ has gradient $(V - y) / M$ in V: the targets y it was fitted to
+        targets = [fit["v"] - len(fit["v"]) * fit["grad"] for fit in steps]
+        got = np.column_stack([torch.cat([fit["obs"] for fit in steps]).numpy(), torch.cat(targets).numpy()])
+        returns = (advantages + args["values"]).reshape(-1)
+        expected = np.column_stack([np.tile(obs[k].reshape(-1, 2), (epochs, 1)), np.tile(returns, epochs)])
+        np.testing.assert_allclose(got[np.lexsort(got.T[::-1])], expected[np.lexsort(expected.T[::-1])], atol=1e-4)
+        losses = [0.5 * (fit["v"] - y).pow(2).mean().item() for fit, y in zip(steps, targets)]
+        assert np.mean(losses[-minibatches:]) < np.mean(losses[:minibatches])  # the last epoch fits better
+
+
+@pytest.mark.parametrize("env_id", BANDIT_IDS, ids=["softmax", "gaussian"])
+def test_a_few_updates_move_the_policy_uphill_on_the_bandit(env_id, tmp_path, monkeypatch):
+    """Catches a sign error anywhere in the loop: P(best arm) must rise from 1/3, the Gaussian's mean from 0 to 0.5."""
+    samples = spy(monkeypatch, trpo.Agent, "sample")
+    for seed in (1, 2, 3):
+        (tmp_path / str(seed)).mkdir()
+        train_in(tmp_path / str(seed), trpo, env_id=env_id, seed=seed, num_envs=8, num_steps=8, total_timesteps=4 * 64,
+                 hidden_size=16, critic_epochs=2, eval_episodes=1)  # fmt: skip
+        agent = samples[-1][0][0]
+        with torch.no_grad():
+            out, _ = agent.dist(torch.tensor([[1.0, -1.0]]))
+        if agent.discrete:  # 4 steps of KL 0.01 reach about 0.57
+            assert torch.softmax(out, -1)[0, BanditEnv.BEST_ARM] > 0.45
+        else:  # about 0.37
+            assert out.item() > 0.2
