@@ -377,6 +377,9 @@ def train(args: Args) -> dict:
                 scores = -per_episode_gradients(policy, b_obs, b_actions, mask)
                 per_episode = -scores * (G[:, None] - optimal_baseline(scores, G))
             else:
+                # $\Psi_t = G_t$ (causality) or $G(\tau)$. With $\gamma < 1$, $G(\tau) - b_t$ estimates $\nabla_\theta J$, while
+                # $G_t - b_t$ drops its factor $\gamma^{t-1}$, as nearly every implementation does (the optimal
+                # baseline, on $G(\tau)$, keeps it).
                 psi = returns if args.reward_to_go else G.expand_as(returns)
                 if args.baseline == "mean":
                     b = mean_baseline(psi, mask)

@@ -4,7 +4,9 @@ The policy is $\\pi(a|s;\\theta) = \\text{softmax}(\\theta_s)_a$ with logits $\\
 the same at every step. Dynamic programming over the horizon H gives the time-indexed
 $Q^\\pi_t(s,a)$, $V^\\pi_t(s)$ and $J(\\theta) = \\sum_s p(s_1) V^\\pi_0(s)$; autograd through that
 recursion gives the exact policy gradient $\\nabla_\\theta J(\\theta)$, against which the tests
-check the Monte-Carlo estimators of the scripts (fed with `sample_episodes`).
+check the Monte-Carlo estimators of the scripts (fed with `sample_episodes`). With $\\gamma < 1$,
+`exact_gradient_terms` splits it step by step, so that an estimator that drops the factor
+$\\gamma^t$ of step t (the rewards-to-go $G_t$ do) has an exact target too, distinct from $\\nabla_\\theta J$.
 
 Shapes: time runs along the first axis inside the recursion, `sample_episodes` returns
 (n, H) tensors (episode, time); `.T` gives the (T, N) layout the scripts' buffers use.
@@ -70,6 +72,32 @@ def exact_gradient(mdp: TabularMDP, logits: torch.Tensor) -> torch.Tensor:
     theta = logits.detach().clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(exact_J(mdp, theta), theta)
     return grad
+
+
+def exact_state_distribution(mdp: TabularMDP, logits: torch.Tensor) -> torch.Tensor:
+    """(H, S): $d_t(s) = P(s_t = s)$ under the policy, $d_0 = p(s_1)$."""
+    pi = policy_probs(logits)
+    d, ds = mdp.p0.to(logits.dtype), []
+    for _ in range(mdp.horizon):
+        ds.append(d)
+        d = torch.einsum("s,sa,sap->p", d, pi, mdp.P)
+    return torch.stack(ds)
+
+
+def exact_gradient_terms(mdp: TabularMDP, logits: torch.Tensor) -> torch.Tensor:
+    """(H, S, A): term t of the policy gradient theorem, $\\mathbb{E}_{s_t \\sim d_t}[\\sum_a \\nabla_\\theta \\pi(a|s_t) Q_t(s_t, a)]$.
+
+    $\\sum_t \\gamma^t$ term$_t$ is $\\nabla_\\theta J(\\theta)$ (`exact_gradient`). The plain sum $\\sum_t$ term$_t$
+    drops the factor $\\gamma^t$: it is what weighting step t by the rewards-to-go $G_t$ estimates
+    when $\\gamma < 1$. The two agree for $\\gamma = 1$.
+    """
+    d, Q = exact_state_distribution(mdp, logits.detach()), exact_Q(mdp, logits.detach())
+    terms = []
+    for t in range(mdp.horizon):
+        theta = logits.detach().clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad((d[t, :, None] * policy_probs(theta) * Q[t]).sum(), theta)
+        terms.append(grad)
+    return torch.stack(terms)
 
 
 def sample_episodes(mdp: TabularMDP, logits: torch.Tensor, n: int, generator: torch.Generator) -> dict:

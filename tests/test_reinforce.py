@@ -1,10 +1,37 @@
-"""reinforce.py: its estimator against the exact gradient of a tiny tabular MDP."""
+"""reinforce.py: its estimator against the exact gradient of a tiny tabular MDP, and the wiring of `train`."""
 
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 import torch
 
-from tests.helpers import load_script, read_progress, train_in
-from tests.tabular_mdp import TabularMDP, exact_gradient, log_probs, mean_and_stderr, sample_episodes, score
+from tests.helpers import load_script, make_args, read_progress, spy, train_in
+from tests.tabular_mdp import (
+    TabularMDP,
+    exact_gradient,
+    exact_gradient_terms,
+    log_probs,
+    mean_and_stderr,
+    sample_episodes,
+    score,
+)
+from tests.wiring_monte_carlo import (
+    BANDITS,
+    assert_climbs,
+    assert_env_got_the_samples,
+    assert_whole_batches,
+    bound,
+    episode_gradients,
+    flat_grad,
+    module_at,
+    optimizer_steps,
+    record_batches,
+    sampled,
+    step_sizes,
+    steps_of,
+    weights_psi,
+)
 
 rf = load_script("reinforce.py")
 
@@ -73,13 +100,27 @@ def test_estimate_is_unbiased(setup, reward_to_go):
     assert exact.abs().max() > 5 * se.max()
 
 
-def test_whole_return_is_unbiased_for_discounted_J():
-    mdp = TabularMDP.random(n_states=3, n_actions=2, horizon=4, seed=5, gamma=0.8)
+@pytest.fixture(scope="module")
+def discounted():
+    """gamma = 0.5: the gradient of the discounted J and the sum without gamma^t differ by many standard errors."""
+    mdp = TabularMDP.random(n_states=3, n_actions=2, horizon=4, seed=5, gamma=0.5)
     logits = torch.randn(3, 2, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     ep = sample_episodes(mdp, logits, N_EPISODES, torch.Generator().manual_seed(7))
-    w = rf.reinforce_weights(ep["rewards"].T, torch.ones_like(ep["rewards"].T), mdp.gamma, reward_to_go=False)
-    mean, se = mean_and_stderr(per_episode_gradients(score(logits, ep["states"], ep["actions"]), w))
-    assert ((mean - exact_gradient(mdp, logits).flatten()).abs() < 4 * se).all()
+    return mdp, logits, ep, score(logits, ep["states"], ep["actions"])
+
+
+@pytest.mark.parametrize("reward_to_go", [False, True], ids=["whole-return", "reward-to-go"])
+def test_discounted_estimate_is_the_one_its_comment_names(discounted, reward_to_go):
+    """$G(\\tau)$ at every step estimates $\\nabla J$ (with $\\gamma^t$); $G_t$ drops the $\\gamma^t$, as the comment says."""
+    mdp, logits, ep, scores = discounted
+    rewards = ep["rewards"].T
+    w = rf.reinforce_weights(rewards, torch.ones_like(rewards), mdp.gamma, reward_to_go)
+    mean, se = mean_and_stderr(per_episode_gradients(scores, w))
+    with_gamma_t = exact_gradient(mdp, logits).flatten()
+    without_gamma_t = exact_gradient_terms(mdp, logits).sum(0).flatten()
+    named, other = (without_gamma_t, with_gamma_t) if reward_to_go else (with_gamma_t, without_gamma_t)
+    assert ((mean - named).abs() < 4 * se).all(), (mean, named, se)
+    assert ((mean - other).abs() > 5 * se).any(), (mean, other, se)
 
 
 def test_reward_to_go_lowers_the_variance(setup):
@@ -127,3 +168,104 @@ def test_batches_are_whole_episodes(tmp_path):
     assert [int(r["global_step"]) for r in rows] == [15] * 3 + [30] * 3
     # the third batch ran 3 steps in each env before the budget ran out: those steps count, unused
     assert summary["global_step"] == 39
+
+
+# ## The wiring of `train`: what its loop fed the math, against what the envs did
+BASE = {"num_envs": 4, "gamma": 0.9, "hidden_size": 8, "learning_rate": 0.01, "eval_episodes": 0}
+RUNS = {
+    # $s_t = (t, 0)$ and $r_t = t + 1$, every episode terminates after 3 steps: the time order shows
+    "clock": {"env_id": "tests.fake_envs:Clock-v0", "total_timesteps": 40},
+    # Box actions: $\log\pi$ of the unclipped sample, the env gets it clipped to [-1, 1]
+    "clock-box": {"env_id": "tests.fake_envs:ClockBox-v0", "total_timesteps": 40},
+    "clock-fixed-step-size": {"env_id": "tests.fake_envs:Clock-v0", "total_timesteps": 40, "anneal_lr": False},
+    # episodes of different lengths in one batch: what the mask must cut off
+    "cartpole": {"env_id": "CartPole-v1", "total_timesteps": 300},
+    "cartpole-whole-return": {"env_id": "CartPole-v1", "total_timesteps": 300, "reward_to_go": False},
+    "cartpole-normalized": {"env_id": "CartPole-v1", "total_timesteps": 300, "normalize_returns": True},
+    # only the time limit ends an episode (truncation)
+    "time-limit": {"env_id": "tests.fake_envs:ConstantReward-v0", "total_timesteps": 50},
+}
+
+
+@pytest.fixture(scope="module", params=list(RUNS))
+def run(request, tmp_path_factory):
+    """One `train` per configuration, with the envs, the policy's samples, the math and Adam recorded."""
+    overrides = {**BASE, **RUNS[request.param]}
+    with pytest.MonkeyPatch.context() as mp, optimizer_steps() as steps:
+        batches = record_batches(mp)
+        samples = spy(mp, rf.Policy, "sample")
+        weights = spy(mp, rf, "reinforce_weights")
+        losses = spy(mp, rf, "surrogate_loss")
+        summary, _ = train_in(tmp_path_factory.mktemp(request.param), rf, **overrides)
+    policy = samples[0][0][0]
+    return SimpleNamespace(
+        args=make_args(rf, **overrides), summary=summary, batches=batches, samples=samples, weights=weights,
+        losses=losses, steps=steps_of(steps, policy), policy=policy,
+        complete=[b for b in batches if b.complete],
+    )  # fmt: skip
+
+
+def expected_weights(batch, args) -> np.ndarray:
+    """$\\Psi_t$ as the flags ask, standardized over the batch's steps with `normalize_returns`, 0 after the end."""
+    w = weights_psi(batch, args.gamma, args.reward_to_go)
+    if args.normalize_returns:
+        valid = w[batch.mask == 1]
+        w = (w - valid.mean()) / (valid.std(ddof=1) + 1e-8) * batch.mask
+    return w
+
+
+def test_one_update_per_batch_of_whole_fresh_episodes(run):
+    """Catches a loop that learns from a batch the budget cut short, skips the reset, or reseeds every batch."""
+    assert_whole_batches(
+        run.batches, len(run.steps), run.summary["global_step"], run.args.total_timesteps, first_seed=run.args.seed
+    )
+    assert len(run.losses) == len(run.steps)
+
+
+def test_the_policy_samples_at_s_t_and_the_env_gets_that_sample(run):
+    """Catches sampling from a stale observation, or an env action other than the sample (clipped for Box)."""
+    assert_env_got_the_samples(run.batches, run.samples, run.args.env_id)
+
+
+def test_weights_are_the_returns_the_flags_ask_for(run):
+    """Catches a wrong gamma, rewards leaking past an episode's end, a shifted mask, or a flag not passed on."""
+    for b, weights_call, loss_call in zip(run.complete, run.weights, run.losses):
+        given = bound(rf.reinforce_weights, weights_call)
+        np.testing.assert_array_equal(given["rewards"].numpy(), b.masked_rewards)
+        np.testing.assert_array_equal(given["mask"].numpy(), b.mask)
+        assert given["gamma"] == run.args.gamma and given["reward_to_go"] == run.args.reward_to_go
+        assert bool(given["normalize"]) == run.args.normalize_returns
+        loss_args = bound(rf.surrogate_loss, loss_call)
+        np.testing.assert_allclose(loss_args["weights"].numpy(), expected_weights(b, run.args), rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(loss_args["mask"].numpy(), b.mask)
+
+
+def test_log_probs_are_those_of_the_sampled_actions_at_s_t(run):
+    """Catches $\\log\\pi$ taken at $s_{t+1}$, of the clipped action, of other actions, or under another policy."""
+    for b, step, loss_call in zip(run.complete, run.steps, run.losses):
+        with torch.no_grad():
+            policy = module_at(run.policy, step)
+            want = policy.log_prob(torch.as_tensor(b.s, dtype=torch.float32), sampled(run.samples, b))
+        torch.testing.assert_close(bound(rf.surrogate_loss, loss_call)["log_probs"].detach(), want)
+
+
+def test_adam_descends_the_surrogate_with_step_size_alpha_k(run):
+    """Catches an ascent on the loss (a sign), gradients piling up over batches, or a step size other than $\\alpha_k$."""
+    for b, step, lr in zip(run.complete, run.steps, step_sizes(run.args, run.batches), strict=True):
+        assert step.lr == pytest.approx(lr)
+        # $\hat{\nabla}_\theta J = \frac{1}{N} \sum_i \sum_t \nabla_\theta \log \pi(a_t|s_t) \Psi_t$; Adam is handed $-\hat{\nabla}_\theta J$
+        policy = module_at(run.policy, step)
+        ascent = episode_gradients(policy, b.s, sampled(run.samples, b), expected_weights(b, run.args)).mean(0)
+        torch.testing.assert_close(flat_grad(step, run.policy), -ascent)
+
+
+@pytest.mark.parametrize("env_id", BANDITS)
+def test_a_few_updates_climb_the_bandit(tmp_path, env_id):
+    """Catches a sign error anywhere from the rewards to the parameter step: the policy would walk away from the best action."""
+    lr = 0.01 if env_id.endswith("Box-v0") else 0.05
+    summaries = [
+        train_in(tmp_path, rf, env_id=env_id, seed=seed, num_envs=64, total_timesteps=640, learning_rate=lr,
+                 hidden_size=8, eval_episodes=1)[0]
+        for seed in range(3)
+    ]  # fmt: skip
+    assert_climbs(env_id, summaries)

@@ -8,8 +8,10 @@ import torch
 from tests.tabular_mdp import (
     TabularMDP,
     exact_gradient,
+    exact_gradient_terms,
     exact_J,
     exact_Q,
+    exact_state_distribution,
     exact_V,
     log_probs,
     mean_and_stderr,
@@ -75,6 +77,30 @@ def test_exact_gradient_is_the_policy_gradient_theorem(mdp_and_logits):
     for states, actions, p, G in trajectories(mdp, logits):
         grad += p * score(logits, states, actions).sum(0) * G
     assert torch.allclose(exact_gradient(mdp, logits), grad, rtol=1e-9, atol=1e-12)
+
+
+def test_state_distribution_matches_enumeration(mdp_and_logits):
+    mdp, logits = mdp_and_logits
+    d = torch.zeros(mdp.horizon, mdp.n_states, dtype=torch.float64)
+    for states, _, p, _ in trajectories(mdp, logits):
+        d[torch.arange(mdp.horizon), states] += p
+    assert torch.allclose(exact_state_distribution(mdp, logits), d, rtol=1e-10)
+
+
+def test_gradient_terms_with_and_without_gamma_t(mdp_and_logits):
+    """$\\sum_t \\gamma^t$ term$_t$ is the gradient; $\\sum_t$ term$_t$ is the mean of $\\sum_t \\nabla \\log \\pi(a_t|s_t) G_t$."""
+    mdp, logits = mdp_and_logits
+    terms = exact_gradient_terms(mdp, logits)
+    discounts = mdp.gamma ** torch.arange(mdp.horizon, dtype=torch.float64)
+    assert torch.allclose((discounts[:, None, None] * terms).sum(0), exact_gradient(mdp, logits), rtol=1e-9)
+    rewards_to_go = torch.zeros_like(logits)
+    for states, actions, p, _ in trajectories(mdp, logits):
+        r = mdp.R[states, actions]
+        G = torch.stack([(discounts[: mdp.horizon - t] * r[t:]).sum() for t in range(mdp.horizon)])
+        rewards_to_go += p * (score(logits, states, actions) * G[:, None, None]).sum(0)
+    assert torch.allclose(terms.sum(0), rewards_to_go, rtol=1e-9, atol=1e-12)
+    # with $\gamma < 1$ the two differ: a test can tell which one an estimator estimates
+    assert torch.allclose(terms.sum(0), exact_gradient(mdp, logits)) == (mdp.gamma == 1.0)
 
 
 def test_score_is_the_gradient_of_log_pi():
