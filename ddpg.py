@@ -110,11 +110,11 @@ def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv
     )
 
 
-def true_next_obs(next_obs: np.ndarray, info: dict) -> np.ndarray:
-    """$s_{t+1}$ of every env: `next_obs`, except where an episode ended, there `final_obs`."""
+def true_next_obs(obs: np.ndarray, info: dict) -> np.ndarray:
+    """$s_{t+1}$ of every env: `obs` (what `step` returned), except where an episode ended, there `final_obs`."""
     if "final_obs" not in info:
-        return next_obs
-    real = next_obs.copy()
+        return obs
+    real = obs.copy()
     for i in np.flatnonzero(info["_final_obs"]):
         real[i] = info["final_obs"][i]
     return real

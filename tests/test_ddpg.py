@@ -1,10 +1,13 @@
-"""ddpg.py's math, each piece against a second computation of the same thing."""
+"""ddpg.py's math, each piece against a second computation of the same thing; then the wiring of
+`train`, recorded on fake envs and checked step by step against the slides."""
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
+from tests.fake_envs import BanditEnv, ClockEnv
 from tests.helpers import load_script, make_args, train_in
 
 ddpg = load_script("ddpg.py")
@@ -181,3 +184,304 @@ def test_model_of_another_env_is_refused(tmp_path):
     model = str(next(run_dir.glob("*.pt")))
     with pytest.raises(ddpg.ArgError, match="model-path"):
         train_in(tmp_path, ddpg, env_id="Pendulum-v1", total_timesteps=0, model_path=model)
+
+
+# ## The wiring of `train`: what the loop feeds the math
+# One recorded run on ClockBox, where every observation tells the step apart, episodes alternate between
+# termination at (3, 0) and truncation at (5, 1), and r_t = t + 1. The hooks note, in order, every env
+# step, every transition stored, every minibatch drawn, every exploration and every optimizer step, each
+# with a copy of all four networks' parameters at that moment; the tests recompute each from the slides.
+CLOCK_ARGS = dict(
+    env_id="tests.fake_envs:ClockBox-v0", num_envs=2, total_timesteps=40, learning_starts=10, batch_size=16,
+    policy_frequency=2, gamma=0.9, tau=0.3, learning_rate=0.01, hidden_size=16, exploration_noise=0.3,
+    eval_episodes=1,
+)  # fmt: skip
+
+
+def copied(x):
+    if isinstance(x, torch.Tensor):
+        return x.detach().clone()
+    if isinstance(x, (list, tuple)):
+        return type(x)(copied(v) for v in x)
+    return x.copy() if isinstance(x, np.ndarray) else x
+
+
+class Timeline:
+    """What `train` did, in order: `events` of `(kind, data, params)`, `params` a copy of every network's."""
+
+    def __init__(self, monkeypatch, keep_params: bool = True):
+        self.events, self.keep_params = [], keep_params
+        self.nets = []  # every Actor and Critic that train builds, in order
+        for cls in (ddpg.Actor, ddpg.Critic):
+            self.hook(monkeypatch, cls, "__init__", lambda args, result: self.nets.append(args[0]))
+        note = self.note
+        self.hook(monkeypatch, gym.vector.SyncVectorEnv, "step", lambda args, result: note("step", (args[1], result)))
+        self.hook(monkeypatch, ddpg.ReplayBuffer, "add", lambda args, result: note("add", args[1:]))
+        self.hook(monkeypatch, ddpg.ReplayBuffer, "sample", lambda args, result: note("sample", result))
+        self.hook(monkeypatch, ddpg, "explore", lambda args, result: note("explore", (*args[:4], result)))
+
+    @staticmethod
+    def hook(monkeypatch, owner, name, after):
+        original = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            result = original(*args, **kwargs)
+            after(args, result)
+            return result
+
+        monkeypatch.setattr(owner, name, wrapper)
+
+    def params(self):
+        return [[p.detach().clone() for p in net.parameters()] for net in self.nets]
+
+    def note(self, kind, data):
+        self.events.append((kind, copied(data), self.params() if self.keep_params else None))
+
+    def before_step(self, optimizer, args, kwargs):
+        """Torch's global optimizer hook: which network is stepped, its gradients, all parameters before."""
+        ids = [id(p) for group in optimizer.param_groups for p in group["params"]]
+        owners = [i for i, net in enumerate(self.nets) if [id(p) for p in net.parameters()] == ids]
+        assert len(owners) == 1, "an optimizer must step exactly the parameters of one network"
+        grads = [p.grad.clone() for group in optimizer.param_groups for p in group["params"]]
+        self.stepping = "actor_step" if isinstance(self.nets[owners[0]], ddpg.Actor) else "critic_step"
+        self.note(self.stepping, (owners[0], grads))
+
+    def after_step(self, optimizer, args, kwargs):
+        self.note("after_" + self.stepping, None)
+
+    def of(self, kind):
+        return [(data, params) for k, data, params in self.events if k == kind]
+
+    def roles(self) -> dict[str, int]:
+        """Online nets are the ones an optimizer steps; targets the other Actor and Critic."""
+        online = {data[0] for k, data, _ in self.events if k in ("actor_step", "critic_step")}
+        actors = [i for i, net in enumerate(self.nets) if isinstance(net, ddpg.Actor)]
+        critics = [i for i, net in enumerate(self.nets) if isinstance(net, ddpg.Critic)]
+        assert len(actors) == len(critics) == 2 and len(online) == 2, "one online and one target net of each"
+        (actor,), (critic,) = set(actors) & online, set(critics) & online
+        (actor_target,), (critic_target,) = set(actors) - online, set(critics) - online
+        return dict(actor=actor, critic=critic, actor_target=actor_target, critic_target=critic_target)
+
+    def call(self, index, params, *inputs):
+        """Network `index` evaluated with the parameter tensors `params` in place of its own."""
+        names = [name for name, _ in self.nets[index].named_parameters()]
+        return torch.func.functional_call(self.nets[index], dict(zip(names, params)), inputs)
+
+
+def run_recorded(tmp_path, keep_params: bool = True, **overrides) -> Timeline:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        timeline = Timeline(monkeypatch, keep_params)
+        hooks = [
+            register_optimizer_step_pre_hook(timeline.before_step),
+            register_optimizer_step_post_hook(timeline.after_step),
+        ]
+        try:
+            timeline.summary, _ = train_in(tmp_path, ddpg, **overrides)
+        finally:
+            for handle in hooks:
+                handle.remove()
+    return timeline
+
+
+@pytest.fixture(scope="module")
+def clock_run(tmp_path_factory) -> Timeline:
+    return run_recorded(tmp_path_factory.mktemp("clock"), **CLOCK_ARGS)
+
+
+def clock_transitions(steps: int) -> list[tuple]:
+    """$(s_t, r_t, s_{t+1}, \\text{terminated}_t)$ of one Clock env, from its rules alone."""
+    rows, t, k = [], 0, 0
+    for _ in range(steps):
+        end = ClockEnv.TERMINATE_AT if k % 2 == 0 else ClockEnv.TRUNCATE_AT
+        rows.append(((t, k % 2), t + 1, (t + 1, k % 2), k % 2 == 0 and t + 1 == end))
+        t, k = (0, k + 1) if t + 1 == end else (t + 1, k)
+    return rows
+
+
+def test_buffer_stores_each_step_with_its_true_next_obs_and_termination(clock_run):
+    """Catches s_{t+1} stored as the reset obs, truncation stored as termination (or termination dropped),
+    and obs, actions or rewards stored a step off."""
+    adds, steps = clock_run.of("add"), clock_run.of("step")
+    num_envs = CLOCK_ARGS["num_envs"]
+    assert len(adds) == len(steps) == CLOCK_ARGS["total_timesteps"] // num_envs
+    expected = clock_transitions(len(adds))
+    assert any(row[3] for row in expected) and (5, 1) in [row[2] for row in expected]  # both kinds of end
+    for (stored, _), ((stepped, _), _), (s, r, s_next, term) in zip(adds, steps, expected):
+        obs, actions, rewards, next_obs, terminated = stored
+        np.testing.assert_array_equal(obs, [s] * num_envs)  # every env of the vector runs the same clock
+        np.testing.assert_array_equal(actions, stepped)
+        np.testing.assert_array_equal(rewards, [r] * num_envs)
+        np.testing.assert_array_equal(next_obs, [s_next] * num_envs)
+        np.testing.assert_array_equal(terminated, [term] * num_envs)
+
+
+def expected_schedule(total_timesteps, num_envs, learning_starts, policy_frequency, **_) -> str:
+    """Per vector step: X (explore, once the random phase is over), E (env step), D (store in D); then, past
+    learning_starts, one S (sample) and C (critic step) per env, and an A (actor step) every policy_frequency."""
+    out, global_step, updates = [], 0, 0
+    while global_step < total_timesteps:
+        out.append("ED" if global_step < learning_starts else "XED")
+        global_step += num_envs
+        for _ in range(num_envs if global_step > learning_starts else 0):
+            updates += 1
+            out.append("SCA" if updates % policy_frequency == 0 else "SC")
+    return "".join(out)
+
+
+def test_acting_and_learning_follow_learning_starts_and_policy_frequency(clock_run):
+    """Catches an update or the actor's action before learning_starts, an update per vector step instead
+    of per env, or the actor and the targets updated at every critic step despite policy_frequency."""
+    letters = {"explore": "X", "step": "E", "add": "D", "sample": "S", "critic_step": "C", "actor_step": "A"}
+    schedule = "".join(letters.get(kind, "") for kind, _, _ in clock_run.events)
+    assert schedule == expected_schedule(**CLOCK_ARGS)
+
+
+def updates(timeline: Timeline):
+    """Per critic step: the minibatch, the critic's (index, gradients, parameters before), and the same for
+    the actor step that follows it, or None."""
+    out, batch = [], None
+    for kind, data, params in timeline.events:
+        if kind == "sample":
+            batch = data
+        elif kind == "critic_step":
+            out.append([batch, (*data, params), None])
+        elif kind == "actor_step":
+            out[-1][2] = (*data, params)
+    return out
+
+
+def leaves(params):
+    return [p.clone().requires_grad_(True) for p in params]
+
+
+def assert_grads_equal(recorded, expected):
+    for got, want in zip(recorded, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_critic_descends_the_squared_td_error_to_the_target_networks(clock_run):
+    """Catches a TD target from the online actor or critic, (1 - terminated) or gamma dropped, s_t and
+    s_{t+1} swapped, the loss ascended or scaled, or gradients left to accumulate."""
+    role, gamma = clock_run.roles(), CLOCK_ARGS["gamma"]
+    for (obs, actions, rewards, next_obs, terminated), (critic, grads, params), _ in updates(clock_run):
+        assert critic == role["critic"] and len(rewards) == CLOCK_ARGS["batch_size"]
+        # $y_t = r_t + \gamma (1 - \text{terminated}_t) Q(s_{t+1}, \pi(s_{t+1};\theta^-);\phi^-)$
+        with torch.no_grad():
+            next_actions = clock_run.call(role["actor_target"], params[role["actor_target"]], next_obs)
+            next_q = clock_run.call(role["critic_target"], params[role["critic_target"]], next_obs, next_actions)
+        y = rewards + gamma * (1.0 - terminated) * next_q
+        phi = leaves(params[critic])
+        loss = ((clock_run.call(critic, phi, obs, actions) - y) ** 2).mean()
+        assert_grads_equal(grads, torch.autograd.grad(loss, phi))
+
+
+def test_actor_ascends_the_online_critic_at_pi_of_s_t(clock_run):
+    """Catches a negated actor loss, the target critic or target actor in it, s_{t+1} in place of s_t, or
+    an action detached from the actor (no gradient reaching theta)."""
+    role = clock_run.roles()
+    steps = [(batch, actor_step) for batch, _, actor_step in updates(clock_run) if actor_step is not None]
+    assert steps
+    for (obs, *_), (actor, grads, params) in steps:
+        assert actor == role["actor"]
+        theta = leaves(params[actor])
+        # $-\hat{\mathbb{E}}[Q(s_t, \pi(s_t;\theta);\phi)]$, with the critic as it is after its own step
+        loss = -clock_run.call(role["critic"], params[role["critic"]], obs, clock_run.call(actor, theta, obs)).mean()
+        assert_grads_equal(grads, torch.autograd.grad(loss, theta))
+
+
+def assert_params_equal(got, want, rtol=0.0, atol=0.0):
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+
+
+def test_targets_start_as_copies_and_follow_by_polyak_after_each_actor_step(clock_run):
+    """Catches tau and 1 - tau swapped, Polyak toward the wrong network, at every critic step, or skipped for
+    one of the two targets, and targets that do not start as copies of the online networks."""
+    role, tau = clock_run.roles(), CLOCK_ARGS["tau"]
+    first = clock_run.of("step")[0][1]
+    expected = {"actor_target": first[role["actor"]], "critic_target": first[role["critic"]]}
+    for kind, _, params in clock_run.events:
+        for name in expected:
+            assert_params_equal(params[role[name]], expected[name], rtol=1e-5, atol=1e-6)
+        if kind == "after_actor_step":
+            # $\theta^- \leftarrow \tau\theta + (1-\tau)\theta^-$ and $\phi^- \leftarrow \tau\phi + (1-\tau)\phi^-$
+            for name in expected:
+                online = params[role[name.removesuffix("_target")]]
+                expected[name] = [tau * o + (1 - tau) * t for o, t in zip(online, expected[name])]
+
+
+def test_each_optimizer_step_is_adam_descending_its_own_networks_gradient(clock_run):
+    """Catches the actor step changing the critic or the critic step the actor, an online net pulled toward
+    its target, a wrong learning rate, or a step up the loss instead of down."""
+    role, lr = clock_run.roles(), CLOCK_ARGS["learning_rate"]
+    beta1, beta2, eps = 0.9, 0.999, 1e-8  # Adam's defaults
+    moments = {}  # per network: first and second moments of its gradients, and its step count
+    for (kind, data, before), (_, _, after) in zip(clock_run.events, clock_run.events[1:]):
+        for name in ("actor", "critic"):
+            expected = before[role[name]]
+            if kind == f"{name}_step":
+                grads = data[1]
+                m, v, t = moments.get(name, ([0 * g for g in grads], [0 * g for g in grads], 0))
+                m = [beta1 * m_ + (1 - beta1) * g for m_, g in zip(m, grads)]
+                v = [beta2 * v_ + (1 - beta2) * g * g for v_, g in zip(v, grads)]
+                moments[name] = m, v, t + 1
+                m_hat, v_hat = [m_ / (1 - beta1 ** (t + 1)) for m_ in m], [v_ / (1 - beta2 ** (t + 1)) for v_ in v]
+                expected = [p - lr * a / (b.sqrt() + eps) for p, a, b in zip(expected, m_hat, v_hat)]
+            assert_params_equal(after[role[name]], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_exploration_starts_from_the_online_actor_at_s_t(clock_run):
+    """Catches acting with the target actor, on s_{t+1} or a stale observation, with the wrong noise or
+    bounds, or stepping the env with the noiseless action."""
+    role, num_envs = clock_run.roles(), CLOCK_ARGS["num_envs"]
+    transitions, steps = clock_transitions(len(clock_run.of("step"))), clock_run.of("step")
+    step_index, explored = 0, []
+    for kind, data, params in clock_run.events:
+        if kind == "explore":
+            explored.append((step_index, data, params))
+        step_index += kind == "step"
+    assert len(explored) == len(steps) - CLOCK_ARGS["learning_starts"] // num_envs
+    for index, (mu, noise_std, low, high, actions), params in explored:
+        obs = torch.tensor([transitions[index][0]] * num_envs, dtype=torch.float32)
+        with torch.no_grad():
+            expected_mu = clock_run.call(role["actor"], params[role["actor"]], obs)
+        np.testing.assert_allclose(mu, expected_mu.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(noise_std, [CLOCK_ARGS["exploration_noise"]])  # half-range of [-1, 1] is 1
+        np.testing.assert_array_equal(low, [-1.0]), np.testing.assert_array_equal(high, [1.0])
+        np.testing.assert_array_equal(steps[index][0][0], actions)
+    assert not np.allclose([data[4] for _, data, _ in explored], [data[0] for _, data, _ in explored])  # noise
+
+
+def test_random_actions_cover_the_box_and_noise_is_scaled_to_it(tmp_path):
+    """Catches noise not scaled by each dimension's half-range, explored actions not clipped to the box,
+    and the random phase drawing from [-1, 1] instead of the box (Pendulum's is [-2, 2])."""
+    run = run_recorded(tmp_path, env_id="Pendulum-v1", total_timesteps=60, learning_starts=30, batch_size=8,
+                       hidden_size=8, exploration_noise=0.5, eval_episodes=1)  # fmt: skip
+    stepped = np.array([data[0] for data, _ in run.of("step")])[:, 0, 0]
+    random_phase, explored = stepped[:30], stepped[30:]
+    assert (np.abs(stepped) <= 2.0).all()
+    assert random_phase.min() < -1.2 and random_phase.max() > 1.2
+    assert (np.abs(explored) == 2.0).any()  # noise of std 1 around a small pi(s) reaches the bounds
+    for (_, noise_std, low, high, _), _ in run.of("explore"):
+        np.testing.assert_allclose(noise_std, [0.5 * 2.0])
+        np.testing.assert_array_equal(low, [-2.0]), np.testing.assert_array_equal(high, [2.0])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_few_hundred_steps_move_pi_toward_the_best_action(tmp_path, seed):
+    """Catches a sign error anywhere in the loop (pi then runs away from 0.5), and an evaluation that adds
+    noise or uses the target actor."""
+    # policy_frequency=8: the critic learns the parabola before the actor climbs it (else pi overshoots to 1
+    # and its tanh saturates)
+    run = run_recorded(tmp_path, keep_params=False, env_id="tests.fake_envs:BanditBox-v0", seed=seed,
+                       total_timesteps=400, learning_starts=100, batch_size=32, hidden_size=32, learning_rate=2e-3,
+                       exploration_noise=0.3, policy_frequency=8, eval_episodes=3)  # fmt: skip
+    first_mu = float(run.of("explore")[0][0][0][0, 0])  # pi(s) before any update
+    with torch.no_grad():
+        obs = torch.as_tensor(BanditEnv().reset()[0])
+        final_mu = float(run.nets[run.roles()["actor"]](obs)[0])
+    best = BanditEnv.BEST_ACTION
+    assert abs(final_mu - best) < 0.2 and abs(final_mu - best) < abs(first_mu - best) - 0.2, (first_mu, final_mu)
+    # Evaluation: pi(s) itself, no noise, so every episode pays -(pi(s) - 0.5)^2
+    assert run.summary["eval_mean_return"] == pytest.approx(-((final_mu - best) ** 2), abs=1e-6)
+    assert run.summary["eval_std_return"] == 0.0
