@@ -19,7 +19,6 @@ with the targets following slowly, $\theta^- \leftarrow \tau\theta + (1-\tau)\th
 Run: python ddpg.py --env-id Pendulum-v1
 """
 
-import json
 import os
 import random
 import sys
@@ -35,7 +34,9 @@ import tyro
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """DDPG: trains a deterministic actor and a Q critic from a replay buffer, for Box (continuous) actions."""
+
+    exp_name: str = "ddpg"
     """the name of this experiment (part of the run name)"""
     seed: int = 1
     """seed of random, numpy, torch and the environments"""
@@ -62,6 +63,7 @@ class Args:
     eval_episodes: int = 10
     """episodes of the final, deterministic policy to evaluate"""
 
+    # DDPG's own settings, under CleanRL's names (its `ddpg_continuous_action.py`); the defaults are for Pendulum-v1.
     learning_rate: float = 1e-3
     """Adam's step size alpha, for actor and critic"""
     num_envs: int = 1
@@ -86,42 +88,30 @@ class Args:
     """torch CPU threads (1 is fastest for networks this small)"""
 
 
-class ArgError(ValueError):
-    """Bad input: reported as one `error:` line and exit status 2."""
-
-
 # ## Environments
-# Gymnasium 1.x vector envs with `SAME_STEP` autoreset: when an episode ends, `step` returns
-# the first observation of the next one and the true last observation in `info["final_obs"]`,
-# which is the $s_{t+1}$ the replay buffer must store.
-def make_env(env_id: str, seed: int, render_mode: str | None = None):
-    def thunk():
-        env = gym.make(env_id, render_mode=render_mode)
-        env.action_space.seed(seed)
-        return env
-
-    return thunk
-
-
+# Gymnasium 1.x vector envs with `SAME_STEP` autoreset: when an episode ends, `step` returns the first observation
+# of the next one, and the true last one in `info["final_obs"]`: the $s_{t+1}$ the replay buffer must store.
 def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv:
-    return gym.vector.SyncVectorEnv(
-        [make_env(env_id, seed + i) for i in range(num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
+    env_fns = [lambda: gym.make(env_id) for _ in range(num_envs)]
+    envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs.action_space.seed(seed)
+    return envs
 
 
 def true_next_obs(obs: np.ndarray, info: dict) -> np.ndarray:
-    """$s_{t+1}$ of every env: `obs` (what `step` returned), except where an episode ended, there `final_obs`."""
+    """$s_{t+1}$ of every env: `obs`, except where an episode just ended: there its true last observation."""
     if "final_obs" not in info:
         return obs
-    real = obs.copy()
+    next_obs = obs.copy()
     for i in np.flatnonzero(info["_final_obs"]):
-        real[i] = info["final_obs"][i]
-    return real
+        next_obs[i] = info["final_obs"][i]
+    return next_obs
 
 
 # ## Networks
-# The actor $\pi(s;\theta)$ squashes its output with $\tanh$ into the box
+# Two separate networks, as on the slides: the actor $\pi(s;\theta)$ and the critic $Q(s, a;\phi)$. Unlike the
+# stochastic policies' `mlp`, ReLU layers with PyTorch's default initialisation, as in the DDPG paper and CleanRL.
+# The actor squashes its output with $\tanh$ into the box
 # $[\text{low}, \text{high}]$: $a = b + c \tanh(f(s))$, $c = (\text{high}-\text{low})/2$, $b = (\text{high}+\text{low})/2$.
 class Actor(nn.Module):
     def __init__(self, obs_dim: int, action_dim: int, hidden: int, low: np.ndarray, high: np.ndarray):
@@ -183,7 +173,9 @@ class ReplayBuffer:
 # ## Exploration
 # A deterministic policy explores only through added noise: $a_t = \text{clip}(\pi(s_t) + \epsilon_t)$
 # with $\epsilon_{t,i} \sim \mathbb{N}(0, (\sigma c_i)^2)$ drawn independently for each action
-# dimension $i$ and scaled by its half-range $c_i$.
+# dimension $i$ and scaled by its half-range $c_i$. The DDPG paper uses temporally correlated
+# Ornstein-Uhlenbeck noise instead; we use uncorrelated Gaussian noise, as TD3 (Fujimoto et al. 2018) and
+# CleanRL do: it explores as well on these tasks and needs no state carried across steps and episode ends.
 def explore(actions: np.ndarray, noise_std: np.ndarray, low, high, rng: np.random.Generator) -> np.ndarray:
     return np.clip(actions + noise_std * rng.standard_normal(actions.shape), low, high).astype(np.float32)
 
@@ -191,13 +183,15 @@ def explore(actions: np.ndarray, noise_std: np.ndarray, low, high, rng: np.rando
 # ## The critic's target
 # $y_t = r_t + \gamma (1 - \text{terminated}_t) Q(s_{t+1}, \pi(s_{t+1};\theta^-);\phi^-)$. A time limit
 # (truncation) is not a terminal state: there $s_{t+1}$ is the true last observation and $y_t$ bootstraps.
+# The rewards are used as they are: no reward clipping, unlike the DQN recipe the slides recall.
 def td_target(rewards, terminated, next_q, gamma: float):
     return rewards + gamma * (1.0 - terminated) * next_q
 
 
 # ## The deterministic policy gradient
 # Minimising $-\hat{\mathbb{E}}[Q(s, \pi(s;\theta);\phi)]$ over $\theta$ gives, by the chain rule, the
-# slide's $\nabla_\theta J = \mathbb{E}[\nabla_a Q(s,a)|_{a=\pi(s)} \nabla_\theta \pi(s;\theta)]$.
+# slide's $\nabla_\theta J = \mathbb{E}[\nabla_a Q(s,a)|_{a=\pi(s)} \nabla_\theta \pi(s;\theta)]$ (the slide's
+# $\nabla_\theta Q$ is this $\nabla_a Q$, taken at $a = \pi(s;\theta)$ and with the critic's own weights $\phi$).
 def actor_loss(actor: Actor, critic: Critic, obs: torch.Tensor) -> torch.Tensor:
     return -critic(obs, actor(obs)).mean()
 
@@ -210,45 +204,357 @@ def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
 
 
 def check_args(args: Args) -> None:
-    if not 0 <= args.seed < 2**32:
-        raise ArgError(f"--seed must lie in [0, 2**32), got {args.seed}")
-    for name in ("num_envs", "buffer_size", "batch_size", "policy_frequency", "hidden_size", "num_threads"):
-        if getattr(args, name) <= 0:
+    sizes = ("num_envs", "buffer_size", "batch_size", "policy_frequency", "hidden_size", "num_threads")
+    for name in (*sizes, "learning_rate"):
+        if not getattr(args, name) > 0:
             raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if not args.learning_rate > 0:
-        raise ArgError(f"--learning-rate must be positive, got {args.learning_rate}")
     if not (0 <= args.gamma <= 1 and 0 < args.tau <= 1):
         raise ArgError(f"--gamma must lie in [0, 1] and --tau in (0, 1], got {args.gamma}, {args.tau}")
-    if not args.exploration_noise >= 0 or args.learning_starts < 0 or args.eval_episodes < 0:
-        raise ArgError("--exploration-noise, --learning-starts and --eval-episodes must be >= 0")
-    if args.total_timesteps == 0 and args.model_path is None:
-        raise ArgError("--total-timesteps 0 only evaluates, and needs --model-path")
-    if args.total_timesteps != 0 and args.total_timesteps <= args.learning_starts:
-        raise ArgError(
-            f"--total-timesteps {args.total_timesteps} leaves no update after --learning-starts {args.learning_starts}"
+    if not args.exploration_noise >= 0 or args.learning_starts < 0:
+        raise ArgError("--exploration-noise and --learning-starts must be >= 0")
+    # The first gradient step follows the first vector step that takes `global_step` past `learning_starts`.
+    first_update = args.num_envs * (args.learning_starts // args.num_envs + 1)
+    if 0 < args.total_timesteps < first_update:
+        raise ArgError(f"--total-timesteps {args.total_timesteps} is less than one update ({first_update} steps)")
+
+
+def train(args: Args) -> dict:
+    check_args(args)
+    run = Run(args, "ddpg", (gym.spaces.Box,))  # checks, seeds, device
+    device, obs_dim, action_dim = run.device, run.obs_dim, run.action_dim
+    low, high = run.action_low.astype(np.float32), run.action_high.astype(np.float32)
+    if low.ndim != 1 or not (np.isfinite(low).all() and np.isfinite(high).all()):
+        raise ArgError(f"ddpg.py needs a flat, bounded Box action space, {args.env_id} has low={low}, high={high}")
+    rng = np.random.default_rng(args.seed)
+    envs = make_envs(args.env_id, args.num_envs, args.seed)
+    actor = Actor(obs_dim, action_dim, args.hidden_size, low, high).to(device)
+    critic = Critic(obs_dim, action_dim, args.hidden_size).to(device)
+    actor_target = Actor(obs_dim, action_dim, args.hidden_size, low, high).to(device)
+    critic_target = Critic(obs_dim, action_dim, args.hidden_size).to(device)
+    # `fused`: one kernel per optimizer step instead of a dozen ops per tensor (2x faster at this size)
+    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
+    # The checkpoint holds the online $\theta$ and $\phi$: enough to act and to go on training, the targets
+    # starting again as copies (the optimizers' moments and the replay buffer are not kept).
+    run.start(args.num_envs, actor=actor, critic=critic)  # loads --model-path, opens the run folder
+    # The target networks $\theta^-, \phi^-$ start as copies of $\theta, \phi$.
+    actor_target.load_state_dict(actor.state_dict())
+    critic_target.load_state_dict(critic.state_dict())
+    actor_target.requires_grad_(False), critic_target.requires_grad_(False)
+    actor_params = list(actor.parameters())
+    noise_std = (args.exploration_noise * (high - low) / 2.0).astype(np.float32)
+
+    N = args.num_envs
+    rb = ReplayBuffer(min(args.buffer_size, max(args.total_timesteps, 1)), obs_dim, action_dim, device)
+    global_step, num_updates = 0, 0
+    qf_loss = pi_loss = q_values = None
+    obs, _ = envs.reset(seed=args.seed)
+    obs = obs.astype(np.float32)
+    for iteration in run.iterations():  # one iteration: one step of each of the N envs
+        # ## Acting: uniform random actions first, then $\pi(s_t;\theta)$ plus noise
+        if global_step < args.learning_starts:
+            actions = rng.uniform(low, high, size=(N, action_dim)).astype(np.float32)
+        else:
+            with torch.inference_mode():
+                mu = actor(torch.from_numpy(obs).to(device)).cpu().numpy()
+            actions = explore(mu, noise_std, low, high, rng)
+        next_obs, reward, terminated, truncated, info = envs.step(actions)
+        next_obs = next_obs.astype(np.float32)
+        global_step += N
+        rb.add(obs, actions, reward, true_next_obs(next_obs, info), terminated)
+        obs = next_obs
+        run.record(global_step, reward, terminated | truncated)
+
+        # ## Learning: one gradient step per env step, on a minibatch from $U(D)$
+        # The actor (and the targets) move only every `policy_frequency` critic steps: TD3's delayed update;
+        # the default 1 is plain DDPG.
+        if global_step > args.learning_starts:
+            for _ in range(N):
+                b_obs, b_actions, b_rewards, b_next_obs, b_terminated = rb.sample(args.batch_size)
+                with torch.no_grad():
+                    next_q = critic_target(b_next_obs, actor_target(b_next_obs))
+                    y = td_target(b_rewards, b_terminated, next_q, args.gamma)
+                # Critic: descend $(y_t - Q(s_t, a_t;\phi))^2$
+                q_values = critic(b_obs, b_actions)
+                qf_loss = nn.functional.mse_loss(q_values, y)
+                critic_optimizer.zero_grad(set_to_none=False)
+                qf_loss.backward()
+                critic_optimizer.step()
+                num_updates += 1
+                if num_updates % args.policy_frequency == 0:
+                    # Actor: ascend $Q(s, \pi(s;\theta))$; `inputs=` skips the critic's weight gradients.
+                    pi_loss = actor_loss(actor, critic, b_obs)
+                    actor_optimizer.zero_grad(set_to_none=False)
+                    pi_loss.backward(inputs=actor_params)
+                    actor_optimizer.step()
+                    polyak_update(actor_target, actor, args.tau)
+                    polyak_update(critic_target, critic, args.tau)
+
+        # The NaN guard walks every weight: every 100 vector steps (as CleanRL logs), and after the last one.
+        if qf_loss is not None and (iteration % 100 == 0 or iteration == run.num_iterations or run.interrupted):
+            metrics = {"losses/qf1_loss": qf_loss, "losses/qf1_values": q_values.mean()}
+            if pi_loss is not None:
+                metrics["losses/actor_loss"] = pi_loss
+            run.log(global_step, metrics)
+    envs.close()
+    return run.finish(global_step, actor)
+
+
+# ## Bookkeeping
+# Everything below is the same, byte for byte, in all nine scripts: the run folder, progress.csv,
+# W&B, the status line, the NaN guard, Ctrl-C, saving and loading, the evaluation and the summary,
+# the checks every script shares, and `main()`. It holds no part of the method; read it once.
+
+import importlib.util
+import itertools
+import json
+import math
+import signal
+import threading
+
+
+class ArgError(ValueError):
+    """Bad input: reported as one `error:` line and exit status 2."""
+
+
+class Run:
+    """One training run, from the checks of its arguments to its summary.
+
+    `train` makes one, then calls `start` (after building its networks), `iterations` (the loop),
+    `record` (every env step), `log` (every update) and `finish` (returns the summary).
+    """
+
+    def __init__(self, args, algo: str, action_spaces: tuple):
+        check_common_args(args)
+        self.args, self.algo = args, algo
+        # Probe the env once, so an unknown id or an unsupported space is an error before anything is written.
+        try:
+            env = gym.make(args.env_id)
+        except (gym.error.Error, ImportError) as e:  # unknown id, missing extra (MuJoCo, Box2D), ...
+            raise ArgError(f"cannot make env {args.env_id!r}: {str(e).splitlines()[0]}") from None
+        obs_space, act_space = env.observation_space, env.action_space
+        env.close()
+        if not isinstance(act_space, action_spaces):
+            needs = " or ".join(space.__name__ for space in action_spaces)
+            raise ArgError(f"{algo}.py needs a {needs} action space, {args.env_id} has {act_space}")
+        if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+            raise ArgError(f"{algo}.py needs a flat Box observation space, {args.env_id} has {obs_space}")
+        self.discrete = isinstance(act_space, gym.spaces.Discrete)
+        self.obs_dim = obs_space.shape[0]
+        self.action_dim = int(act_space.n) if self.discrete else act_space.shape[0]
+        self.action_low = None if self.discrete else act_space.low
+        self.action_high = None if self.discrete else act_space.high
+        random.seed(args.seed)
+        np.random.seed(args.seed)
+        torch.manual_seed(args.seed)
+        torch.backends.cudnn.deterministic = args.torch_deterministic
+        torch.set_num_threads(args.num_threads)
+        if args.cuda and not torch.cuda.is_available():
+            print("warning: --cuda given but no GPU is available: running on the CPU", file=sys.stderr)
+        self.device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+        self.name = self.progress = self.wandb = None
+        self.episode_returns, self.ep_return, self.ep_length = [], None, None
+        self.num_iterations = self.planned_steps = 0
+        self.interrupted, self.previous_handler = False, None
+
+    def start(self, steps_per_iteration: int, **checkpoint) -> None:
+        """Load `--model-path` into the `checkpoint` objects, then open the run folder, progress.csv and W&B."""
+        args = self.args
+        if 0 < args.total_timesteps < steps_per_iteration:
+            raise ArgError(
+                f"--total-timesteps {args.total_timesteps} is less than one update ({steps_per_iteration} steps)"
+            )
+        self.checkpoint = {key: part for key, part in checkpoint.items() if part is not None}
+        if args.model_path is not None:
+            self.load(args.model_path)
+        self.num_iterations = args.total_timesteps // steps_per_iteration
+        self.planned_steps = self.num_iterations * steps_per_iteration
+        prefix = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        os.makedirs("runs", exist_ok=True)
+        for k in itertools.count(1):  # mkdir fails if the folder exists: two runs never share one
+            self.name = prefix if k == 1 else f"{prefix}_{k}"
+            try:
+                os.mkdir(f"runs/{self.name}")
+                break
+            except FileExistsError:
+                continue
+        print(f"run folder: runs/{self.name}", flush=True)
+        if self.planned_steps != args.total_timesteps:
+            print(f"training {self.planned_steps} of the {args.total_timesteps} steps asked: "
+                  f"{self.num_iterations} whole updates of {steps_per_iteration} steps", flush=True)  # fmt: skip
+        self.progress = open(f"runs/{self.name}/progress.csv", "w")
+        self.progress.write("global_step,wall_time,episodic_return,episodic_length\n")
+        if args.track:
+            import wandb
+
+            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=self.name, config=vars(args))
+            self.wandb = wandb
+        # Ctrl-C sets `interrupted`: the loop ends after the current iteration and the run is finished as usual.
+        if threading.current_thread() is threading.main_thread():
+            self.previous_handler = signal.signal(signal.SIGINT, self.on_ctrl_c)
+        self.start_time = self.last_print = time.time()
+
+    def on_ctrl_c(self, signum, frame) -> None:
+        self.interrupted = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+        print("interrupted: finishing this iteration, then saving what was reached", file=sys.stderr)
+
+    def iterations(self):
+        """1, 2, ..., num_iterations, or fewer after a Ctrl-C."""
+        for iteration in range(1, self.num_iterations + 1):
+            if self.interrupted:
+                break
+            yield iteration
+
+    def record(self, global_step: int, rewards, dones, active=None) -> None:
+        """Add one step's rewards of every env (`active`: which envs count); log the episodes that ended."""
+        rewards, dones = np.asarray(rewards, dtype=np.float64), np.asarray(dones, dtype=bool)
+        active = np.ones(dones.shape, dtype=bool) if active is None else np.asarray(active, dtype=bool)
+        if self.ep_return is None:
+            self.ep_return, self.ep_length = np.zeros(dones.shape), np.zeros(dones.shape, dtype=np.int64)
+        self.ep_return += np.where(active, rewards, 0.0)
+        self.ep_length += active
+        for i in np.flatnonzero(dones & active):
+            ret, length = float(self.ep_return[i]), int(self.ep_length[i])
+            self.episode_returns.append(ret)
+            self.progress.write(f"{global_step},{time.time() - self.start_time:.4f},{ret:.6g},{length}\n")
+            self.progress.flush()
+            if self.wandb:
+                self.wandb.log({"charts/episodic_return": ret, "charts/episodic_length": length}, step=global_step)
+            self.ep_return[i], self.ep_length[i] = 0.0, 0
+
+    def log(self, global_step: int, metrics: dict) -> None:
+        """After an update: stop on NaN/inf, log `metrics` to W&B, print the status line every 2 s."""
+        metrics = {key: value.item() if hasattr(value, "item") else value for key, value in metrics.items()}
+        bad = [key for key, value in metrics.items() if not math.isfinite(value)]
+        for key, part in self.checkpoint.items():
+            state = state_of(part)
+            if not all(
+                torch.isfinite(t).all() for t in ([state] if isinstance(state, torch.Tensor) else state.values())
+            ):
+                bad.append(key)
+        if bad:
+            self.close()
+            raise FloatingPointError(f"{', '.join(bad)} became NaN/inf at global_step={global_step}")
+        now = time.time()
+        sps = int(global_step / max(now - self.start_time, 1e-9))
+        if self.wandb:
+            self.wandb.log({**metrics, "charts/SPS": sps}, step=global_step)
+        if now - self.last_print >= 2.0:
+            self.last_print = now
+            recent = np.mean(self.episode_returns[-20:]) if self.episode_returns else float("nan")
+            eta = max(self.planned_steps - global_step, 0) / max(sps, 1)
+            print(f"step {global_step}/{self.planned_steps} | {sps} SPS | {now - self.start_time:.0f}s elapsed, "
+                  f"{eta:.0f}s left | mean return (last 20) {recent:.1f}", flush=True)  # fmt: skip
+
+    def finish(self, global_step: int, policy) -> dict:
+        """Save, evaluate `policy` (observation batch -> action batch), write summary.json, print the eval line."""
+        wall_time = time.time() - self.start_time
+        self.close()
+        if self.args.save_model:
+            self.save(f"runs/{self.name}/{self.args.exp_name}.pt")
+        returns = [] if self.interrupted else evaluate(policy, self)
+        summary = {
+            "algo": self.algo, "env_id": self.args.env_id, "seed": self.args.seed, "global_step": global_step,
+            "wall_time_s": wall_time, "sps": global_step / wall_time if wall_time > 0 else 0.0,
+            "eval_mean_return": float(np.mean(returns)) if returns else None,
+            "eval_std_return": float(np.std(returns)) if returns else None,
+            "eval_episodes": len(returns),
+            "train_last_mean_return": float(np.mean(self.episode_returns[-20:])) if self.episode_returns else None,
+            "interrupted": self.interrupted, "run_name": self.name,
+        }  # fmt: skip
+        with open(f"runs/{self.name}/summary.json", "w") as f:
+            json.dump(summary, f, indent=2)
+        if self.wandb:
+            self.wandb.log({"eval/mean_return": summary["eval_mean_return"]}, step=global_step)
+            self.wandb.finish()
+        mean, std = (
+            f"{x:.2f}" if x is not None else None for x in (summary["eval_mean_return"], summary["eval_std_return"])
         )
-    if args.model_path is not None and not os.path.isfile(args.model_path):
-        raise ArgError(f"--model-path {args.model_path}: no such file")
-    if args.capture_video:
-        import importlib.util
+        print(f"eval: mean_return={mean} std_return={std} episodes={len(returns)}", flush=True)
+        return summary
 
-        if importlib.util.find_spec("moviepy") is None:
-            raise ArgError('--capture-video needs moviepy and pygame: pip install "gymnasium[classic-control,other]"')
+    def close(self) -> None:
+        """Close progress.csv and give Ctrl-C back to Python (also when training stops on an error)."""
+        if self.progress is not None and not self.progress.closed:
+            self.progress.close()
+        if self.previous_handler is not None:
+            signal.signal(signal.SIGINT, self.previous_handler)
+            self.previous_handler = None
+
+    def save(self, path: str) -> None:
+        """One file: each checkpoint part's state under its name, and what the run was (algo, env, sizes, args)."""
+        state = {key: state_of(part) for key, part in self.checkpoint.items()}
+        torch.save({**state, "meta": {"algo": self.algo, "env_id": self.args.env_id, "spaces": self.spaces(),
+                                      "args": vars(self.args)}}, path)  # fmt: skip
+        print(f"model saved to {path}")
+
+    def spaces(self) -> list:
+        return [self.obs_dim, self.action_dim, self.discrete]
+
+    def load(self, path: str) -> None:
+        """Checkpoints hold only tensors and numbers: loaded with `weights_only=True`, no pickled code runs."""
+        try:
+            saved = torch.load(path, map_location=self.device, weights_only=True)
+            meta = saved.pop("meta")
+            algo, env_id, spaces = meta["algo"], meta["env_id"], meta["spaces"]
+        except Exception:
+            raise ArgError(f"--model-path {path} is not a checkpoint saved by {self.algo}.py") from None
+        if algo != self.algo:
+            raise ArgError(f"--model-path {path} was saved by {algo}.py, not {self.algo}.py")
+        if spaces != self.spaces():
+            kind = {True: "discrete", False: "continuous"}
+            (o, a, d), (o2, a2, d2) = spaces, self.spaces()
+            raise ArgError(f"--model-path {path} was saved for {o} observations, {a} {kind[d]} actions ({env_id}); "
+                           f"{self.args.env_id} has {o2}, {a2} {kind[d2]}")  # fmt: skip
+        if set(saved) != set(self.checkpoint):
+            raise ArgError(f"--model-path {path} holds {sorted(saved)}; this run needs {sorted(self.checkpoint)}")
+        for key, part in self.checkpoint.items():
+            try:
+                load_into(part, saved[key])
+            except (RuntimeError, KeyError, TypeError, ValueError) as e:
+                reason = " ".join(str(e).split())[:200]
+                raise ArgError(f"--model-path {path}: its {key} does not fit this network ({reason})") from None
 
 
-def evaluate(actor: Actor, args: Args, run_name: str, device: torch.device) -> list[float]:
-    r"""Returns of `eval_episodes` episodes of $\pi(s;\theta)$ itself: no exploration noise."""
+def state_of(part):
+    """What a checkpoint keeps of a part: a module's state dict, a tensor, or an object's numbers and arrays."""
+    if isinstance(part, nn.Module):
+        return part.state_dict()
+    if isinstance(part, torch.Tensor):
+        return part.detach().cpu()
+    return {key: torch.as_tensor(value) for key, value in vars(part).items()}
+
+
+def load_into(part, state) -> None:
+    if isinstance(part, nn.Module):
+        part.load_state_dict(state)
+    elif isinstance(part, torch.Tensor):
+        with torch.no_grad():
+            part.copy_(state)
+    else:
+        for key, value in vars(part).items():
+            if np.shape(value) != tuple(state[key].shape):
+                raise ValueError(f"{key} of shape {tuple(state[key].shape)}, expected {np.shape(value)}")
+            setattr(part, key, state[key].cpu().numpy())
+
+
+def evaluate(policy, run: Run) -> list[float]:
+    """Returns of `eval_episodes` episodes of `policy` (most likely / mean action, no exploration)."""
+    args = run.args
     env = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
     if args.capture_video:
-        env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", episode_trigger=lambda e: True)
+        env = gym.wrappers.RecordVideo(env, f"videos/{run.name}", episode_trigger=lambda e: True)
     returns = []
     for episode in range(args.eval_episodes):
         obs, _ = env.reset(seed=args.seed + 10_000 + episode)
         done, total = False, 0.0
         while not done:
             with torch.inference_mode():
-                action = actor(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-            action = np.clip(action, env.action_space.low, env.action_space.high)
+                obs_batch = torch.as_tensor(obs, dtype=torch.float32, device=run.device).unsqueeze(0)
+                action = policy(obs_batch)[0].cpu().numpy()
+            if not run.discrete:
+                action = np.clip(action, run.action_low, run.action_high)
             obs, reward, terminated, truncated, _ = env.step(action)
             total += float(reward)
             done = terminated or truncated
@@ -257,189 +563,37 @@ def evaluate(actor: Actor, args: Args, run_name: str, device: torch.device) -> l
     return returns
 
 
-def train(args: Args) -> dict:
-    check_args(args)
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    torch.set_num_threads(args.num_threads)
-    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
-    rng = np.random.default_rng(args.seed)
+def check_common_args(args) -> None:
+    """The checks of the fields every script shares."""
+    if not 0 <= args.seed < 2**32:
+        raise ArgError(f"--seed must lie in [0, 2**32), got {args.seed}")
+    if args.total_timesteps < 0:
+        raise ArgError(f"--total-timesteps must be >= 0, got {args.total_timesteps}")
+    if args.total_timesteps == 0 and args.model_path is None:
+        raise ArgError("--total-timesteps 0 only evaluates, and needs --model-path")
+    if args.model_path is not None and not os.path.isfile(args.model_path):
+        raise ArgError(f"--model-path {args.model_path}: no such file")
+    if args.eval_episodes < 0:
+        raise ArgError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
+    if args.capture_video and not all(importlib.util.find_spec(m) for m in ("moviepy", "pygame")):
+        raise ArgError('--capture-video needs moviepy and pygame: pip install "gymnasium[classic-control,other]"')
 
+
+def main() -> None:
+    """The command line: parse `Args`, train, and turn an error into one line and an exit status."""
+    # In Jupyter or Colab, sys.argv is the kernel's own (-f kernel.json): a pasted cell takes the defaults.
+    in_notebook = "ipykernel" in sys.modules or os.path.basename(sys.argv[0]).endswith("kernel_launcher.py")
     try:
-        envs = make_envs(args.env_id, args.num_envs, args.seed)
-    except (gym.error.Error, ImportError) as e:  # unknown id, missing extra (MuJoCo, Box2D), ...
-        raise ArgError(f"cannot make env {args.env_id!r}: {str(e).splitlines()[0]}") from None
-    obs_space, act_space = envs.single_observation_space, envs.single_action_space
-    if not isinstance(act_space, gym.spaces.Box) or len(act_space.shape) != 1:
-        raise ArgError(f"ddpg.py needs a flat Box action space (continuous actions), {args.env_id} has {act_space}")
-    if not (np.isfinite(act_space.low).all() and np.isfinite(act_space.high).all()):
-        raise ArgError(f"ddpg.py needs a bounded Box action space, {args.env_id} has {act_space}")
-    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-        raise ArgError(f"ddpg.py needs a flat Box observation space, {args.env_id} has {obs_space}")
-    obs_dim, action_dim = obs_space.shape[0], act_space.shape[0]
-    low, high = act_space.low.astype(np.float32), act_space.high.astype(np.float32)
-    actor = Actor(obs_dim, action_dim, args.hidden_size, low, high).to(device)
-    critic = Critic(obs_dim, action_dim, args.hidden_size).to(device)
-    if args.model_path is not None:
-        try:
-            saved = torch.load(args.model_path, map_location=device, weights_only=True)
-            actor.load_state_dict(saved["actor"])
-            critic.load_state_dict(saved["critic"])
-        except Exception as e:  # not a model file, or one saved for another env or network
-            reason = f"{type(e).__name__}: {e}".splitlines()[0]
-            raise ArgError(f"--model-path {args.model_path} does not fit {args.env_id}: {reason}") from None
-    # The target networks $\theta^-, \phi^-$ start as copies of $\theta, \phi$.
-    actor_target = Actor(obs_dim, action_dim, args.hidden_size, low, high).to(device)
-    critic_target = Critic(obs_dim, action_dim, args.hidden_size).to(device)
-    actor_target.load_state_dict(actor.state_dict())
-    critic_target.load_state_dict(critic.state_dict())
-    actor_target.requires_grad_(False), critic_target.requires_grad_(False)
-    # `fused`: one kernel per optimizer step instead of a dozen ops per tensor (2x faster at this size)
-    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
-    critic_params, actor_params = list(critic.parameters()), list(actor.parameters())
-    noise_std = (args.exploration_noise * (high - low) / 2.0).astype(np.float32)
-
-    os.makedirs(f"runs/{run_name}", exist_ok=True)
-    writer = None
-    if args.track:
-        import wandb
-
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name, config=vars(args))
-        writer = wandb
-    progress = open(f"runs/{run_name}/progress.csv", "w")
-    progress.write("global_step,wall_time,episodic_return,episodic_length\n")
-
-    N = args.num_envs
-    rb = ReplayBuffer(min(args.buffer_size, max(args.total_timesteps, 1)), obs_dim, action_dim, device)
-    global_step, num_updates, episode_returns = 0, 0, []
-    ep_return, ep_length = np.zeros(N), np.zeros(N, dtype=np.int64)
-    obs, _ = envs.reset(seed=args.seed)
-    obs = obs.astype(np.float32)
-    start_time = last_print = time.time()
-    update_start, update_start_step = None, 0
-    qf_loss = pi_loss = q_values = None
-    interrupted = False
-    try:
-        while global_step < args.total_timesteps:
-            # ## Acting: uniform random actions first, then $\pi(s_t;\theta)$ plus noise
-            if global_step < args.learning_starts:
-                actions = rng.uniform(low, high, size=(N, action_dim)).astype(np.float32)
-            else:
-                with torch.inference_mode():
-                    mu = actor(torch.from_numpy(obs).to(device)).cpu().numpy()
-                actions = explore(mu, noise_std, low, high, rng)
-            next_obs, reward, terminated, truncated, info = envs.step(actions)
-            next_obs = next_obs.astype(np.float32)
-            global_step += N
-            rb.add(obs, actions, reward, true_next_obs(next_obs, info), terminated)
-            obs = next_obs
-
-            ep_return += reward
-            ep_length += 1
-            for i in np.flatnonzero(terminated | truncated):
-                episode_returns.append(float(ep_return[i]))
-                wall = time.time() - start_time
-                progress.write(f"{global_step},{wall:.4f},{ep_return[i]:.6g},{ep_length[i]}\n")
-                progress.flush()
-                if writer:
-                    writer.log(
-                        {"charts/episodic_return": ep_return[i], "charts/episodic_length": ep_length[i]},
-                        step=global_step,
-                    )
-                ep_return[i], ep_length[i] = 0.0, 0
-
-            # ## Learning: one gradient step per env step, on a minibatch from $U(D)$
-            if global_step > args.learning_starts:
-                if update_start is None:
-                    update_start, update_start_step = time.time(), global_step
-                for _ in range(N):
-                    b_obs, b_actions, b_rewards, b_next_obs, b_terminated = rb.sample(args.batch_size)
-                    with torch.no_grad():
-                        next_q = critic_target(b_next_obs, actor_target(b_next_obs))
-                        y = td_target(b_rewards, b_terminated, next_q, args.gamma)
-                    # Critic: descend $(y_t - Q(s_t, a_t;\phi))^2$
-                    q_values = critic(b_obs, b_actions)
-                    qf_loss = nn.functional.mse_loss(q_values, y)
-                    critic_optimizer.zero_grad(set_to_none=False)
-                    qf_loss.backward()
-                    critic_optimizer.step()
-                    num_updates += 1
-                    if num_updates % args.policy_frequency == 0:
-                        # Actor: ascend $Q(s, \pi(s;\theta))$; `inputs=` skips the critic's weight gradients.
-                        pi_loss = actor_loss(actor, critic, b_obs)
-                        actor_optimizer.zero_grad(set_to_none=False)
-                        pi_loss.backward(inputs=actor_params)
-                        actor_optimizer.step()
-                        polyak_update(actor_target, actor, args.tau)
-                        polyak_update(critic_target, critic, args.tau)
-
-            now = time.time()
-            if now - last_print >= 2.0 or global_step >= args.total_timesteps:
-                last_print = now
-                if qf_loss is not None and not all(torch.isfinite(p).all() for p in critic_params + actor_params):
-                    raise FloatingPointError(f"loss or parameters became NaN/inf at global_step={global_step}")
-                sps = int(global_step / (now - start_time))
-                if writer and qf_loss is not None:
-                    writer.log({
-                        "charts/SPS": sps, "losses/qf1_loss": qf_loss.item(), "losses/qf1_values": q_values.mean().item(),
-                        "losses/actor_loss": pi_loss.item() if pi_loss is not None else float("nan"),
-                    }, step=global_step)  # fmt: skip
-                recent = np.mean(episode_returns[-20:]) if episode_returns else float("nan")
-                eta = (args.total_timesteps - global_step) / max(sps, 1)
-                print(f"step {global_step}/{args.total_timesteps} | {sps} SPS | {now - start_time:.0f}s elapsed, "
-                      f"{eta:.0f}s left | mean return (last 20) {recent:.1f}", flush=True)  # fmt: skip
-    except KeyboardInterrupt:
-        interrupted = True
-        print("interrupted: saving what was reached", file=sys.stderr)
-    end_time = time.time()
-    wall_time = end_time - start_time
-    envs.close()
-    progress.close()
-
-    if args.save_model:
-        path = f"runs/{run_name}/{args.exp_name}.pt"
-        weights = {"actor": actor.state_dict(), "critic": critic.state_dict()}
-        torch.save({**weights, "args": vars(args)}, path)
-        print(f"model saved to {path}")
-
-    eval_returns = [] if interrupted else evaluate(actor, args, run_name, device)
-    updating_s = end_time - update_start if update_start is not None else 0.0
-    summary = {
-        "algo": "ddpg",
-        "env_id": args.env_id,
-        "seed": args.seed,
-        "global_step": global_step,
-        "wall_time_s": wall_time,
-        "sps": global_step / wall_time if wall_time > 0 else 0.0,
-        "sps_updating": (global_step - update_start_step) / updating_s if updating_s > 0 else None,
-        "eval_mean_return": float(np.mean(eval_returns)) if eval_returns else None,
-        "eval_std_return": float(np.std(eval_returns)) if eval_returns else None,
-        "eval_episodes": len(eval_returns),
-        "train_last_mean_return": float(np.mean(episode_returns[-20:])) if episode_returns else None,
-        "interrupted": interrupted,
-        "run_name": run_name,
-    }
-    with open(f"runs/{run_name}/summary.json", "w") as f:
-        json.dump(summary, f, indent=2)
-    if writer:
-        writer.log({"eval/mean_return": summary["eval_mean_return"]}, step=global_step)
-        writer.finish()
-    print(
-        f"eval: mean_return={summary['eval_mean_return']} std_return={summary['eval_std_return']} episodes={len(eval_returns)}"
-    )
-    return summary
+        train(tyro.cli(Args, args=[] if in_notebook else None))
+    except ArgError as e:  # bad input: exit 2
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except FloatingPointError as e:  # NaN/inf during training: exit 1
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one during the evaluation
+        sys.exit(130)
 
 
 if __name__ == "__main__":
-    try:
-        train(tyro.cli(Args))
-    except ArgError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except FloatingPointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    main()

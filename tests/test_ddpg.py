@@ -142,10 +142,10 @@ def test_evaluation_adds_no_noise():
     torch.manual_seed(3)
     env = gym.make("Pendulum-v1")
     actor = ddpg.Actor(3, 1, 8, env.action_space.low, env.action_space.high)
-    args = make_args(ddpg, env_id="Pendulum-v1", eval_episodes=2, seed=7)
-    first = ddpg.evaluate(actor, args, "unused", torch.device("cpu"))
+    run = ddpg.Run(make_args(ddpg, env_id="Pendulum-v1", eval_episodes=2, seed=7), "ddpg", (gym.spaces.Box,))
+    first = ddpg.evaluate(actor, run)
     torch.manual_seed(99), np.random.seed(99)
-    assert ddpg.evaluate(actor, args, "unused", torch.device("cpu")) == first
+    assert ddpg.evaluate(actor, run) == first
     # The same episodes, acting with pi(s) itself.
     for episode, expected in enumerate(first):
         obs, _ = env.reset(seed=7 + 10_000 + episode)
