@@ -112,6 +112,16 @@ def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv
     return envs
 
 
+def true_next_obs(obs: np.ndarray, info: dict) -> np.ndarray:
+    """$s_{t+1}$ of every env: `obs`, except where an episode ended, there `final_obs`."""
+    if "final_obs" not in info:
+        return obs
+    real = obs.copy()
+    for i in np.flatnonzero(info["_final_obs"]):
+        real[i] = info["final_obs"][i]
+    return real
+
+
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Linear:
     nn.init.orthogonal_(layer.weight, std)
     nn.init.constant_(layer.bias, bias)
@@ -370,10 +380,7 @@ def train(args: Args) -> dict:
                     action = np.clip(action, act_space.low, act_space.high)
                 obs, reward, terminated, truncated, info = envs.step(action)
                 global_step += N
-                next_obs_buf[step] = obs
-                if "final_obs" in info:
-                    for i in np.flatnonzero(info["_final_obs"]):
-                        next_obs_buf[step, i] = info["final_obs"][i]
+                next_obs_buf[step] = true_next_obs(obs, info)
                 done = terminated | truncated
                 rewards_buf[step], terminated_buf[step], dones_buf[step] = reward, terminated, done
                 discounted_return = discounted_return * args.gamma + reward

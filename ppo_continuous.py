@@ -126,6 +126,16 @@ def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv
     return envs
 
 
+def true_next_obs(obs: np.ndarray, info: dict) -> np.ndarray:
+    """$s_{t+1}$ of every env: `obs`, except where an episode ended, there `final_obs`."""
+    if "final_obs" not in info:
+        return obs
+    real = obs.copy()
+    for i in np.flatnonzero(info["_final_obs"]):
+        real[i] = info["final_obs"][i]
+    return real
+
+
 # ## Observation normalization
 # $\tilde{s} = \text{clip}((s - \mu_s) / \sqrt{\sigma_s^2 + 10^{-8}}, -c, c)$ with $\mu_s, \sigma_s^2$
 # the mean and variance of every observation seen so far, merged batch by batch (Chan et al.):
@@ -385,9 +395,8 @@ def train(args: Args) -> dict:
                 global_step += N
                 if obs_rms is not None:
                     obs_rms.update(raw_obs)
-                next_obs_buf[step] = obs = normalize_obs(raw_obs, obs_rms, args.clip_obs)
-                for i in np.flatnonzero(info.get("_final_obs", False)):
-                    next_obs_buf[step, i] = normalize_obs(info["final_obs"][i], obs_rms, args.clip_obs)
+                obs = normalize_obs(raw_obs, obs_rms, args.clip_obs)
+                next_obs_buf[step] = normalize_obs(true_next_obs(raw_obs, info), obs_rms, args.clip_obs)
                 done = terminated | truncated
                 rewards_buf[step] = scaler(reward, done) if args.scale_rewards else reward
                 terminated_buf[step], dones_buf[step] = terminated, done

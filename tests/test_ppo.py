@@ -1,26 +1,14 @@
-"""ppo.py's math, each piece against a second computation of the same thing."""
+"""ppo.py's math, each piece against a second computation of the same thing, and the wiring of its `train`."""
 
 import numpy as np
 import pytest
 import torch
 
+from tests import wiring_ppo_common as wiring
 from tests.helpers import load_script, train_in
+from tests.wiring_ppo_common import naive_gae
 
 ppo = load_script("ppo.py")
-
-
-def naive_gae(rewards, values, next_values, terminated, dones, gamma, lam):
-    """$\\hat{A}_t = \\sum_{l \\ge 0} (\\gamma\\lambda)^l \\delta_{t+l}$, summed until the episode ends."""
-    T, N = rewards.shape
-    delta = rewards + gamma * next_values * (1 - terminated) - values
-    adv = np.zeros((T, N))
-    for n in range(N):
-        for t in range(T):
-            for k in range(t, T):
-                adv[t, n] += (gamma * lam) ** (k - t) * delta[k, n]
-                if dones[k, n]:
-                    break
-    return adv
 
 
 def random_batch(T=12, N=3, seed=0):
@@ -108,10 +96,8 @@ def test_clipped_samples_give_zero_gradient():
 
 
 def test_value_loss_clipping_against_hand_values():
-    new, old, ret = torch.tensor([2.0, 0.0]), torch.tensor([0.0, 0.0]), torch.tensor([3.0, 1.0])
-    assert ppo.value_loss(new, old, ret, None).item() == pytest.approx(0.5 * (1 + 1) / 2)
-    # clipped prediction of the first sample is 0.2: max((2-3)^2, (0.2-3)^2) = 7.84
-    assert ppo.value_loss(new, old, ret, 0.2).item() == pytest.approx(0.5 * (7.84 + 1) / 2)
+    """Catches a value clip around V_old of the wrong width, or min taken for max."""
+    wiring.check_value_loss_against_hand_values(ppo)
 
 
 def test_categorical_log_prob_and_entropy_closed_form():
@@ -135,6 +121,7 @@ def test_gaussian_log_prob_and_entropy_closed_form():
 
 
 def test_sampling_follows_the_policy():
+    """Catches actions drawn from another distribution than the one log_prob_entropy scores."""
     torch.manual_seed(0)
     agent = ppo.Agent(3, 3, True, 8)
     with torch.no_grad():
@@ -145,14 +132,7 @@ def test_sampling_follows_the_policy():
     freq = torch.bincount(draws, minlength=3).double() / 40_000
     assert probs.min() < 0.2
     torch.testing.assert_close(freq, probs.double(), atol=0.01, rtol=0)
-
-    gauss = ppo.Agent(3, 2, False, 8)
-    with torch.no_grad():
-        gauss.log_std.copy_(torch.tensor([0.5, -1.0]))
-        draws = gauss.sample(obs.expand(40_000, 3))
-        mean = gauss.actor(obs)[0]
-    torch.testing.assert_close(draws.mean(0), mean, atol=0.03, rtol=0)
-    torch.testing.assert_close(draws.std(0), torch.tensor([0.5, -1.0]).exp(), atol=0.03, rtol=0)
+    wiring.check_gaussian_sampling(ppo.Agent(3, 2, False, 8), obs_dim=3)
 
 
 def test_running_mean_std_matches_numpy_over_batches():
@@ -187,3 +167,108 @@ def test_nan_stops_the_run_naming_the_step(tmp_path):
     with pytest.raises(FloatingPointError, match="global_step="):
         train_in(tmp_path, ppo, env_id="tests.fake_envs:NaNReward-v0", total_timesteps=512, num_envs=2,
                  num_steps=64, eval_episodes=1)  # fmt: skip
+
+
+UPHILL = {"num_envs": 8, "num_steps": 8, "total_timesteps": 128, "update_epochs": 4, "num_minibatches": 2,
+          "learning_rate": 5e-3, "anneal_lr": False}  # fmt: skip
+
+
+# ## The wiring of `train`: what the loop feeds the math, on envs whose every transition is known
+CLOCK_RUNS = {
+    "Clock-v0": {},  # the defaults: rewards scaled, advantages normalized, step size annealed
+    "ClockBox-v0": {"scale_rewards": False, "norm_adv": False, "anneal_lr": False, "clip_vloss": True},
+}
+
+
+@pytest.fixture(scope="module", params=list(CLOCK_RUNS))
+def clock(request, tmp_path_factory):
+    """A run on the Clock env, spied on, and what its loop should have fed the math."""
+    overrides = dict(wiring.CLOCK, env_id=f"tests.fake_envs:{request.param}", **CLOCK_RUNS[request.param])
+    rec = wiring.record_train(ppo, tmp_path_factory.mktemp("clock"), **overrides)
+    T, N = rec.args.num_steps, rec.args.num_envs
+    tr = wiring.clock_transitions(T * len(rec.rollouts))
+    rewards = tr["reward"]
+    if rec.args.scale_rewards:
+        # each rollout's $r_t$ over the std of the discounted returns $G_t$ of all rollouts so far, this one's too
+        G = wiring.discounted_returns(tr["reward"], tr["done"], rec.args.gamma)
+        var = [wiring.running_moments(np.repeat(G[: (i + 1) * T], N))[1] for i in range(len(rec.rollouts))]
+        rewards = rewards / np.repeat(np.sqrt(np.array(var) + 1e-8), T)
+    return rec, wiring.expected_rollouts(rec, tr["obs"], tr["next_obs"], rewards)
+
+
+def test_the_policy_acts_on_the_current_observation(clock):
+    """Catches sampling a_t from a stale or wrong observation."""
+    wiring.check_rollout_obs(*clock)
+
+
+def test_gae_gets_scaled_rewards_both_masks_and_V_of_s_t_and_of_the_true_next_state(clock):
+    """Catches the reset obs bootstrapped at a truncation, V(s_t)/V(s_t+1) or terminated/dones swapped, rewards not divided by the std, gamma or lambda misplaced."""
+    wiring.check_gae_inputs(*clock)
+
+
+def test_each_minibatch_sample_keeps_its_own_action_old_log_prob_and_advantage(clock):
+    """Catches negated or unnormalized advantages, misaligned minibatch indexing, old log-probs not from the rollout's policy, epochs that skip samples."""
+    wiring.check_minibatches(*clock)
+
+
+def test_the_value_target_is_the_advantage_plus_the_old_value(clock):
+    """Catches returns = A - V or A + V(s_t+1), V regressed at the wrong observation, the value clip switch inverted."""
+    wiring.check_value_targets(*clock)
+
+
+def test_the_ratio_is_one_on_the_first_minibatch_of_every_update(clock):
+    """Catches log pi_old taken from another policy, action or observation than the one the loss uses."""
+    wiring.check_ratio_starts_at_one(clock[0])
+
+
+def test_each_step_follows_the_gradient_of_its_own_minibatch_loss(clock):
+    """Catches a flipped sign or dropped factor on L^CLIP, c1 L^VF or c2 S, gradients not zeroed, the norm clip skipped."""
+    wiring.check_gradients(clock[0])
+
+
+def test_the_learning_rate_decays_linearly_from_alpha_per_update(clock):
+    """Catches annealing off by one update, or ignoring --anneal-lr."""
+    wiring.check_learning_rates(clock[0])
+
+
+def test_progress_has_every_episode_of_every_env(clock):
+    """Catches episode returns or lengths not reset, or episodes lost at a termination or truncation."""
+    wiring.check_progress(clock[0])
+
+
+def test_true_next_obs_is_final_obs_where_an_episode_ended():
+    """Catches the reset observation taken for s_t+1 at a termination or truncation."""
+    wiring.check_true_next_obs(ppo)
+
+
+def test_the_clip_bounds_are_one_plus_and_minus_epsilon():
+    """Catches the clip range moved, e.g. to 1 + 2 epsilon."""
+    wiring.check_clip_bounds(ppo)
+
+
+def test_the_env_gets_the_clipped_action(tmp_path):
+    """Catches the env stepped with the unclipped Gaussian sample."""
+    wiring.check_env_gets_the_clipped_action(ppo, tmp_path, num_envs=4, num_steps=16, total_timesteps=64)
+
+
+def test_target_kl_ends_the_update_after_the_epoch_that_exceeds_it(tmp_path):
+    """Catches the early stop inverted, ignored or taken inside the epoch."""
+    assert wiring.steps_per_update(ppo, tmp_path, **dict(wiring.CLOCK, update_epochs=3, target_kl=1e-12)) == [2] * 3
+
+
+def test_policy_and_value_use_their_own_networks():
+    """Catches V computed by the actor, or log pi by the critic."""
+    torch.manual_seed(0)
+    for discrete in (True, False):
+        agent = ppo.Agent(3, 2, discrete, 8)
+        obs = torch.randn(5, 3)
+        wiring.check_policy_and_value_use_their_own_networks(agent, obs, agent.sample(obs).detach())
+
+
+@pytest.mark.parametrize("env_id", ["Bandit-v0", "BanditBox-v0"])
+def test_a_few_updates_move_the_policy_toward_the_best_action(env_id, tmp_path):
+    """Catches a sign error anywhere between the reward and the step: the policy would move away."""
+    for seed in (1, 2, 3):
+        before, after = wiring.best_action_before_after(ppo, tmp_path, env_id=f"tests.fake_envs:{env_id}", seed=seed,
+                                                        **UPHILL)  # fmt: skip
+        assert after > before + 0.1, f"seed {seed}: {before} -> {after}"

@@ -1,4 +1,4 @@
-"""ppo_continuous.py's math and its normalization, each against a second computation."""
+"""ppo_continuous.py's math and its normalization, each against a second computation, and the wiring of `train`."""
 
 import importlib.util
 
@@ -8,9 +8,11 @@ import pytest
 import torch
 
 import tests.fake_envs  # noqa: F401  (registers the fake envs for in-process runs)
+from tests import wiring_ppo_common as wiring
 from tests.helpers import cli_flags, load_script, make_args, run_cli, train_in
 from tests.test_contract import assert_one_line_error
-from tests.test_ppo import naive_gae, random_batch
+from tests.test_ppo import random_batch
+from tests.wiring_ppo_common import naive_gae
 
 pc = load_script("ppo_continuous.py")
 TINY = {"total_timesteps": 512, "num_envs": 2, "num_steps": 128, "update_epochs": 2}
@@ -112,6 +114,11 @@ def test_clipped_policy_loss_against_the_piecewise_definition():
     assert loss.item() == pytest.approx(-piecewise.mean())
     assert approx_kl.item() == pytest.approx(np.mean(r - 1 - np.log(r)))
     assert clip_frac.item() == pytest.approx(np.mean(np.abs(r - 1) > eps))
+
+
+def test_value_loss_clipping_against_hand_values():
+    """Catches a value clip around V_old of the wrong width, or min taken for max."""
+    wiring.check_value_loss_against_hand_values(pc)
 
 
 def test_the_ratio_uses_the_unclipped_action_the_env_gets_the_clipped_one(tmp_path, monkeypatch):
@@ -232,3 +239,126 @@ def test_nan_stops_the_run_naming_the_step(tmp_path):
 def test_tiny_run_on_mujoco_hopper(tmp_path):
     summary, _ = train_in(tmp_path, pc, env_id="Hopper-v5", eval_episodes=1, **TINY)
     assert summary["global_step"] == 512 and np.isfinite(summary["eval_mean_return"])
+
+
+# ## The wiring of `train`: what the loop feeds the math, on envs whose every transition is known
+CLOCK_RUNS = {
+    # observations normalized (with a clip that bites), rewards scaled, advantages normalized, step size annealed
+    "normalized": {"clip_obs": 1.5},
+    "switched-off": {"norm_obs": False, "scale_rewards": False, "norm_adv": False, "anneal_lr": False,
+                     "clip_vloss": True},
+}  # fmt: skip
+UPHILL = {"num_envs": 8, "num_steps": 8, "total_timesteps": 128, "update_epochs": 4, "num_minibatches": 2,
+          "learning_rate": 5e-3, "anneal_lr": False}  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=list(CLOCK_RUNS))
+def clock(request, tmp_path_factory):
+    """A run on the Clock env, spied on, and what its loop should have fed the math."""
+    overrides = dict(wiring.CLOCK, env_id="tests.fake_envs:ClockBox-v0", **CLOCK_RUNS[request.param])
+    rec = wiring.record_train(pc, tmp_path_factory.mktemp("clock"), **overrides)
+    args, N = rec.args, rec.args.num_envs
+    steps = args.num_steps * len(rec.rollouts)
+    tr = wiring.clock_transitions(steps)
+    obs, next_obs, rewards = tr["obs"], tr["next_obs"], tr["reward"]
+    if args.norm_obs:
+        # statistics of every observation the env returned so far (the reset ones too), this one included
+        returned = np.vstack([tr["obs"][:1], tr["returned"]])
+
+        def norm(x, seen):
+            mean, var = wiring.running_moments(np.repeat(returned[:seen], N, axis=0))
+            return np.clip((x - mean) / np.sqrt(var + 1e-8), -args.clip_obs, args.clip_obs)
+
+        obs = np.array([norm(tr["obs"][t], t + 1) for t in range(steps)])
+        next_obs = np.array([norm(tr["next_obs"][t], t + 2) for t in range(steps)])
+    if args.scale_rewards:
+        # $r_t$ over the std of the discounted returns $G$ of every step so far, this one's included
+        G = wiring.discounted_returns(tr["reward"], tr["done"], args.gamma)
+        var = np.array([wiring.running_moments(np.repeat(G[: t + 1], N))[1] for t in range(steps)])
+        rewards = rewards / np.sqrt(var + 1e-8)
+    return rec, wiring.expected_rollouts(rec, obs, next_obs, rewards)
+
+
+def test_the_policy_acts_on_the_observation_normalized_with_the_statistics_up_to_it(clock):
+    """Catches observations normalized with stale statistics, not normalized, not clipped, or not updated at the reset."""
+    rec, expected = clock
+    wiring.check_rollout_obs(rec, expected)
+    if rec.args.norm_obs:
+        assert any((np.abs(e["obs"]) == rec.args.clip_obs).any() for e in expected), "the clip never bit"
+
+
+def test_gae_gets_scaled_rewards_both_masks_and_V_of_s_t_and_of_the_true_next_state(clock):
+    """Catches the reset obs bootstrapped at a truncation, V(s_t)/V(s_t+1) or terminated/dones swapped, reward scaling multiplied or not reset at episode ends, gamma or lambda misplaced."""
+    wiring.check_gae_inputs(*clock)
+
+
+def test_each_minibatch_sample_keeps_its_own_action_old_log_prob_and_advantage(clock):
+    """Catches negated or unnormalized advantages, clipped or misaligned actions, old log-probs not from the rollout's policy, epochs that skip samples."""
+    wiring.check_minibatches(*clock)
+
+
+def test_the_value_target_is_the_advantage_plus_the_old_value(clock):
+    """Catches returns = A - V or A + V(s_t+1), V regressed at the wrong observation, the value clip switch inverted."""
+    wiring.check_value_targets(*clock)
+
+
+def test_the_ratio_is_one_on_the_first_minibatch_of_every_update(clock):
+    """Catches log pi_old taken from another policy, action or observation than the one the loss uses."""
+    wiring.check_ratio_starts_at_one(clock[0])
+
+
+def test_each_step_follows_the_gradient_of_its_own_minibatch_loss(clock):
+    """Catches a flipped sign or dropped factor on L^CLIP, c1 L^VF or c2 S, gradients not zeroed, the norm clip skipped."""
+    wiring.check_gradients(clock[0])
+
+
+def test_the_learning_rate_decays_linearly_from_alpha_per_update(clock):
+    """Catches annealing off by one update, or ignoring --anneal-lr."""
+    wiring.check_learning_rates(clock[0])
+
+
+def test_progress_has_every_episode_of_every_env(clock):
+    """Catches episode returns or lengths not reset, or episodes lost at a termination or truncation."""
+    wiring.check_progress(clock[0])
+
+
+def test_true_next_obs_is_final_obs_where_an_episode_ended():
+    """Catches the reset observation taken for s_t+1 at a termination or truncation."""
+    wiring.check_true_next_obs(pc)
+
+
+def test_the_clip_bounds_are_one_plus_and_minus_epsilon():
+    """Catches the clip range moved, e.g. to 1 + 2 epsilon."""
+    wiring.check_clip_bounds(pc)
+
+
+def test_the_env_gets_the_clipped_action(tmp_path):
+    """Catches the env stepped with the unclipped Gaussian sample."""
+    wiring.check_env_gets_the_clipped_action(pc, tmp_path, num_envs=4, num_steps=16, total_timesteps=64)
+
+
+def test_target_kl_ends_the_update_after_the_epoch_that_exceeds_it(tmp_path):
+    """Catches the early stop inverted, ignored or taken inside the epoch."""
+    overrides = dict(wiring.CLOCK, env_id="tests.fake_envs:ClockBox-v0", update_epochs=3, target_kl=1e-12)
+    assert wiring.steps_per_update(pc, tmp_path, **overrides) == [2] * 3
+
+
+def test_sampling_follows_the_policy():
+    """Catches actions drawn with the wrong mean or spread, or a mode that is not the density's peak."""
+    wiring.check_gaussian_sampling(pc.Agent(3, 2, 8), obs_dim=3)
+
+
+def test_policy_and_value_use_their_own_networks():
+    """Catches V computed by the actor, or log pi by the critic."""
+    torch.manual_seed(0)
+    agent = pc.Agent(3, 2, 8)
+    obs = torch.randn(5, 3)
+    wiring.check_policy_and_value_use_their_own_networks(agent, obs, agent.sample(obs).detach())
+
+
+def test_a_few_updates_move_the_mean_toward_the_best_action(tmp_path):
+    """Catches a sign error anywhere between the reward and the step: the mean would move away from 0.5."""
+    for seed in (1, 2, 3):
+        before, after = wiring.best_action_before_after(pc, tmp_path, env_id="tests.fake_envs:BanditBox-v0",
+                                                        seed=seed, **UPHILL)  # fmt: skip
+        assert after > before + 0.1, f"seed {seed}: {before} -> {after}"
