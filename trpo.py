@@ -1,28 +1,15 @@
 r"""Trust Region Policy Optimization (TRPO), for Discrete and Box actions.
 
-Paper: Schulman, Levine, Moritz, Jordan, Abbeel. "Trust Region Policy Optimization",
-ICML 2015 (arXiv:1502.05477). Lecture: slide "Trust Region Policy Optimization (TRPO)",
-with the output layers of slides "Policy Gradient Methods" (softmax for discrete actions,
-a Gaussian $\mathbb{N}(f(s_t), \Sigma)$ for continuous ones).
+Paper: Schulman, Levine, Moritz, Jordan, Abbeel. "Trust Region Policy Optimization", ICML 2015 (arXiv:1502.05477).
+Lecture: slide "Trust Region Policy Optimization (TRPO)", with the softmax and Gaussian output layers of "Policy Gradient Methods".
 
-Each update solves, on one rollout of $\pi_{\theta_{old}}$,
-
-$\max_\theta \mathcal{L}(\theta) = \hat{\mathbb{E}}_t[r_t(\theta)\hat{A}_t]$ subject to
-$\bar{D}_{KL}(\theta) = \hat{\mathbb{E}}_t[KL(\pi(\cdot|s_t;\theta_{old}) || \pi(\cdot|s_t;\theta))] \le \delta$,
-
-by a linear model of $\mathcal{L}$ ($g = \nabla_\theta \mathcal{L}$) and a quadratic model of the KL
-(its Hessian $F$, the Fisher information matrix): the natural-gradient direction $s = F^{-1}g$
-(conjugate gradient on Fisher-vector products), the largest step $\beta s$ with
-$\frac{1}{2}\beta^2 s^T F s = \delta$, then a backtracking line search on the true KL and
-surrogate. A separate critic $V(s)$ is fitted by regression; $\hat{A}_t$ is GAE($\lambda$).
+Each update maximises $\mathcal{L}(\theta) = \hat{\mathbb{E}}_t[r_t(\theta)\hat{A}_t]$ subject to $\bar{D}_{KL}(\theta_{old}, \theta) \le \delta$ by a
+natural-gradient step $\beta F^{-1}g$ ($F$: the Fisher matrix) and a line search; $\hat{A}_t$ is GAE($\lambda$) with a critic $V(s)$.
 
 Run: python trpo.py --env-id CartPole-v1
-Pendulum-v1: python trpo.py --env-id Pendulum-v1 --gamma 0.9 --gae-lambda 0.9 --target-kl 0.03 --anneal-kl --num-minibatches 8 --critic-epochs 20
-"""
+Pendulum-v1: python trpo.py --env-id Pendulum-v1 --gamma 0.9 --gae-lambda 0.9 --target-kl 0.03 --anneal-kl --num-minibatches 8 --critic-epochs 20"""
 
 import functools
-import importlib.util
-import json
 import os
 import random
 import sys
@@ -38,39 +25,15 @@ import tyro
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment (part of the run name)"""
-    seed: int = 1
-    """seed of random, numpy, torch and the environments"""
-    torch_deterministic: bool = True
-    """make torch pick deterministic algorithms (same seed, same machine: same run)"""
-    cuda: bool = False
-    """use the GPU when one is available"""
-    track: bool = False
-    """log to Weights and Biases (set WANDB_MODE=offline to log without a network)"""
-    wandb_project_name: str = "pg-lecture"
-    """the W&B project"""
-    wandb_entity: str | None = None
-    """the W&B entity (team or user)"""
-    capture_video: bool = False
-    """record videos of the evaluation episodes under videos/<run_name>/"""
-    save_model: bool = False
-    """save the weights to runs/<run_name>/<exp_name>.pt"""
-    model_path: str | None = None
-    """load weights before training (with --total-timesteps 0: only evaluate them)"""
-    env_id: str = "CartPole-v1"
-    """the gymnasium environment id"""
-    total_timesteps: int = 100_000
-    """environment steps to train for, over all environments"""
-    eval_episodes: int = 10
-    """episodes of the final, deterministic policy to evaluate"""
+    """TRPO: natural-gradient steps in a KL trust region; trains a policy for Discrete or Box actions on a gymnasium env."""
 
+    # TRPO's own fields, with CleanRL's names and meanings where CleanRL has them.
     target_kl: float = 0.01
     """delta, the trust region: bound on the mean KL between old and new policy"""
     anneal_kl: bool = False
     """shrink delta linearly towards 0 over training: steadier steps near the end"""
     cg_iters: int = 15
-    """conjugate-gradient iterations for $s = F^{-1}g$"""
+    """conjugate-gradient iterations for the natural-gradient direction s = F^-1 g"""
     cg_damping: float = 0.1
     """added to the Fisher matrix, F + damping I, so CG stays well conditioned"""
     backtrack_coef: float = 0.8
@@ -100,46 +63,67 @@ class Args:
     num_threads: int = 1
     """torch CPU threads (1 is fastest for networks this small)"""
 
-
-class ArgError(ValueError):
-    """Bad input: reported as one `error:` line and exit status 2."""
+    # The fields every script shares (CONVENTIONS.md), same names and meanings in all nine.
+    exp_name: str = "trpo"
+    """the name of this experiment (part of the run name)"""
+    seed: int = 1
+    """seed of random, numpy, torch and the environments"""
+    torch_deterministic: bool = True
+    """make torch pick deterministic algorithms (same seed, same machine: same run)"""
+    cuda: bool = False
+    """use the GPU when one is available"""
+    track: bool = False
+    """log to Weights and Biases (set WANDB_MODE=offline to log without a network)"""
+    wandb_project_name: str = "pg-lecture"
+    """the W&B project"""
+    wandb_entity: str | None = None
+    """the W&B entity (team or user)"""
+    capture_video: bool = False
+    """record videos of the evaluation episodes under videos/<run_name>/"""
+    save_model: bool = False
+    """save the weights to runs/<run_name>/<exp_name>.pt"""
+    model_path: str | None = None
+    """load weights from this file before training (with --total-timesteps 0: only evaluate)"""
+    env_id: str = "CartPole-v1"
+    """the gymnasium environment id"""
+    total_timesteps: int = 100_000
+    """environment steps to train for, over all environments"""
+    eval_episodes: int = 10
+    """episodes of the final, deterministic policy to evaluate"""
 
 
 # ## Environments
-# Gymnasium 1.x vector envs with `SAME_STEP` autoreset: when an episode ends, `step` returns the first observation of
-# the next one and the true last observation in `info["final_obs"]`, which we need to bootstrap $V(s_{T})$ when the
-# episode was cut by a time limit. Env $i$ is seeded with `seed + i` by the first `reset(seed=seed)`.
+# Gymnasium 1.x vector envs, `SAME_STEP` autoreset: `step` returns the next episode's first observation, the true last one in `info["final_obs"]`.
 def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv:
-    mode = gym.vector.AutoresetMode.SAME_STEP
-    envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id)] * num_envs, autoreset_mode=mode)
+    env_fns = [lambda: gym.make(env_id) for _ in range(num_envs)]
+    envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs.action_space.seed(seed)
     return envs
 
 
-# $s_{t+1}$ of every env: `obs`, except where an episode ended at this step, there `final_obs`.
 def true_next_obs(obs: np.ndarray, info: dict) -> np.ndarray:
-    real = obs.copy()
-    for i in np.flatnonzero(info.get("_final_obs", [])):
-        real[i] = info["final_obs"][i]
-    return real
+    """$s_{t+1}$ of every env: `obs`, except where an episode just ended: there its true last observation."""
+    if "final_obs" not in info:
+        return obs
+    next_obs = obs.copy()
+    for i in np.flatnonzero(info["_final_obs"]):
+        next_obs[i] = info["final_obs"][i]
+    return next_obs
 
 
-# Two tanh hidden layers; orthogonal weights of gain $\sqrt{2}$ (`out_std` for the output layer), zero biases.
-def mlp(n_in: int, h: int, n_out: int, out_std: float) -> nn.Sequential:
-    def linear(n_in: int, n_out: int, std: float = np.sqrt(2)) -> nn.Linear:
-        layer = nn.Linear(n_in, n_out)
-        nn.init.orthogonal_(layer.weight, std)
-        nn.init.zeros_(layer.bias)
-        return layer
-
-    return nn.Sequential(linear(n_in, h), nn.Tanh(), linear(h, h), nn.Tanh(), linear(h, n_out, out_std))
+def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Linear:
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
 
 
+def mlp(n_in: int, n_hidden: int, n_out: int, out_std: float) -> nn.Sequential:
+    hidden = [layer_init(nn.Linear(n_in, n_hidden)), nn.Tanh(), layer_init(nn.Linear(n_hidden, n_hidden)), nn.Tanh()]
+    return nn.Sequential(*hidden, layer_init(nn.Linear(n_hidden, n_out), std=out_std))
+
+
+# ## The policy: actor $\pi(a|s;\theta)$ (logits $\mathbf{z}$, or the mean $f(s)$ and a free $\log\sigma$) and a separate critic $V(s)$
 class Agent(nn.Module):
-    r"""Actor $\pi(a|s;\theta)$ and a separate critic $V(s)$, trained by different rules.
-    The actor's output is the softmax's logits $\mathbf{z}$ (discrete) or the Gaussian's
-    mean $f(s)$ (continuous, with $\log\sigma$ a parameter in $\theta$ that does not depend on $s$)."""
-
     def __init__(self, obs_dim: int, action_dim: int, discrete: bool, hidden: int):
         super().__init__()
         self.discrete = discrete
@@ -148,56 +132,49 @@ class Agent(nn.Module):
         if not discrete:
             self.log_std = nn.Parameter(torch.zeros(action_dim))
 
-    def policy_params(self) -> list[nn.Parameter]:
-        r"""$\theta$: everything the trust-region step moves, $\log\sigma$ included."""
+    def policy_params(self) -> list[nn.Parameter]:  # $\theta$: what the trust-region step moves
         return list(self.actor.parameters()) + ([] if self.discrete else [self.log_std])
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(obs).squeeze(-1)
 
-    def dist(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The distribution's parameters: (logits, None) or (mean, log_std)."""
+    def dist(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:  # (logits, None), (mean, log_std)
         out = self.actor(obs)
         return (out, None) if self.discrete else (out, self.log_std)
 
     def sample(self, obs: torch.Tensor) -> torch.Tensor:
-        # No torch.distributions per env step. Softmax: Gumbel-max, $\arg\max_a (z_a + g_a)$
-        # with $g_a = -\log(-\log u_a)$, $u_a \sim U(0,1)$. Gaussian: $\mu + \sigma \xi$, $\xi \sim \mathbb{N}(0, I)$.
+        # Not torch.distributions (2-3x slower here): Gumbel-max $\arg\max_a (z_a - \log(-\log u_a))$, $u_a \sim U(0,1)$; $\mu + \sigma \xi$.
         out = self.actor(obs)
         if self.discrete:
             return torch.argmax(out - torch.log(-torch.log(torch.rand_like(out))), dim=-1)
         return out + torch.exp(self.log_std) * torch.randn_like(out)
 
+    def mode(self, obs: torch.Tensor) -> torch.Tensor:  # the most likely action, for evaluation
+        return torch.argmax(self.actor(obs), dim=-1) if self.discrete else self.actor(obs)
+
 
 # ## Log-likelihood and KL of the two output layers
-# Softmax: $\log\pi(a|s) = z_a - \log\sum_b e^{z_b}$. Gaussian:
-# $\log \pi(a|s) = -\sum_i \left[\frac{(a_i - \mu_i)^2}{2\sigma_i^2} + \log \sigma_i + \frac{1}{2}\log 2\pi\right]$.
+# Softmax: $\log\pi(a|s) = z_a - \log\sum_b e^{z_b}$. Gaussian: $\log \pi(a|s) = -\sum_i \left[\frac{(a_i - \mu_i)^2}{2\sigma_i^2} + \log \sigma_i + \frac{1}{2}\log 2\pi\right]$.
 def log_prob(out: torch.Tensor, log_std: torch.Tensor | None, actions: torch.Tensor) -> torch.Tensor:
     if log_std is None:
         return torch.log_softmax(out, -1).gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-    z = (actions - out) * torch.exp(-log_std)
-    return -(0.5 * z.pow(2) + log_std + 0.5 * float(np.log(2 * np.pi))).sum(-1)
+    return -(0.5 * ((actions - out) * torch.exp(-log_std)).pow(2) + log_std + 0.5 * float(np.log(2 * np.pi))).sum(-1)
 
 
-# $KL(\pi_{old} || \pi)$ per state, in the paper's order (the slide writes $KL(\pi_\theta || \pi_{old})$: the two
-# agree to second order at $\theta_{old}$, so $F$ and the step are the same). Softmax: $\sum_a p^{old}_a (\log p^{old}_a - \log p_a)$.
+# $KL(\pi_{old} || \pi)$ per state, the paper's order; a departure: the slide writes $KL(\pi_\theta || \pi_{old})$. Both agree
+# to second order at $\theta_{old}$ (same $F$, same step); only the line search's measured KL differs. Softmax: $\sum_a p^{old}_a (\log p^{old}_a - \log p_a)$.
 # Gaussian: $\sum_i \left[\log\frac{\sigma_i}{\sigma^{old}_i} + \frac{(\sigma^{old}_i)^2 + (\mu^{old}_i - \mu_i)^2}{2\sigma_i^2} - \frac{1}{2}\right]$.
 def kl_divergence(old_out, old_log_std, out, log_std) -> torch.Tensor:
     if log_std is None:
         old_logp, logp = torch.log_softmax(old_out, -1), torch.log_softmax(out, -1)
         return (old_logp.exp() * (old_logp - logp)).sum(-1)
-    var_ratio = torch.exp(2 * (old_log_std - log_std))
-    mean_term = (old_out - out).pow(2) * torch.exp(-2 * log_std)
+    var_ratio, mean_term = torch.exp(2 * (old_log_std - log_std)), (old_out - out).pow(2) * torch.exp(-2 * log_std)
     return (log_std - old_log_std + 0.5 * (var_ratio + mean_term) - 0.5).sum(-1)
 
 
 # ## Generalized advantage estimation
-# $\delta_t = r_t + \gamma V(s_{t+1})(1 - \text{terminated}_t) - V(s_t)$ and
-# $\hat{A}_t = \delta_t + \gamma\lambda (1 - \text{done}_t) \hat{A}_{t+1}$.
-# `next_values[t]` is $V$ of the true next state, also when the episode was truncated there: a time limit is
-# not a terminal state, so it still bootstraps. `dones[t]` (terminated or truncated) only stops the sum from
-# running into the next episode. Arrays are (T, N) numpy: a loop over T small rows runs several times faster
-# in numpy than in torch.
+# $\delta_t = r_t + \gamma V(s_{t+1})(1 - \text{terminated}_t) - V(s_t)$ and $\hat{A}_t = \delta_t + \gamma\lambda (1 - \text{done}_t) \hat{A}_{t+1}$.
+# `next_values[t]`: $V$ of the true next state, also after a time limit (not terminal: it bootstraps); `dones[t]` only stops the sum.
 def gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambda: float) -> np.ndarray:
     advantages, next_advantage = np.zeros_like(rewards), np.zeros_like(rewards[0])
     for t in reversed(range(rewards.shape[0])):
@@ -208,17 +185,15 @@ def gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambd
 
 
 # ## The surrogate and the constraint
-# $\mathcal{L}(\theta) = \hat{\mathbb{E}}_t[r_t(\theta)\hat{A}_t]$ with $r_t = \exp(\log\pi_\theta(a_t|s_t) - \log\pi_{\theta_{old}}(a_t|s_t))$,
-# and $\bar{D}_{KL}(\theta) = \hat{\mathbb{E}}_t[KL(\pi_{old}(\cdot|s_t) || \pi_\theta(\cdot|s_t))]$, both at the current $\theta$.
-# `old_out`, `old_log_std`, `old_log_prob` hold $\pi_{\theta_{old}}$ on the batch, detached.
+# $\mathcal{L}(\theta) = \hat{\mathbb{E}}_t[r_t(\theta)\hat{A}_t]$, $r_t = \exp(\log\pi_\theta(a_t|s_t) - \log\pi_{\theta_{old}}(a_t|s_t))$, and $\bar{D}_{KL}(\theta)$
+# (`old_*`: $\pi_{\theta_{old}}$, detached). Like every implementation, the mean over $t$ drops the slide's $\gamma^t$.
 def surrogate_and_kl(agent, obs, actions, advantages, old_out, old_log_std, old_log_prob):
     out, log_std = agent.dist(obs)
     ratio = torch.exp(log_prob(out, log_std, actions) - old_log_prob)
     return (ratio * advantages).mean(), kl_divergence(old_out, old_log_std, out, log_std).mean()
 
 
-# ## The trust-region step, on $\theta$ as one flat vector
-def flat_grad(y: torch.Tensor, params, **kwargs) -> torch.Tensor:
+def flat_grad(y: torch.Tensor, params, **kwargs) -> torch.Tensor:  # $\nabla_\theta y$ as one flat vector
     return torch.cat([g.reshape(-1) for g in torch.autograd.grad(y, params, **kwargs)])
 
 
@@ -228,21 +203,15 @@ def set_flat_params(params, flat: torch.Tensor) -> None:  # in place, exact: the
             p.copy_(x.view_as(p))
 
 
-# Fisher-vector product $Fv$ without forming $F$: $F$ is the Hessian of the mean KL at
-# $\theta = \theta_{old}$, so $Fv = \nabla_\theta \left[(\nabla_\theta \bar{D}_{KL})^T v\right]$
-# (double backprop). `kl` must be built with $\pi_{old}$ detached and a graph to $\theta$;
-# its gradient graph is built once and reused by every product. Damping: $(F + cI)v$.
+# $Fv = \nabla_\theta [(\nabla_\theta \bar{D}_{KL})^T v]$ by double backprop, without forming $F$ (the KL's Hessian at $\theta_{old}$). Damping: $(F + cI)v$.
 def fisher_vector_product_fn(kl: torch.Tensor, params, damping: float):
     grad_kl = flat_grad(kl, params, create_graph=True)
     return lambda v: flat_grad(grad_kl @ v, params, retain_graph=True) + damping * v
 
 
-# Conjugate gradient for $Fx = g$, with $F$ symmetric positive definite, known only through
-# $v \mapsto Fv$: exact in at most $n$ iterations in exact arithmetic.
+# Conjugate gradient for $Fx = g$, $F$ symmetric positive definite, known only as $v \mapsto Fv$ (exact in $n$ iterations).
 def conjugate_gradient(Av, b: torch.Tensor, iters: int, residual_tol: float = 1e-10) -> torch.Tensor:
-    x = torch.zeros_like(b)
-    r, p = b.clone(), b.clone()  # residual $b - Ax$ and search direction
-    rr = r @ r
+    x, r, p, rr = torch.zeros_like(b), b.clone(), b.clone(), b @ b  # residual $r = b - Ax$, direction $p$, $r^T r$
     for _ in range(iters):
         if rr < residual_tol:
             break
@@ -254,16 +223,14 @@ def conjugate_gradient(Av, b: torch.Tensor, iters: int, residual_tol: float = 1e
     return x
 
 
-# The largest step along $s$ inside the quadratic model of the trust region:
-# $\frac{1}{2}(\beta s)^T F (\beta s) = \delta \Rightarrow \beta = \sqrt{2\delta / s^T F s}$.
+# The largest step in the quadratic model, $\frac{1}{2}(\beta s)^T F (\beta s) = \delta \Rightarrow \beta = \sqrt{2\delta / s^T F s}$;
+# a departure from the slide: `Fs` is the damped $(F + cI)s$, so the step is a little shorter.
 def max_step(s: torch.Tensor, Fs: torch.Tensor, delta: float) -> torch.Tensor:
     return torch.sqrt(2.0 * delta / (s @ Fs)) * s
 
 
-# Backtracking line search: try $\theta_{old} + \alpha^k \beta s$, $k = 0, 1, \dots$, and accept the
-# first that keeps the measured $\bar{D}_{KL} \le \delta$ and improves $\mathcal{L}$. If none does,
-# $\theta_{old}$ is put back exactly. `surrogate_kl()` evaluates $(\mathcal{L}, \bar{D}_{KL})$ at the
-# current parameters. Returns (accepted, backtracks, KL, $\mathcal{L}$) of the accepted step.
+# Backtracking line search: the first $\theta_{old} + \alpha^k \beta s$, $k = 0, 1, \dots$, with measured $\bar{D}_{KL} \le \delta$ and a
+# better $\mathcal{L}$, else $\theta_{old}$ exactly. Returns (accepted, backtracks, KL, $\mathcal{L}$).
 def line_search(params, step: torch.Tensor, surrogate_kl, delta: float, coef: float, max_backtracks: int):
     with torch.no_grad():
         old = torch.cat([p.reshape(-1) for p in params]).clone()
@@ -286,235 +253,407 @@ class RunningMeanStd:
     def update(self, batch: np.ndarray):
         b_mean, b_var, b_count = batch.mean(0), batch.var(0), batch.shape[0]
         delta, total = b_mean - self.mean, self.count + b_count
+        self.mean = self.mean + delta * b_count / total
         m2 = self.var * self.count + b_var * b_count + delta**2 * self.count * b_count / total
-        self.mean, self.var, self.count = self.mean + delta * b_count / total, m2 / total, total
+        self.var, self.count = m2 / total, total
+
+
+# ## Reward scaling
+# $\tilde{r}_t = r_t / \sqrt{\text{Var}[G] + 10^{-8}}$, with $G_t = \gamma G_{t-1} + r_t$ the discounted sum of the running
+# episode's rewards, its variance over all rollouts so far (Engstrom et al. 2020). Subtracting a mean would change the task.
+class RewardScaler:
+    def __init__(self, num_envs: int, gamma: float):
+        self.rms, self.gamma, self.G = RunningMeanStd(), gamma, np.zeros(num_envs)
+
+    def __call__(self, rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
+        G = np.zeros_like(rewards)
+        for t in range(len(rewards)):
+            G[t] = self.G = self.G * self.gamma + rewards[t]
+            self.G = self.G * (1.0 - dones[t])
+        self.rms.update(G.reshape(-1))
+        return (rewards / np.sqrt(self.rms.var + 1e-8)).astype(np.float32)
 
 
 def check_args(args: Args) -> None:
-    def need(ok: bool, message: str) -> None:
-        if not ok:  # also when a comparison with NaN made `ok` False
-            raise ArgError(message)
-
-    need(0 <= args.seed < 2**32, f"--seed must lie in [0, 2**32), got {args.seed}")
-    for name in ("num_envs", "num_steps", "num_minibatches", "critic_epochs", "cg_iters", "max_backtracks",
-                 "hidden_size", "num_threads", "learning_rate", "target_kl"):  # fmt: skip
-        need(getattr(args, name) > 0, f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    a, batch_size = args, args.num_envs * args.num_steps
-    need(0 < a.backtrack_coef < 1, f"--backtrack-coef must lie in (0, 1), got {a.backtrack_coef}")
-    need(a.cg_damping >= 0, f"--cg-damping must be >= 0, got {a.cg_damping}")
-    for name in ("gamma", "gae_lambda"):
-        need(0 <= getattr(a, name) <= 1, f"--{name.replace('_', '-')} must lie in [0, 1], got {getattr(a, name)}")
-    need(a.eval_episodes >= 0, f"--eval-episodes must be >= 0, got {a.eval_episodes}")
-    need(batch_size % a.num_minibatches == 0, f"--num-minibatches must divide the batch {batch_size}")
-    need(a.total_timesteps != 0 or a.model_path is not None, "--total-timesteps 0 only evaluates: needs --model-path")
-    need(a.total_timesteps == 0 or a.total_timesteps >= batch_size,
-         f"--total-timesteps {a.total_timesteps} is less than one update (num_envs * num_steps = {batch_size})")  # fmt: skip
-    need(a.model_path is None or os.path.isfile(a.model_path), f"--model-path {a.model_path}: no such file")
-    has_video = all(importlib.util.find_spec(m) is not None for m in ("moviepy", "pygame"))
-    need(not a.capture_video or has_video, '--capture-video needs: pip install "gymnasium[classic-control,other]"')
-
-
-def evaluate(agent: Agent, args: Args, run_name: str, device: torch.device) -> list[float]:
-    """Returns of `eval_episodes` episodes of the most likely action, no exploration."""
-    env = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
-    if args.capture_video:
-        env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", episode_trigger=lambda e: True)
-    returns = [0.0] * args.eval_episodes
-    for episode in range(args.eval_episodes):
-        obs, _ = env.reset(seed=args.seed + 10_000 + episode)
-        done = False
-        while not done:
-            with torch.inference_mode():  # the most likely action: $\arg\max_a z_a$, or the mean $f(s)$
-                out = agent.actor(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-            action = out.argmax(-1) if agent.discrete else np.clip(out, env.action_space.low, env.action_space.high)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            returns[episode] += float(reward)
-            done = terminated or truncated
-    env.close()
-    return returns
+    sizes = ("num_envs", "num_steps", "num_minibatches", "critic_epochs", "cg_iters", "max_backtracks", "hidden_size")
+    for name in (*sizes, "num_threads", "learning_rate", "target_kl"):
+        if not getattr(args, name) > 0:  # also False for NaN
+            raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if not (0 < args.backtrack_coef < 1 and args.cg_damping >= 0 and 0 <= args.gamma <= 1 and 0 <= args.gae_lambda <= 1):  # fmt: skip
+        raise ArgError(f"need 0 < --backtrack-coef < 1, --cg-damping >= 0, --gamma and --gae-lambda in [0, 1]; got "
+                       f"{args.backtrack_coef}, {args.cg_damping}, {args.gamma}, {args.gae_lambda}")  # fmt: skip
+    if (batch_size := args.num_envs * args.num_steps) % args.num_minibatches:
+        raise ArgError(f"--num-minibatches {args.num_minibatches} must divide num_envs * num_steps = {batch_size}")
 
 
 def train(args: Args) -> dict:
     check_args(args)
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    torch.set_num_threads(args.num_threads)
-    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
-
-    try:
-        envs = make_envs(args.env_id, args.num_envs, args.seed)
-    except (gym.error.Error, ImportError) as e:  # unknown id, missing extra (MuJoCo, Box2D), ...
-        raise ArgError(f"cannot make env {args.env_id!r}: {str(e).splitlines()[0]}") from None
-    obs_space, act_space = envs.single_observation_space, envs.single_action_space
-    if not isinstance(act_space, (gym.spaces.Discrete, gym.spaces.Box)):
-        raise ArgError(f"trpo.py needs a Discrete or Box action space, {args.env_id} has {act_space}")
-    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-        raise ArgError(f"trpo.py needs a flat Box observation space, {args.env_id} has {obs_space}")
-    discrete = isinstance(act_space, gym.spaces.Discrete)
-    obs_dim, action_dim = obs_space.shape[0], int(act_space.n) if discrete else act_space.shape[0]
-    agent = Agent(obs_dim, action_dim, discrete, args.hidden_size).to(device)
-    params = agent.policy_params()
+    run = Run(args, "trpo", (gym.spaces.Discrete, gym.spaces.Box))  # checks, seeds, device
+    envs = make_envs(args.env_id, args.num_envs, args.seed)
+    device, discrete = run.device, run.discrete
+    agent = Agent(run.obs_dim, run.action_dim, discrete, args.hidden_size).to(device)
     critic_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.learning_rate, eps=1e-5)
-    reward_rms = RunningMeanStd()  # of the discounted return, for reward scaling
-    if args.model_path is not None:
-        try:
-            saved = torch.load(args.model_path, map_location=device, weights_only=True)
-            agent.load_state_dict(saved["agent"])
-        except Exception as e:  # not a model file, or one saved for another env or network
-            reason = f"{type(e).__name__}: {e}".splitlines()[0]
-            raise ArgError(f"--model-path {args.model_path} does not fit {args.env_id}: {reason}") from None
-        reward_rms.mean, reward_rms.var, reward_rms.count = saved.get("reward_stats", (0.0, 1.0, 1e-4))
-
-    os.makedirs(f"runs/{run_name}", exist_ok=True)
-    writer = None
-    if args.track:
-        import wandb
-
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name, config=vars(args))
-        writer = wandb
-    progress = open(f"runs/{run_name}/progress.csv", "w", buffering=1)  # line-buffered: flushed per episode
-    progress.write("global_step,wall_time,episodic_return,episodic_length\n")
-
-    # Rollout storage, on the CPU as numpy: the env lives there.
+    reward_scaler = RewardScaler(args.num_envs, args.gamma)
     T, N = args.num_steps, args.num_envs
-    batch_size, num_iterations, minibatch_size = T * N, args.total_timesteps // (T * N), T * N // args.num_minibatches
-    obs_buf, next_obs_buf = np.zeros((2, T, N, obs_dim), dtype=np.float32)
-    actions_buf = np.zeros((T, N) if discrete else (T, N, action_dim), dtype=np.int64 if discrete else np.float32)
-    # rewards, terminated, done flags, and $\sum_k \gamma^k r_{t-k}$ (for reward scaling)
-    rewards_buf, terminated_buf, dones_buf, discounted_buf = np.zeros((4, T, N), dtype=np.float32)
+    batch_size, minibatch_size = T * N, T * N // args.num_minibatches
+    run.start(batch_size, agent=agent, reward_rms=reward_scaler.rms)  # loads --model-path, opens the run folder
 
-    global_step, episode_returns, interrupted = 0, [], False
-    ep_return, discounted_return, ep_length = np.zeros(N), np.zeros(N), np.zeros(N, dtype=np.int64)
-    obs, _ = envs.reset(seed=args.seed)
-    start_time = last_print = time.time()
-    try:
-        for iteration in range(1, num_iterations + 1):
-            # ## Rollout: run $\pi_{\theta_{old}}$ for T steps in each of the N envs
-            for step in range(T):
-                obs_buf[step] = obs
-                with torch.inference_mode():
-                    action = agent.sample(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-                actions_buf[step] = action  # as sampled; the env gets it clipped into the box
-                action = action if discrete else np.clip(action, act_space.low, act_space.high)
-                obs, reward, terminated, truncated, info = envs.step(action)
-                global_step += N
-                next_obs_buf[step] = true_next_obs(obs, info)  # the true $s_{t+1}$ where an episode ended
-                done = terminated | truncated
-                rewards_buf[step], terminated_buf[step], dones_buf[step] = reward, terminated, done
-                discounted_buf[step] = discounted_return = discounted_return * args.gamma + reward
-                discounted_return[done] = 0.0
-                ep_return, ep_length = ep_return + reward, ep_length + 1
-                for i in np.flatnonzero(done):
-                    episode_returns.append(float(ep_return[i]))
-                    progress.write(f"{global_step},{time.time() - start_time:.4f},{ep_return[i]:.6g},{ep_length[i]}\n")
-                    if writer:
-                        writer.log({"charts/episodic_return": ep_return[i], "charts/episodic_length": ep_length[i]},
-                                   step=global_step)  # fmt: skip
-                    ep_return[i], ep_length[i] = 0.0, 0
+    # Rollout storage, on the CPU as numpy (the env lives there): T x N transitions $(s_t, a_t, r_t, s_{t+1})$.
+    obs_buf, next_obs_buf = np.zeros((2, T, N, run.obs_dim), dtype=np.float32)
+    actions_buf = np.zeros((T, N) if discrete else (T, N, run.action_dim), dtype=np.int64 if discrete else np.float32)
+    rewards_buf, terminated_buf, dones_buf = np.zeros((3, T, N), dtype=np.float32)
+    global_step, (obs, _) = 0, envs.reset(seed=args.seed)
+    for iteration in run.iterations():
+        # ## Rollout: run $\pi_{\theta_{old}}$ for T steps in each of the N envs
+        for step in range(T):
+            obs_buf[step] = obs
+            with torch.inference_mode():
+                action = agent.sample(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+            actions_buf[step] = action  # as sampled; the env gets it clipped into the box
+            action = action if discrete else np.clip(action, run.action_low, run.action_high)
+            obs, reward, terminated, truncated, info = envs.step(action)
+            global_step += N
+            next_obs_buf[step] = true_next_obs(obs, info)
+            done = terminated | truncated
+            rewards_buf[step], terminated_buf[step], dones_buf[step] = reward, terminated, done
+            run.record(global_step, reward, done)
 
-            # ## Advantages: one batched forward of V over $s_t$ and the true $s_{t+1}$
-            # Reward scaling: $r_t / \sigma$, $\sigma$ the running std of the discounted return.
-            rewards = rewards_buf
-            if args.scale_rewards:
-                reward_rms.update(discounted_buf.reshape(-1))
-                rewards = (rewards_buf / np.sqrt(reward_rms.var + 1e-8)).astype(np.float32)
-            b_obs = torch.from_numpy(obs_buf).to(device).reshape(batch_size, obs_dim)
-            b_actions = torch.from_numpy(actions_buf).to(device).reshape(batch_size, *actions_buf.shape[2:])
-            with torch.no_grad():
-                values = agent.value(b_obs).reshape(T, N).cpu().numpy()
-                next_values = agent.value(torch.from_numpy(next_obs_buf).to(device)).reshape(T, N).cpu().numpy()
-                old_out, old_log_std = agent.dist(b_obs)  # $\pi_{\theta_{old}}$, kept while $\theta$ moves
-                old_log_std = None if old_log_std is None else old_log_std.clone()
-                old = (old_out, old_log_std, log_prob(old_out, old_log_std, b_actions))
-            advantages = gae(rewards, values, next_values, terminated_buf, dones_buf, args.gamma, args.gae_lambda)
-            returns = advantages + values  # $V^{targ}_t = \hat{A}_t + V(s_t)$
-            flat = np.stack([advantages, returns, values]).reshape(3, batch_size)
-            b_adv, b_returns, b_values = torch.from_numpy(flat).to(device)
-            if args.norm_adv:
-                b_adv = (b_adv - b_adv.mean()) / (b_adv.std() + 1e-8)
+        # ## Advantages: one batched forward of V over $s_t$ and the true $s_{t+1}$
+        rewards = reward_scaler(rewards_buf, dones_buf) if args.scale_rewards else rewards_buf
+        b_obs = torch.from_numpy(obs_buf).to(device).reshape(batch_size, run.obs_dim)
+        b_actions = torch.from_numpy(actions_buf).to(device).reshape(batch_size, *actions_buf.shape[2:])
+        with torch.no_grad():
+            values = agent.value(b_obs).reshape(T, N).cpu().numpy()
+            next_values = agent.value(torch.from_numpy(next_obs_buf).to(device)).reshape(T, N).cpu().numpy()
+            old_out, old_log_std = (x if x is None else x.clone() for x in agent.dist(b_obs))  # $\pi_{old}$, kept
+            old = (old_out, old_log_std, log_prob(old_out, old_log_std, b_actions))
+        advantages = gae(rewards, values, next_values, terminated_buf, dones_buf, args.gamma, args.gae_lambda)
+        returns = advantages + values  # $V^{targ}_t = \hat{A}_t + V(s_t)$
+        b_adv, b_returns, b_values = torch.from_numpy(np.stack([advantages, returns, values])).to(device).flatten(1)
+        b_adv = (b_adv - b_adv.mean()) / (b_adv.std() + 1e-8) if args.norm_adv else b_adv
 
-            # ## Policy: $g$, $s = F^{-1}g$ by CG, the step $\beta s$, the line search
-            # With `--anneal-kl`, update $k$ of $K$ uses $\delta_k = \delta (1 - (k - 1) / K)$.
-            delta = args.target_kl * (1.0 - (iteration - 1) / num_iterations if args.anneal_kl else 1.0)
-            surrogate_kl = functools.partial(surrogate_and_kl, agent, b_obs, b_actions, b_adv, *old)
-            surrogate, kl = surrogate_kl()
-            g = flat_grad(surrogate, params, retain_graph=True)
-            fvp = fisher_vector_product_fn(kl, params, args.cg_damping)
-            s = conjugate_gradient(fvp, g, args.cg_iters)
-            step = max_step(s, fvp(s), delta)
-            accepted, backtracks, step_kl, new_surrogate = line_search(params, step, surrogate_kl, delta,
-                                                                       args.backtrack_coef, args.max_backtracks)  # fmt: skip
+        # ## Policy: $g$, $s = F^{-1}g$ by CG, the step $\beta s$, the line search (`--anneal-kl`: $\delta_k = \delta (1 - (k - 1) / K)$)
+        delta = args.target_kl * (1.0 - (iteration - 1) / run.num_iterations if args.anneal_kl else 1.0)
+        surrogate_kl = functools.partial(surrogate_and_kl, agent, b_obs, b_actions, b_adv, *old)
+        surrogate, kl = surrogate_kl()
+        params = agent.policy_params()  # $\theta$
+        g = flat_grad(surrogate, params, retain_graph=True)
+        fvp = fisher_vector_product_fn(kl, params, args.cg_damping)
+        s = conjugate_gradient(fvp, g, args.cg_iters)
+        step = max_step(s, fvp(s), delta)
+        accepted, backtracks, step_kl, new_surrogate = line_search(params, step, surrogate_kl, delta,
+                                                                   args.backtrack_coef, args.max_backtracks)  # fmt: skip
 
-            # ## Critic: minimise $(V(s_t) - V_t^{targ})^2$, $V_t^{targ} = \hat{A}_t + V_{old}(s_t)$, by Adam
-            for _epoch in range(args.critic_epochs):
-                perm = torch.randperm(batch_size, device=device)
-                for start in range(0, batch_size, minibatch_size):
-                    mb = perm[start : start + minibatch_size]
-                    v_loss = 0.5 * (agent.value(b_obs[mb]) - b_returns[mb]).pow(2).mean()
-                    critic_optimizer.zero_grad()
-                    v_loss.backward()
-                    critic_optimizer.step()
+        # ## Critic: minimise $\frac{1}{2}(V(s_t) - V_t^{targ})^2$, $V_t^{targ} = \hat{A}_t + V_{old}(s_t)$, by Adam
+        for _epoch in range(args.critic_epochs):
+            for mb in torch.randperm(batch_size, device=device).split(minibatch_size):
+                v_loss = 0.5 * (agent.value(b_obs[mb]) - b_returns[mb]).pow(2).mean()
+                critic_optimizer.zero_grad()
+                v_loss.backward()
+                critic_optimizer.step()
 
-            finite = np.isfinite(new_surrogate) and torch.isfinite(v_loss)
-            if not finite or not all(torch.isfinite(p).all() for p in agent.parameters()):
-                raise FloatingPointError(f"loss or parameters became NaN/inf at global_step={global_step}")
-
-            now = time.time()
-            sps = int(global_step / (now - start_time))
-            if writer:
-                var_y = b_returns.var()
-                explained_var = float("nan") if var_y == 0 else float(1 - (b_returns - b_values).var() / var_y)
-                writer.log({
-                    "charts/SPS": sps, "losses/policy_objective": new_surrogate, "losses/value_loss": v_loss.item(),
-                    "losses/kl": step_kl, "losses/line_search_backtracks": backtracks, "losses/step_norm": step.norm().item(),
-                    "losses/line_search_success": float(accepted), "losses/explained_variance": explained_var,
-                }, step=global_step)  # fmt: skip
-            if now - last_print >= 2.0 or iteration == num_iterations:
-                last_print = now
-                recent = np.mean(episode_returns[-20:]) if episode_returns else float("nan")
-                eta = (args.total_timesteps - global_step) / max(sps, 1)
-                print(f"step {global_step}/{args.total_timesteps} | {sps} SPS | {now - start_time:.0f}s elapsed, "
-                      f"{eta:.0f}s left | mean return (last 20) {recent:.1f} | kl {step_kl:.4f}, "
-                      f"backtracks {backtracks}{'' if accepted else ' (rejected)'}", flush=True)  # fmt: skip
-    except KeyboardInterrupt:
-        interrupted = True
-        print("interrupted: saving what was reached", file=sys.stderr)
-    wall_time = time.time() - start_time
+        run.log(global_step, {"losses/policy_objective": new_surrogate, "losses/value_loss": v_loss, "losses/kl": step_kl,
+                              "losses/line_search_backtracks": backtracks, "losses/line_search_success": float(accepted),
+                              "losses/step_norm": step.norm().nan_to_num(), "losses/explained_variance":
+                              1 - (b_returns - b_values).var() / b_returns.var().clamp_min(1e-12)})  # fmt: skip
     envs.close()
-    progress.close()
+    return run.finish(global_step, agent.mode)
 
-    if args.save_model:
-        path = f"runs/{run_name}/{args.exp_name}.pt"
-        reward_stats = (float(reward_rms.mean), float(reward_rms.var), float(reward_rms.count))
-        torch.save({"agent": agent.state_dict(), "reward_stats": reward_stats, "args": vars(args)}, path)
+
+# ## Bookkeeping
+# Everything below is the same, byte for byte, in all nine scripts: the run folder, progress.csv,
+# W&B, the status line, the NaN guard, Ctrl-C, saving and loading, the evaluation and the summary,
+# the checks every script shares, and `main()`. It holds no part of the method; read it once.
+
+import importlib.util
+import itertools
+import json
+import math
+import signal
+import threading
+
+
+class ArgError(ValueError):
+    """Bad input: reported as one `error:` line and exit status 2."""
+
+
+class Run:
+    """One training run, from the checks of its arguments to its summary.
+
+    `train` makes one, then calls `start` (after building its networks), `iterations` (the loop),
+    `record` (every env step), `log` (every update) and `finish` (returns the summary).
+    """
+
+    def __init__(self, args, algo: str, action_spaces: tuple):
+        check_common_args(args)
+        self.args, self.algo = args, algo
+        # Probe the env once, so an unknown id or an unsupported space is an error before anything is written.
+        try:
+            env = gym.make(args.env_id)
+        except (gym.error.Error, ImportError) as e:  # unknown id, missing extra (MuJoCo, Box2D), ...
+            raise ArgError(f"cannot make env {args.env_id!r}: {str(e).splitlines()[0]}") from None
+        obs_space, act_space = env.observation_space, env.action_space
+        env.close()
+        if not isinstance(act_space, action_spaces):
+            needs = " or ".join(space.__name__ for space in action_spaces)
+            raise ArgError(f"{algo}.py needs a {needs} action space, {args.env_id} has {act_space}")
+        if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+            raise ArgError(f"{algo}.py needs a flat Box observation space, {args.env_id} has {obs_space}")
+        self.discrete = isinstance(act_space, gym.spaces.Discrete)
+        self.obs_dim = obs_space.shape[0]
+        self.action_dim = int(act_space.n) if self.discrete else act_space.shape[0]
+        self.action_low = None if self.discrete else act_space.low
+        self.action_high = None if self.discrete else act_space.high
+        random.seed(args.seed)
+        np.random.seed(args.seed)
+        torch.manual_seed(args.seed)
+        torch.backends.cudnn.deterministic = args.torch_deterministic
+        torch.set_num_threads(args.num_threads)
+        if args.cuda and not torch.cuda.is_available():
+            print("warning: --cuda given but no GPU is available: running on the CPU", file=sys.stderr)
+        self.device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+        self.name = self.progress = self.wandb = None
+        self.episode_returns, self.ep_return, self.ep_length = [], None, None
+        self.num_iterations = self.planned_steps = 0
+        self.interrupted, self.previous_handler = False, None
+
+    def start(self, steps_per_iteration: int, **checkpoint) -> None:
+        """Load `--model-path` into the `checkpoint` objects, then open the run folder, progress.csv and W&B."""
+        args = self.args
+        if 0 < args.total_timesteps < steps_per_iteration:
+            raise ArgError(
+                f"--total-timesteps {args.total_timesteps} is less than one update ({steps_per_iteration} steps)"
+            )
+        self.checkpoint = {key: part for key, part in checkpoint.items() if part is not None}
+        if args.model_path is not None:
+            self.load(args.model_path)
+        self.num_iterations = args.total_timesteps // steps_per_iteration
+        self.planned_steps = self.num_iterations * steps_per_iteration
+        prefix = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        os.makedirs("runs", exist_ok=True)
+        for k in itertools.count(1):  # mkdir fails if the folder exists: two runs never share one
+            self.name = prefix if k == 1 else f"{prefix}_{k}"
+            try:
+                os.mkdir(f"runs/{self.name}")
+                break
+            except FileExistsError:
+                continue
+        print(f"run folder: runs/{self.name}", flush=True)
+        if self.planned_steps != args.total_timesteps:
+            print(f"training {self.planned_steps} of the {args.total_timesteps} steps asked: "
+                  f"{self.num_iterations} whole updates of {steps_per_iteration} steps", flush=True)  # fmt: skip
+        self.progress = open(f"runs/{self.name}/progress.csv", "w")
+        self.progress.write("global_step,wall_time,episodic_return,episodic_length\n")
+        if args.track:
+            import wandb
+
+            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=self.name, config=vars(args))
+            self.wandb = wandb
+        # Ctrl-C sets `interrupted`: the loop ends after the current iteration and the run is finished as usual.
+        if threading.current_thread() is threading.main_thread():
+            self.previous_handler = signal.signal(signal.SIGINT, self.on_ctrl_c)
+        self.start_time = self.last_print = time.time()
+
+    def on_ctrl_c(self, signum, frame) -> None:
+        self.interrupted = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+        print("interrupted: finishing this iteration, then saving what was reached", file=sys.stderr)
+
+    def iterations(self):
+        """1, 2, ..., num_iterations, or fewer after a Ctrl-C."""
+        for iteration in range(1, self.num_iterations + 1):
+            if self.interrupted:
+                break
+            yield iteration
+
+    def record(self, global_step: int, rewards, dones, active=None) -> None:
+        """Add one step's rewards of every env (`active`: which envs count); log the episodes that ended."""
+        rewards, dones = np.asarray(rewards, dtype=np.float64), np.asarray(dones, dtype=bool)
+        active = np.ones(dones.shape, dtype=bool) if active is None else np.asarray(active, dtype=bool)
+        if self.ep_return is None:
+            self.ep_return, self.ep_length = np.zeros(dones.shape), np.zeros(dones.shape, dtype=np.int64)
+        self.ep_return += np.where(active, rewards, 0.0)
+        self.ep_length += active
+        for i in np.flatnonzero(dones & active):
+            ret, length = float(self.ep_return[i]), int(self.ep_length[i])
+            self.episode_returns.append(ret)
+            self.progress.write(f"{global_step},{time.time() - self.start_time:.4f},{ret:.6g},{length}\n")
+            self.progress.flush()
+            if self.wandb:
+                self.wandb.log({"charts/episodic_return": ret, "charts/episodic_length": length}, step=global_step)
+            self.ep_return[i], self.ep_length[i] = 0.0, 0
+
+    def log(self, global_step: int, metrics: dict) -> None:
+        """After an update: stop on NaN/inf, log `metrics` to W&B, print the status line every 2 s."""
+        metrics = {key: value.item() if hasattr(value, "item") else value for key, value in metrics.items()}
+        bad = [key for key, value in metrics.items() if not math.isfinite(value)]
+        for key, part in self.checkpoint.items():
+            state = state_of(part)
+            if not all(
+                torch.isfinite(t).all() for t in ([state] if isinstance(state, torch.Tensor) else state.values())
+            ):
+                bad.append(key)
+        if bad:
+            self.close()
+            raise FloatingPointError(f"{', '.join(bad)} became NaN/inf at global_step={global_step}")
+        now = time.time()
+        sps = int(global_step / max(now - self.start_time, 1e-9))
+        if self.wandb:
+            self.wandb.log({**metrics, "charts/SPS": sps}, step=global_step)
+        if now - self.last_print >= 2.0:
+            self.last_print = now
+            recent = np.mean(self.episode_returns[-20:]) if self.episode_returns else float("nan")
+            eta = max(self.planned_steps - global_step, 0) / max(sps, 1)
+            print(f"step {global_step}/{self.planned_steps} | {sps} SPS | {now - self.start_time:.0f}s elapsed, "
+                  f"{eta:.0f}s left | mean return (last 20) {recent:.1f}", flush=True)  # fmt: skip
+
+    def finish(self, global_step: int, policy) -> dict:
+        """Save, evaluate `policy` (observation batch -> action batch), write summary.json, print the eval line."""
+        wall_time = time.time() - self.start_time
+        self.close()
+        if self.args.save_model:
+            self.save(f"runs/{self.name}/{self.args.exp_name}.pt")
+        returns = [] if self.interrupted else evaluate(policy, self)
+        summary = {
+            "algo": self.algo, "env_id": self.args.env_id, "seed": self.args.seed, "global_step": global_step,
+            "wall_time_s": wall_time, "sps": global_step / wall_time if wall_time > 0 else 0.0,
+            "eval_mean_return": float(np.mean(returns)) if returns else None,
+            "eval_std_return": float(np.std(returns)) if returns else None,
+            "eval_episodes": len(returns),
+            "train_last_mean_return": float(np.mean(self.episode_returns[-20:])) if self.episode_returns else None,
+            "interrupted": self.interrupted, "run_name": self.name,
+        }  # fmt: skip
+        with open(f"runs/{self.name}/summary.json", "w") as f:
+            json.dump(summary, f, indent=2)
+        if self.wandb:
+            self.wandb.log({"eval/mean_return": summary["eval_mean_return"]}, step=global_step)
+            self.wandb.finish()
+        mean, std = (
+            f"{x:.2f}" if x is not None else None for x in (summary["eval_mean_return"], summary["eval_std_return"])
+        )
+        print(f"eval: mean_return={mean} std_return={std} episodes={len(returns)}", flush=True)
+        return summary
+
+    def close(self) -> None:
+        """Close progress.csv and give Ctrl-C back to Python (also when training stops on an error)."""
+        if self.progress is not None and not self.progress.closed:
+            self.progress.close()
+        if self.previous_handler is not None:
+            signal.signal(signal.SIGINT, self.previous_handler)
+            self.previous_handler = None
+
+    def save(self, path: str) -> None:
+        """One file: each checkpoint part's state under its name, and what the run was (algo, env, sizes, args)."""
+        state = {key: state_of(part) for key, part in self.checkpoint.items()}
+        torch.save({**state, "meta": {"algo": self.algo, "env_id": self.args.env_id, "spaces": self.spaces(),
+                                      "args": vars(self.args)}}, path)  # fmt: skip
         print(f"model saved to {path}")
 
-    eval_returns = [] if interrupted else evaluate(agent, args, run_name, device)
-    mean, std = (float(np.mean(eval_returns)), float(np.std(eval_returns))) if eval_returns else (None, None)
-    summary = {
-        "algo": "trpo", "env_id": args.env_id, "seed": args.seed, "global_step": global_step,
-        "wall_time_s": wall_time, "sps": global_step / wall_time if wall_time > 0 else 0.0,
-        "eval_mean_return": mean, "eval_std_return": std, "eval_episodes": len(eval_returns),
-        "train_last_mean_return": float(np.mean(episode_returns[-20:])) if episode_returns else None,
-        "interrupted": interrupted, "run_name": run_name,
-    }  # fmt: skip
-    with open(f"runs/{run_name}/summary.json", "w") as f:
-        json.dump(summary, f, indent=2)
-    if writer:
-        writer.log({"eval/mean_return": summary["eval_mean_return"]}, step=global_step)
-        writer.finish()
-    print(f"eval: mean_return={mean} std_return={std} episodes={len(eval_returns)}")
-    return summary
+    def spaces(self) -> list:
+        return [self.obs_dim, self.action_dim, self.discrete]
+
+    def load(self, path: str) -> None:
+        """Checkpoints hold only tensors and numbers: loaded with `weights_only=True`, no pickled code runs."""
+        try:
+            saved = torch.load(path, map_location=self.device, weights_only=True)
+            meta = saved.pop("meta")
+            algo, env_id, spaces = meta["algo"], meta["env_id"], meta["spaces"]
+        except Exception:
+            raise ArgError(f"--model-path {path} is not a checkpoint saved by {self.algo}.py") from None
+        if algo != self.algo:
+            raise ArgError(f"--model-path {path} was saved by {algo}.py, not {self.algo}.py")
+        if spaces != self.spaces():
+            kind = {True: "discrete", False: "continuous"}
+            (o, a, d), (o2, a2, d2) = spaces, self.spaces()
+            raise ArgError(f"--model-path {path} was saved for {o} observations, {a} {kind[d]} actions ({env_id}); "
+                           f"{self.args.env_id} has {o2}, {a2} {kind[d2]}")  # fmt: skip
+        if set(saved) != set(self.checkpoint):
+            raise ArgError(f"--model-path {path} holds {sorted(saved)}; this run needs {sorted(self.checkpoint)}")
+        for key, part in self.checkpoint.items():
+            try:
+                load_into(part, saved[key])
+            except (RuntimeError, KeyError, TypeError, ValueError) as e:
+                reason = " ".join(str(e).split())[:200]
+                raise ArgError(f"--model-path {path}: its {key} does not fit this network ({reason})") from None
+
+
+def state_of(part):
+    """What a checkpoint keeps of a part: a module's state dict, a tensor, or an object's numbers and arrays."""
+    if isinstance(part, nn.Module):
+        return part.state_dict()
+    if isinstance(part, torch.Tensor):
+        return part.detach().cpu()
+    return {key: torch.as_tensor(value) for key, value in vars(part).items()}
+
+
+def load_into(part, state) -> None:
+    if isinstance(part, nn.Module):
+        part.load_state_dict(state)
+    elif isinstance(part, torch.Tensor):
+        with torch.no_grad():
+            part.copy_(state)
+    else:
+        for key, value in vars(part).items():
+            if np.shape(value) != tuple(state[key].shape):
+                raise ValueError(f"{key} of shape {tuple(state[key].shape)}, expected {np.shape(value)}")
+            setattr(part, key, state[key].cpu().numpy())
+
+
+def evaluate(policy, run: Run) -> list[float]:
+    """Returns of `eval_episodes` episodes of `policy` (most likely / mean action, no exploration)."""
+    args = run.args
+    env = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
+    if args.capture_video:
+        env = gym.wrappers.RecordVideo(env, f"videos/{run.name}", episode_trigger=lambda e: True)
+    returns = []
+    for episode in range(args.eval_episodes):
+        obs, _ = env.reset(seed=args.seed + 10_000 + episode)
+        done, total = False, 0.0
+        while not done:
+            with torch.inference_mode():
+                obs_batch = torch.as_tensor(obs, dtype=torch.float32, device=run.device).unsqueeze(0)
+                action = policy(obs_batch)[0].cpu().numpy()
+            if not run.discrete:
+                action = np.clip(action, run.action_low, run.action_high)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return returns
+
+
+def check_common_args(args) -> None:
+    """The checks of the fields every script shares."""
+    if not 0 <= args.seed < 2**32:
+        raise ArgError(f"--seed must lie in [0, 2**32), got {args.seed}")
+    if args.total_timesteps < 0:
+        raise ArgError(f"--total-timesteps must be >= 0, got {args.total_timesteps}")
+    if args.total_timesteps == 0 and args.model_path is None:
+        raise ArgError("--total-timesteps 0 only evaluates, and needs --model-path")
+    if args.model_path is not None and not os.path.isfile(args.model_path):
+        raise ArgError(f"--model-path {args.model_path}: no such file")
+    if args.eval_episodes < 0:
+        raise ArgError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
+    if args.capture_video and not all(importlib.util.find_spec(m) for m in ("moviepy", "pygame")):
+        raise ArgError('--capture-video needs moviepy and pygame: pip install "gymnasium[classic-control,other]"')
+
+
+def main() -> None:
+    """The command line: parse `Args`, train, and turn an error into one line and an exit status."""
+    # In Jupyter or Colab, sys.argv is the kernel's own (-f kernel.json): a pasted cell takes the defaults.
+    in_notebook = "ipykernel" in sys.modules or os.path.basename(sys.argv[0]).endswith("kernel_launcher.py")
+    try:
+        train(tyro.cli(Args, args=[] if in_notebook else None))
+    except ArgError as e:  # bad input: exit 2
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except FloatingPointError as e:  # NaN/inf during training: exit 1
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one during the evaluation
+        sys.exit(130)
 
 
 if __name__ == "__main__":
-    try:
-        train(tyro.cli(Args))
-    except (ArgError, FloatingPointError) as e:  # bad input: exit 2; NaN/inf in training: exit 1
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2 if isinstance(e, ArgError) else 1)
-    except KeyboardInterrupt:  # during evaluation; training itself stops cleanly on Ctrl-C
-        sys.exit(130)
+    main()
