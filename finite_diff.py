@@ -22,7 +22,6 @@ covariance is large, and the difference measures the effect of $\epsilon e_k$ it
 Run: python finite_diff.py --env-id CartPole-v1
 """
 
-import json
 import os
 import random
 import sys
@@ -32,12 +31,15 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.nn as nn
 import tyro
 
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """Finite-difference policy gradient with a linear policy: trains it for Discrete or Box actions on a gymnasium env."""
+
+    exp_name: str = "finite_diff"
     """the name of this experiment (part of the run name)"""
     seed: int = 1
     """seed of random, numpy, torch and the environments"""
@@ -64,6 +66,7 @@ class Args:
     eval_episodes: int = 10
     """episodes of the final, deterministic policy to evaluate"""
 
+    # The method's own fields: the step size, the $\epsilon$ of each perturbation and the rollouts behind each $J$.
     learning_rate: float = 0.1
     """Adam's step size alpha"""
     num_envs: int = 4
@@ -78,28 +81,14 @@ class Args:
     """torch CPU threads (1 is fastest for a policy this small)"""
 
 
-class ArgError(ValueError):
-    """Bad input: reported as one `error:` line and exit status 2."""
-
-
 # ## Environments
-# Gymnasium 1.x vector envs with `SAME_STEP` autoreset. An estimate of $J$ needs whole episodes,
-# so each batch resets every environment, runs it until its episode ends, and masks out the steps
-# it takes after that (they start an episode we do not use, and do not count).
-def make_env(env_id: str, seed: int, render_mode: str | None = None):
-    def thunk():
-        env = gym.make(env_id, render_mode=render_mode)
-        env.action_space.seed(seed)
-        return env
-
-    return thunk
-
-
+# Gymnasium 1.x vector envs with `SAME_STEP` autoreset. An estimate of $J$ needs whole episodes, so each batch
+# resets every env, runs it until its episode ends, and masks out the steps after that (a new episode, unused, uncounted).
 def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv:
-    return gym.vector.SyncVectorEnv(
-        [make_env(env_id, seed + i) for i in range(num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
+    env_fns = [lambda: gym.make(env_id) for _ in range(num_envs)]
+    envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs.action_space.seed(seed)
+    return envs
 
 
 # ## The linear policy, for K parameter vectors at once
@@ -137,47 +126,335 @@ def finite_difference_gradient(J: torch.Tensor, epsilon: float, central: bool) -
     return (J[1:] - J[0]) / epsilon
 
 
+# The evaluation's policy: the most likely action of $\pi_\theta$, for a batch of observations.
+def greedy_policy(theta: torch.Tensor, action_dim: int, discrete: bool):
+    def policy(obs: torch.Tensor) -> torch.Tensor:
+        f, _ = linear_policy(theta.detach()[None], obs.to("cpu", theta.dtype)[None], action_dim)
+        return f[0].argmax(-1) if discrete else f[0]
+
+    return policy
+
+
 def check_args(args: Args) -> None:
-    if not 0 <= args.seed < 2**32:
-        raise ArgError(f"--seed must lie in [0, 2**32), got {args.seed}")
-    for name in ("num_envs", "num_threads"):
-        if getattr(args, name) <= 0:
-            raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("learning_rate", "epsilon"):
+    for name in ("num_envs", "num_threads", "learning_rate", "epsilon"):
         if not getattr(args, name) > 0:
             raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.eval_episodes < 0:
-        raise ArgError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
-    if args.total_timesteps == 0 and args.model_path is None:
-        raise ArgError("--total-timesteps 0 only evaluates, and needs --model-path")
-    if args.total_timesteps < 0:
-        raise ArgError(f"--total-timesteps must be >= 0, got {args.total_timesteps}")
-    if args.model_path is not None and not os.path.isfile(args.model_path):
-        raise ArgError(f"--model-path {args.model_path}: no such file")
-    if args.capture_video:
-        import importlib.util
-
-        if importlib.util.find_spec("moviepy") is None:
-            raise ArgError('--capture-video needs moviepy and pygame: pip install "gymnasium[classic-control,other]"')
 
 
-def evaluate(theta: torch.Tensor, discrete: bool, args: Args, run_name: str) -> list[float]:
-    """Returns of `eval_episodes` episodes of the most likely action, no exploration."""
+def train(args: Args) -> dict:
+    check_args(args)
+    run = Run(args, "finite_diff", (gym.spaces.Discrete, gym.spaces.Box))  # checks, seeds, device
+    rng = np.random.default_rng(args.seed)
+    discrete, obs_dim, action_dim = run.discrete, run.obs_dim, run.action_dim
+    n = num_params(obs_dim, action_dim, discrete)
+    K, M = (2 * n + 1 if args.central else n + 1), args.num_envs
+    # One update runs K * M whole episodes, of at least one step each.
+    if 0 < args.total_timesteps < K * M:
+        raise ArgError(f"--total-timesteps {args.total_timesteps} is less than one update ({K * M} steps)")
+    # $\theta = 0$: the uniform policy (discrete) or $\mathbb{N}(0, I)$ (continuous)
+    theta = torch.zeros(n, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.Adam([theta], lr=args.learning_rate)
+    envs = make_envs(args.env_id, K * M, args.seed)
+    run.start(1, theta=theta)  # loads --model-path, opens the run folder
+    print(f"policy parameters n = {n}: each gradient costs {K} estimates of J, {K * M} episodes")
+
+    global_step = 0
+    while global_step < args.total_timesteps and not run.interrupted:
+        # ## Estimate $J$ at all K parameter vectors, side by side (env k * M + m runs vector k)
+        # Common random numbers: one set of M env seeds and one stream of action noise, shared by
+        # the K groups; otherwise every one of the K * M environments gets its own.
+        thetas = perturbed_parameters(theta.detach(), args.epsilon, args.central)
+        n_seeds = M if args.common_random_numbers else K * M
+        seeds = rng.integers(0, 2**31 - 1, size=n_seeds)
+        obs, _ = envs.reset(seed=[int(x) for x in np.tile(seeds, K if args.common_random_numbers else 1)])
+        active, ep_return = np.ones(K * M, dtype=bool), np.zeros(K * M)
+        # progress.csv gets every one of these K * M episodes, those of the perturbed policies $\theta + \epsilon e_k$
+        # included: its returns are not those of $\pi_\theta$ alone (`charts/J_theta` is, for W&B).
+        while active.any() and global_step + active.sum() <= args.total_timesteps:
+            f, log_std = linear_policy(thetas, torch.from_numpy(obs).to(thetas.dtype).view(K, M, obs_dim), action_dim)
+            noise = torch.rand(1 if args.common_random_numbers else K, M, action_dim, dtype=thetas.dtype)
+            if discrete:
+                # Gumbel-max: $\arg\max_a (f_a(s) - \log(-\log u_a))$ samples the softmax from noise $u$ the groups can share
+                action = torch.argmax(f - torch.log(-torch.log(noise)), dim=-1).view(-1).numpy()
+            else:
+                # $f(s) + \sigma \xi$, with $\xi = \Phi^{-1}(u)$ standard normal
+                xi = torch.special.ndtri(noise)
+                action = (f + torch.exp(log_std) * xi).view(K * M, action_dim).numpy()
+                action = np.clip(action, run.action_low, run.action_high).astype(np.float32)
+            obs, reward, terminated, truncated, _ = envs.step(action)
+            global_step += int(active.sum())
+            ep_return += np.where(active, reward, 0.0)
+            run.record(global_step, reward, terminated | truncated, active=active)
+            active &= ~(terminated | truncated)
+        if active.any():
+            break  # the budget ran out inside this batch: no update from half the estimates
+
+        # ## Gradient ascent $\theta \leftarrow \theta + \alpha \hat{\nabla}_\theta J(\theta)$ (through Adam)
+        J = torch.from_numpy(ep_return).view(K, M).mean(1)
+        grad = finite_difference_gradient(J, args.epsilon, args.central)
+        theta.grad = -grad
+        optimizer.step()
+        J_theta = float(J[-1] if args.central else J[0])
+        run.log(global_step, {"charts/J_theta": J_theta, "losses/grad_norm": grad.norm()})
+    envs.close()
+    return run.finish(global_step, greedy_policy(theta, action_dim, discrete))
+
+
+# ## Bookkeeping
+# Everything below is the same, byte for byte, in all nine scripts: the run folder, progress.csv,
+# W&B, the status line, the NaN guard, Ctrl-C, saving and loading, the evaluation and the summary,
+# the checks every script shares, and `main()`. It holds no part of the method; read it once.
+
+import importlib.util
+import itertools
+import json
+import math
+import signal
+import threading
+
+
+class ArgError(ValueError):
+    """Bad input: reported as one `error:` line and exit status 2."""
+
+
+class Run:
+    """One training run, from the checks of its arguments to its summary.
+
+    `train` makes one, then calls `start` (after building its networks), `iterations` (the loop),
+    `record` (every env step), `log` (every update) and `finish` (returns the summary).
+    """
+
+    def __init__(self, args, algo: str, action_spaces: tuple):
+        check_common_args(args)
+        self.args, self.algo = args, algo
+        # Probe the env once, so an unknown id or an unsupported space is an error before anything is written.
+        try:
+            env = gym.make(args.env_id)
+        except (gym.error.Error, ImportError) as e:  # unknown id, missing extra (MuJoCo, Box2D), ...
+            raise ArgError(f"cannot make env {args.env_id!r}: {str(e).splitlines()[0]}") from None
+        obs_space, act_space = env.observation_space, env.action_space
+        env.close()
+        if not isinstance(act_space, action_spaces):
+            needs = " or ".join(space.__name__ for space in action_spaces)
+            raise ArgError(f"{algo}.py needs a {needs} action space, {args.env_id} has {act_space}")
+        if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+            raise ArgError(f"{algo}.py needs a flat Box observation space, {args.env_id} has {obs_space}")
+        self.discrete = isinstance(act_space, gym.spaces.Discrete)
+        self.obs_dim = obs_space.shape[0]
+        self.action_dim = int(act_space.n) if self.discrete else act_space.shape[0]
+        self.action_low = None if self.discrete else act_space.low
+        self.action_high = None if self.discrete else act_space.high
+        random.seed(args.seed)
+        np.random.seed(args.seed)
+        torch.manual_seed(args.seed)
+        torch.backends.cudnn.deterministic = args.torch_deterministic
+        torch.set_num_threads(args.num_threads)
+        if args.cuda and not torch.cuda.is_available():
+            print("warning: --cuda given but no GPU is available: running on the CPU", file=sys.stderr)
+        self.device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+        self.name = self.progress = self.wandb = None
+        self.episode_returns, self.ep_return, self.ep_length = [], None, None
+        self.num_iterations = self.planned_steps = 0
+        self.interrupted, self.previous_handler = False, None
+
+    def start(self, steps_per_iteration: int, **checkpoint) -> None:
+        """Load `--model-path` into the `checkpoint` objects, then open the run folder, progress.csv and W&B."""
+        args = self.args
+        if 0 < args.total_timesteps < steps_per_iteration:
+            raise ArgError(
+                f"--total-timesteps {args.total_timesteps} is less than one update ({steps_per_iteration} steps)"
+            )
+        self.checkpoint = {key: part for key, part in checkpoint.items() if part is not None}
+        if args.model_path is not None:
+            self.load(args.model_path)
+        self.num_iterations = args.total_timesteps // steps_per_iteration
+        self.planned_steps = self.num_iterations * steps_per_iteration
+        prefix = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        os.makedirs("runs", exist_ok=True)
+        for k in itertools.count(1):  # mkdir fails if the folder exists: two runs never share one
+            self.name = prefix if k == 1 else f"{prefix}_{k}"
+            try:
+                os.mkdir(f"runs/{self.name}")
+                break
+            except FileExistsError:
+                continue
+        print(f"run folder: runs/{self.name}", flush=True)
+        if self.planned_steps != args.total_timesteps:
+            print(f"training {self.planned_steps} of the {args.total_timesteps} steps asked: "
+                  f"{self.num_iterations} whole updates of {steps_per_iteration} steps", flush=True)  # fmt: skip
+        self.progress = open(f"runs/{self.name}/progress.csv", "w")
+        self.progress.write("global_step,wall_time,episodic_return,episodic_length\n")
+        if args.track:
+            import wandb
+
+            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=self.name, config=vars(args))
+            self.wandb = wandb
+        # Ctrl-C sets `interrupted`: the loop ends after the current iteration and the run is finished as usual.
+        if threading.current_thread() is threading.main_thread():
+            self.previous_handler = signal.signal(signal.SIGINT, self.on_ctrl_c)
+        self.start_time = self.last_print = time.time()
+
+    def on_ctrl_c(self, signum, frame) -> None:
+        self.interrupted = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+        print("interrupted: finishing this iteration, then saving what was reached", file=sys.stderr)
+
+    def iterations(self):
+        """1, 2, ..., num_iterations, or fewer after a Ctrl-C."""
+        for iteration in range(1, self.num_iterations + 1):
+            if self.interrupted:
+                break
+            yield iteration
+
+    def record(self, global_step: int, rewards, dones, active=None) -> None:
+        """Add one step's rewards of every env (`active`: which envs count); log the episodes that ended."""
+        rewards, dones = np.asarray(rewards, dtype=np.float64), np.asarray(dones, dtype=bool)
+        active = np.ones(dones.shape, dtype=bool) if active is None else np.asarray(active, dtype=bool)
+        if self.ep_return is None:
+            self.ep_return, self.ep_length = np.zeros(dones.shape), np.zeros(dones.shape, dtype=np.int64)
+        self.ep_return += np.where(active, rewards, 0.0)
+        self.ep_length += active
+        for i in np.flatnonzero(dones & active):
+            ret, length = float(self.ep_return[i]), int(self.ep_length[i])
+            self.episode_returns.append(ret)
+            self.progress.write(f"{global_step},{time.time() - self.start_time:.4f},{ret:.6g},{length}\n")
+            self.progress.flush()
+            if self.wandb:
+                self.wandb.log({"charts/episodic_return": ret, "charts/episodic_length": length}, step=global_step)
+            self.ep_return[i], self.ep_length[i] = 0.0, 0
+
+    def log(self, global_step: int, metrics: dict) -> None:
+        """After an update: stop on NaN/inf, log `metrics` to W&B, print the status line every 2 s."""
+        metrics = {key: value.item() if hasattr(value, "item") else value for key, value in metrics.items()}
+        bad = [key for key, value in metrics.items() if not math.isfinite(value)]
+        for key, part in self.checkpoint.items():
+            state = state_of(part)
+            if not all(
+                torch.isfinite(t).all() for t in ([state] if isinstance(state, torch.Tensor) else state.values())
+            ):
+                bad.append(key)
+        if bad:
+            self.close()
+            raise FloatingPointError(f"{', '.join(bad)} became NaN/inf at global_step={global_step}")
+        now = time.time()
+        sps = int(global_step / max(now - self.start_time, 1e-9))
+        if self.wandb:
+            self.wandb.log({**metrics, "charts/SPS": sps}, step=global_step)
+        if now - self.last_print >= 2.0:
+            self.last_print = now
+            recent = np.mean(self.episode_returns[-20:]) if self.episode_returns else float("nan")
+            eta = max(self.planned_steps - global_step, 0) / max(sps, 1)
+            print(f"step {global_step}/{self.planned_steps} | {sps} SPS | {now - self.start_time:.0f}s elapsed, "
+                  f"{eta:.0f}s left | mean return (last 20) {recent:.1f}", flush=True)  # fmt: skip
+
+    def finish(self, global_step: int, policy) -> dict:
+        """Save, evaluate `policy` (observation batch -> action batch), write summary.json, print the eval line."""
+        wall_time = time.time() - self.start_time
+        self.close()
+        if self.args.save_model:
+            self.save(f"runs/{self.name}/{self.args.exp_name}.pt")
+        returns = [] if self.interrupted else evaluate(policy, self)
+        summary = {
+            "algo": self.algo, "env_id": self.args.env_id, "seed": self.args.seed, "global_step": global_step,
+            "wall_time_s": wall_time, "sps": global_step / wall_time if wall_time > 0 else 0.0,
+            "eval_mean_return": float(np.mean(returns)) if returns else None,
+            "eval_std_return": float(np.std(returns)) if returns else None,
+            "eval_episodes": len(returns),
+            "train_last_mean_return": float(np.mean(self.episode_returns[-20:])) if self.episode_returns else None,
+            "interrupted": self.interrupted, "run_name": self.name,
+        }  # fmt: skip
+        with open(f"runs/{self.name}/summary.json", "w") as f:
+            json.dump(summary, f, indent=2)
+        if self.wandb:
+            self.wandb.log({"eval/mean_return": summary["eval_mean_return"]}, step=global_step)
+            self.wandb.finish()
+        mean, std = (
+            f"{x:.2f}" if x is not None else None for x in (summary["eval_mean_return"], summary["eval_std_return"])
+        )
+        print(f"eval: mean_return={mean} std_return={std} episodes={len(returns)}", flush=True)
+        return summary
+
+    def close(self) -> None:
+        """Close progress.csv and give Ctrl-C back to Python (also when training stops on an error)."""
+        if self.progress is not None and not self.progress.closed:
+            self.progress.close()
+        if self.previous_handler is not None:
+            signal.signal(signal.SIGINT, self.previous_handler)
+            self.previous_handler = None
+
+    def save(self, path: str) -> None:
+        """One file: each checkpoint part's state under its name, and what the run was (algo, env, sizes, args)."""
+        state = {key: state_of(part) for key, part in self.checkpoint.items()}
+        torch.save({**state, "meta": {"algo": self.algo, "env_id": self.args.env_id, "spaces": self.spaces(),
+                                      "args": vars(self.args)}}, path)  # fmt: skip
+        print(f"model saved to {path}")
+
+    def spaces(self) -> list:
+        return [self.obs_dim, self.action_dim, self.discrete]
+
+    def load(self, path: str) -> None:
+        """Checkpoints hold only tensors and numbers: loaded with `weights_only=True`, no pickled code runs."""
+        try:
+            saved = torch.load(path, map_location=self.device, weights_only=True)
+            meta = saved.pop("meta")
+            algo, env_id, spaces = meta["algo"], meta["env_id"], meta["spaces"]
+        except Exception:
+            raise ArgError(f"--model-path {path} is not a checkpoint saved by {self.algo}.py") from None
+        if algo != self.algo:
+            raise ArgError(f"--model-path {path} was saved by {algo}.py, not {self.algo}.py")
+        if spaces != self.spaces():
+            kind = {True: "discrete", False: "continuous"}
+            (o, a, d), (o2, a2, d2) = spaces, self.spaces()
+            raise ArgError(f"--model-path {path} was saved for {o} observations, {a} {kind[d]} actions ({env_id}); "
+                           f"{self.args.env_id} has {o2}, {a2} {kind[d2]}")  # fmt: skip
+        if set(saved) != set(self.checkpoint):
+            raise ArgError(f"--model-path {path} holds {sorted(saved)}; this run needs {sorted(self.checkpoint)}")
+        for key, part in self.checkpoint.items():
+            try:
+                load_into(part, saved[key])
+            except (RuntimeError, KeyError, TypeError, ValueError) as e:
+                reason = " ".join(str(e).split())[:200]
+                raise ArgError(f"--model-path {path}: its {key} does not fit this network ({reason})") from None
+
+
+def state_of(part):
+    """What a checkpoint keeps of a part: a module's state dict, a tensor, or an object's numbers and arrays."""
+    if isinstance(part, nn.Module):
+        return part.state_dict()
+    if isinstance(part, torch.Tensor):
+        return part.detach().cpu()
+    return {key: torch.as_tensor(value) for key, value in vars(part).items()}
+
+
+def load_into(part, state) -> None:
+    if isinstance(part, nn.Module):
+        part.load_state_dict(state)
+    elif isinstance(part, torch.Tensor):
+        with torch.no_grad():
+            part.copy_(state)
+    else:
+        for key, value in vars(part).items():
+            if np.shape(value) != tuple(state[key].shape):
+                raise ValueError(f"{key} of shape {tuple(state[key].shape)}, expected {np.shape(value)}")
+            setattr(part, key, state[key].cpu().numpy())
+
+
+def evaluate(policy, run: Run) -> list[float]:
+    """Returns of `eval_episodes` episodes of `policy` (most likely / mean action, no exploration)."""
+    args = run.args
     env = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
     if args.capture_video:
-        env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", episode_trigger=lambda e: True)
-    action_dim = int(env.action_space.n) if discrete else env.action_space.shape[0]
+        env = gym.wrappers.RecordVideo(env, f"videos/{run.name}", episode_trigger=lambda e: True)
     returns = []
     for episode in range(args.eval_episodes):
         obs, _ = env.reset(seed=args.seed + 10_000 + episode)
         done, total = False, 0.0
         while not done:
-            f, _ = linear_policy(theta[None], torch.as_tensor(obs, dtype=theta.dtype).view(1, 1, -1), action_dim)
-            action = (
-                int(f.argmax())
-                if discrete
-                else np.clip(f.view(-1).numpy(), env.action_space.low, env.action_space.high)
-            )
+            with torch.inference_mode():
+                obs_batch = torch.as_tensor(obs, dtype=torch.float32, device=run.device).unsqueeze(0)
+                action = policy(obs_batch)[0].cpu().numpy()
+            if not run.discrete:
+                action = np.clip(action, run.action_low, run.action_high)
             obs, reward, terminated, truncated, _ = env.step(action)
             total += float(reward)
             done = terminated or truncated
@@ -186,169 +463,37 @@ def evaluate(theta: torch.Tensor, discrete: bool, args: Args, run_name: str) -> 
     return returns
 
 
-def train(args: Args) -> dict:
-    check_args(args)
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    torch.set_num_threads(args.num_threads)
-    rng = np.random.default_rng(args.seed)
+def check_common_args(args) -> None:
+    """The checks of the fields every script shares."""
+    if not 0 <= args.seed < 2**32:
+        raise ArgError(f"--seed must lie in [0, 2**32), got {args.seed}")
+    if args.total_timesteps < 0:
+        raise ArgError(f"--total-timesteps must be >= 0, got {args.total_timesteps}")
+    if args.total_timesteps == 0 and args.model_path is None:
+        raise ArgError("--total-timesteps 0 only evaluates, and needs --model-path")
+    if args.model_path is not None and not os.path.isfile(args.model_path):
+        raise ArgError(f"--model-path {args.model_path}: no such file")
+    if args.eval_episodes < 0:
+        raise ArgError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
+    if args.capture_video and not all(importlib.util.find_spec(m) for m in ("moviepy", "pygame")):
+        raise ArgError('--capture-video needs moviepy and pygame: pip install "gymnasium[classic-control,other]"')
 
+
+def main() -> None:
+    """The command line: parse `Args`, train, and turn an error into one line and an exit status."""
+    # In Jupyter or Colab, sys.argv is the kernel's own (-f kernel.json): a pasted cell takes the defaults.
+    in_notebook = "ipykernel" in sys.modules or os.path.basename(sys.argv[0]).endswith("kernel_launcher.py")
     try:
-        probe = gym.make(args.env_id)
-    except (gym.error.Error, ImportError) as e:  # unknown id, missing extra (MuJoCo, Box2D), ...
-        raise ArgError(f"cannot make env {args.env_id!r}: {str(e).splitlines()[0]}") from None
-    obs_space, act_space = probe.observation_space, probe.action_space
-    probe.close()
-    if not isinstance(act_space, (gym.spaces.Discrete, gym.spaces.Box)):
-        raise ArgError(f"finite_diff.py needs a Discrete or Box action space, {args.env_id} has {act_space}")
-    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-        raise ArgError(f"finite_diff.py needs a flat Box observation space, {args.env_id} has {obs_space}")
-    discrete = isinstance(act_space, gym.spaces.Discrete)
-    obs_dim = obs_space.shape[0]
-    action_dim = int(act_space.n) if discrete else act_space.shape[0]
-    n = num_params(obs_dim, action_dim, discrete)
-    K = 2 * n + 1 if args.central else n + 1
-    M = args.num_envs
-    if 0 < args.total_timesteps < K * M:
-        raise ArgError(
-            f"--total-timesteps {args.total_timesteps} is less than one update ({K} estimates of J x {M} episodes)"
-        )
-    # $\theta = 0$: the uniform policy (discrete) or $\mathbb{N}(0, I)$ (continuous)
-    theta = torch.zeros(n, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.Adam([theta], lr=args.learning_rate)
-    if args.model_path is not None:
-        try:
-            saved = torch.load(args.model_path, map_location="cpu", weights_only=False)
-        except Exception as e:  # not a model file
-            raise ArgError(f"--model-path {args.model_path} is not a saved model: {type(e).__name__}") from None
-        if not isinstance(saved, dict) or getattr(saved.get("theta"), "shape", None) != (n,):
-            raise ArgError(f"--model-path {args.model_path} does not fit {args.env_id}: it needs {n} parameters")
-        with torch.no_grad():
-            theta.copy_(saved["theta"])
-    envs = make_envs(args.env_id, K * M, args.seed)
-    print(f"policy parameters n = {n}: each gradient costs {K} estimates of J, {K * M} episodes")
-
-    os.makedirs(f"runs/{run_name}", exist_ok=True)
-    writer = None
-    if args.track:
-        import wandb
-
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name, config=vars(args))
-        writer = wandb
-    progress = open(f"runs/{run_name}/progress.csv", "w")
-    progress.write("global_step,wall_time,episodic_return,episodic_length\n")
-
-    global_step, episode_returns = 0, []
-    start_time = last_print = time.time()
-    interrupted = False
-    try:
-        while global_step < args.total_timesteps:
-            # ## Estimate $J$ at all K parameter vectors, side by side (env k * M + m runs vector k)
-            # Common random numbers: one set of M env seeds and one stream of action noise, shared by
-            # the K groups; otherwise every one of the K * M environments gets its own.
-            thetas = perturbed_parameters(theta.detach(), args.epsilon, args.central)
-            n_seeds = M if args.common_random_numbers else K * M
-            seeds = rng.integers(0, 2**31 - 1, size=n_seeds)
-            obs, _ = envs.reset(seed=[int(x) for x in np.tile(seeds, K if args.common_random_numbers else 1)])
-            active = np.ones(K * M, dtype=bool)
-            ep_return, ep_length = np.zeros(K * M), np.zeros(K * M, dtype=np.int64)
-            while active.any() and global_step + active.sum() <= args.total_timesteps:
-                f, log_std = linear_policy(
-                    thetas, torch.from_numpy(obs).to(thetas.dtype).view(K, M, obs_dim), action_dim
-                )
-                noise = torch.rand(1 if args.common_random_numbers else K, M, action_dim, dtype=thetas.dtype)
-                if discrete:
-                    # Gumbel-max: $\arg\max_a (f_a(s) - \log(-\log u_a))$ samples the softmax
-                    action = torch.argmax(f - torch.log(-torch.log(noise)), dim=-1).view(-1).numpy()
-                else:
-                    # $f(s) + \sigma \xi$, with $\xi = \Phi^{-1}(u)$ standard normal
-                    xi = torch.special.ndtri(noise)
-                    action = (f + torch.exp(log_std) * xi).view(K * M, action_dim).numpy()
-                    action = np.clip(action, act_space.low, act_space.high).astype(np.float32)
-                obs, reward, terminated, truncated, _ = envs.step(action)
-                global_step += int(active.sum())
-                ep_return += np.where(active, reward, 0.0)
-                ep_length += active
-                finished = active & (terminated | truncated)
-                for i in np.flatnonzero(finished):
-                    episode_returns.append(float(ep_return[i]))
-                    wall = time.time() - start_time
-                    progress.write(f"{global_step},{wall:.4f},{ep_return[i]:.6g},{ep_length[i]}\n")
-                    progress.flush()
-                    if writer:
-                        writer.log(
-                            {"charts/episodic_return": ep_return[i], "charts/episodic_length": ep_length[i]},
-                            step=global_step,
-                        )
-                active &= ~finished
-            if active.any():
-                break  # the budget ran out inside this batch: no update from half the estimates
-
-            # ## Gradient ascent $\theta \leftarrow \theta + \alpha \hat{\nabla}_\theta J(\theta)$ (through Adam)
-            J = torch.from_numpy(ep_return).view(K, M).mean(1)
-            grad = finite_difference_gradient(J, args.epsilon, args.central)
-            theta.grad = -grad
-            optimizer.step()
-            if not torch.isfinite(theta).all():
-                raise FloatingPointError(f"parameters became NaN/inf at global_step={global_step}")
-
-            now = time.time()
-            sps = int(global_step / (now - start_time))
-            J_theta = float(J[-1] if args.central else J[0])
-            if writer:
-                writer.log(
-                    {"charts/SPS": sps, "charts/J_theta": J_theta, "losses/grad_norm": float(grad.norm())},
-                    step=global_step,
-                )
-            if now - last_print >= 2.0:
-                last_print = now
-                eta = (args.total_timesteps - global_step) / max(sps, 1)
-                print(f"step {global_step}/{args.total_timesteps} | {sps} SPS | {now - start_time:.0f}s elapsed, "
-                      f"{eta:.0f}s left | J(theta) {J_theta:.1f}", flush=True)  # fmt: skip
-    except KeyboardInterrupt:
-        interrupted = True
-        print("interrupted: saving what was reached", file=sys.stderr)
-    wall_time = time.time() - start_time
-    envs.close()
-    progress.close()
-
-    if args.save_model:
-        path = f"runs/{run_name}/{args.exp_name}.pt"
-        torch.save({"theta": theta.detach(), "args": vars(args)}, path)
-        print(f"model saved to {path}")
-
-    eval_returns = [] if interrupted else evaluate(theta.detach(), discrete, args, run_name)
-    summary = {
-        "algo": "finite_diff",
-        "env_id": args.env_id,
-        "seed": args.seed,
-        "global_step": global_step,
-        "wall_time_s": wall_time,
-        "sps": global_step / wall_time if wall_time > 0 else 0.0,
-        "eval_mean_return": float(np.mean(eval_returns)) if eval_returns else None,
-        "eval_std_return": float(np.std(eval_returns)) if eval_returns else None,
-        "eval_episodes": len(eval_returns),
-        "train_last_mean_return": float(np.mean(episode_returns[-20:])) if episode_returns else None,
-        "interrupted": interrupted,
-        "run_name": run_name,
-    }
-    with open(f"runs/{run_name}/summary.json", "w") as f:
-        json.dump(summary, f, indent=2)
-    if writer:
-        writer.log({"eval/mean_return": summary["eval_mean_return"]}, step=global_step)
-        writer.finish()
-    print(
-        f"eval: mean_return={summary['eval_mean_return']} std_return={summary['eval_std_return']} episodes={len(eval_returns)}"
-    )
-    return summary
+        train(tyro.cli(Args, args=[] if in_notebook else None))
+    except ArgError as e:  # bad input: exit 2
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except FloatingPointError as e:  # NaN/inf during training: exit 1
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one during the evaluation
+        sys.exit(130)
 
 
 if __name__ == "__main__":
-    try:
-        train(tyro.cli(Args))
-    except ArgError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    main()

@@ -1,9 +1,8 @@
 r"""REINFORCE: Monte-Carlo policy gradient on batches of whole episodes, for Discrete and Box actions.
 
-Paper: Williams. "Simple statistical gradient-following algorithms for connectionist
-reinforcement learning", Machine Learning 8, 229-256 (1992). Lecture: slides "The REINFORCE
-Algorithm" (Algorithm 1 and the causality / rewards-to-go step) and "Automatic Policy
-Differentiation" (the surrogate loss), with the output layers of "Policy Gradient Methods".
+Paper: Williams. "Simple statistical gradient-following algorithms for connectionist reinforcement learning",
+Machine Learning 8, 229-256 (1992). Lecture: slides "The REINFORCE Algorithm" (Algorithm 1, causality / rewards-to-go),
+"Automatic Policy Differentiation" (the surrogate loss), and the output layers of "Policy Gradient Methods".
 
 Each iteration runs N episodes with $\pi_{\theta_k}$ (one per environment) and steps along
 
@@ -15,7 +14,6 @@ $\frac{1}{N} \sum_i \sum_t \nabla_\theta \log \pi(a_t|s_t;\theta) \sum_{t'=t}^T 
 Run: python reinforce.py --env-id CartPole-v1
 """
 
-import json
 import os
 import random
 import sys
@@ -31,7 +29,9 @@ import tyro
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """REINFORCE (Monte-Carlo policy gradient, no baseline): trains a policy for Discrete or Box actions on a gymnasium env."""
+
+    exp_name: str = "reinforce"
     """the name of this experiment (part of the run name)"""
     seed: int = 1
     """seed of random, numpy, torch and the environments"""
@@ -58,16 +58,17 @@ class Args:
     eval_episodes: int = 10
     """episodes of the final, deterministic policy to evaluate"""
 
+    # The method's own fields: Algorithm 1's step sizes $\alpha_k$, batch size N, and the weights $\Psi_t$.
     learning_rate: float = 5e-3
     """Adam's step size alpha"""
     anneal_lr: bool = True
-    r"""Algorithm 1's step-size sequence $\alpha_k$: decay the step size linearly to 0 over training"""
+    """Algorithm 1's step-size sequence alpha_k: decay the step size linearly to 0 over training"""
     num_envs: int = 8
     """N, episodes per batch (one in each of N parallel environments)"""
     gamma: float = 0.99
     """discount factor gamma (the lecture's finite-horizon sum is gamma = 1)"""
     reward_to_go: bool = True
-    r"""weight $\nabla \log \pi(a_t|s_t)$ by the rewards from t on (causality) instead of the whole return"""
+    """weight grad log pi(a_t|s_t) by the rewards from t on (causality) instead of the whole return"""
     normalize_returns: bool = False
     """standardize the weights over the batch: subtracting their mean is a baseline in disguise"""
     hidden_size: int = 32
@@ -76,28 +77,14 @@ class Args:
     """torch CPU threads (1 is fastest for networks this small)"""
 
 
-class ArgError(ValueError):
-    """Bad input: reported as one `error:` line and exit status 2."""
-
-
 # ## Environments
-# Gymnasium 1.x vector envs with `SAME_STEP` autoreset. REINFORCE needs whole episodes, so each
-# batch resets the N environments, runs each one until its episode ends, and masks out the steps
-# an environment takes after that (they restart a new episode we do not use, and do not count).
-def make_env(env_id: str, seed: int, render_mode: str | None = None):
-    def thunk():
-        env = gym.make(env_id, render_mode=render_mode)
-        env.action_space.seed(seed)
-        return env
-
-    return thunk
-
-
+# Gymnasium 1.x vector envs with `SAME_STEP` autoreset. REINFORCE needs whole episodes, so each batch resets the N
+# envs, runs each one until its episode ends, and masks out the steps after that (a new episode, unused, uncounted).
 def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv:
-    return gym.vector.SyncVectorEnv(
-        [make_env(env_id, seed + i) for i in range(num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
+    env_fns = [lambda: gym.make(env_id) for _ in range(num_envs)]
+    envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs.action_space.seed(seed)
+    return envs
 
 
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Linear:
@@ -106,41 +93,58 @@ def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> 
     return layer
 
 
+def mlp(n_in: int, n_hidden: int, n_out: int, out_std: float) -> nn.Sequential:
+    hidden = [layer_init(nn.Linear(n_in, n_hidden)), nn.Tanh(), layer_init(nn.Linear(n_hidden, n_hidden)), nn.Tanh()]
+    return nn.Sequential(*hidden, layer_init(nn.Linear(n_hidden, n_out), std=out_std))
+
+
 # ## The policy $\pi(a|s;\theta)$
 # Discrete actions: logits $\mathbf{z} = f(s)$ and $\pi(a|s) = \text{softmax}(\mathbf{z})_a$.
-# Continuous actions: $\pi(a|s) = \mathbb{N}(f(s), \text{diag}(\sigma^2))$ with $\log\sigma$ a parameter.
-class Policy(nn.Module):
+def categorical_log_prob_entropy(logits: torch.Tensor, actions: torch.Tensor):
+    log_p = torch.log_softmax(logits, dim=-1)
+    log_prob = log_p.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+    entropy = -(log_p.exp() * log_p).sum(-1)
+    return log_prob, entropy
+
+
+# Continuous actions: $\pi(a|s) = \mathbb{N}(f(s), \Sigma)$, $\Sigma = \text{diag}(\sigma^2)$, $\log \sigma$ a parameter not depending on $s$:
+# $\log \pi(a|s) = -\sum_i \left[\frac{(a_i - \mu_i)^2}{2\sigma_i^2} + \log \sigma_i + \frac{1}{2}\log 2\pi\right]$,
+# $S = \sum_i \left[\log \sigma_i + \frac{1}{2}(1 + \log 2\pi)\right]$.
+def gaussian_log_prob_entropy(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor):
+    log_2pi = float(np.log(2 * np.pi))
+    z = (actions - mean) * torch.exp(-log_std)
+    log_prob = -(0.5 * z.pow(2) + log_std + 0.5 * log_2pi).sum(-1)
+    entropy = (log_std + 0.5 * (1.0 + log_2pi)).sum(-1).expand(mean.shape[:-1])
+    return log_prob, entropy
+
+
+class Agent(nn.Module):
+    r"""The policy $\pi(a|s;\theta)$, an MLP $f(s)$: the softmax's logits, or the Gaussian's mean."""
+
     def __init__(self, obs_dim: int, action_dim: int, discrete: bool, hidden: int):
         super().__init__()
         self.discrete = discrete
-        self.net = nn.Sequential(
-            layer_init(nn.Linear(obs_dim, hidden)),
-            nn.Tanh(),
-            layer_init(nn.Linear(hidden, hidden)),
-            nn.Tanh(),
-            layer_init(nn.Linear(hidden, action_dim), std=0.01),
-        )
+        self.actor = mlp(obs_dim, hidden, action_dim, out_std=0.01)
         if not discrete:
             self.log_std = nn.Parameter(torch.zeros(action_dim))
 
-    def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        out = self.net(obs)
+    def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor):
+        out = self.actor(obs)
         if self.discrete:
-            return torch.log_softmax(out, -1).gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-        z = (actions - out) * torch.exp(-self.log_std)
-        return -(0.5 * z.pow(2) + self.log_std + 0.5 * float(np.log(2 * np.pi))).sum(-1)
+            return categorical_log_prob_entropy(out, actions)
+        return gaussian_log_prob_entropy(out, self.log_std, actions)
 
     def sample(self, obs: torch.Tensor) -> torch.Tensor:
-        # $a \sim \pi(\cdot|s)$ without torch.distributions: Gumbel-max $\arg\max_a (z_a - \log(-\log u_a))$
-        # for the softmax, $\mu + \sigma\xi$ with $\xi \sim \mathbb{N}(0, I)$ for the Gaussian.
-        out = self.net(obs)
+        # $a \sim \pi(\cdot|s)$ at every env step, without torch.distributions (2-3x slower at this size):
+        # Gumbel-max $\arg\max_a (z_a - \log(-\log u_a))$, $u_a \sim U(0,1)$; Gaussian $\mu + \sigma \xi$, $\xi \sim \mathbb{N}(0, I)$.
+        out = self.actor(obs)
         if self.discrete:
             return torch.argmax(out - torch.log(-torch.log(torch.rand_like(out))), dim=-1)
         return out + torch.exp(self.log_std) * torch.randn_like(out)
 
     def mode(self, obs: torch.Tensor) -> torch.Tensor:
-        """The most likely action: used for evaluation."""
-        out = self.net(obs)
+        """The most likely action, for evaluation."""
+        out = self.actor(obs)
         return torch.argmax(out, dim=-1) if self.discrete else out
 
 
@@ -157,11 +161,13 @@ def rewards_to_go(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
 
 
 # ## The weight of each $\nabla_\theta \log \pi(a_t|s_t;\theta)$
-# Algorithm 1: every step of episode i gets $G(\tau_i) = \sum_t \gamma^{t-1} r_t$, unbiased for
-# $\nabla J$. Causality: step t gets $G_t$ (with $\gamma = 1$ unbiased too, and of lower variance;
-# with $\gamma < 1$ it drops the factor $\gamma^{t-1}$, as nearly every implementation does).
-# `normalize` standardizes the weights over the batch's steps: it subtracts their mean (a
-# baseline) and divides by their std (a step size), which is why it is off by default.
+# Algorithm 1: every step of episode i gets $G(\tau_i) = \sum_t \gamma^{t-1} r_t$, unbiased for $\nabla J$.
+# Causality: step t gets $G_t$ (with $\gamma = 1$ unbiased too, and of lower variance; with $\gamma < 1$ it drops
+# the factor $\gamma^{t-1}$ of the discounted policy gradient, as nearly every implementation does).
+# `normalize` standardizes the weights over the batch's steps: it subtracts their mean (a baseline) and divides by
+# their std (a step size). Unlike the slide's baselines this one is *biased*: the slide's
+# $\mathbb{E}[\nabla_\theta \log p_\theta(\tau) b] = 0$ needs a $b$ that does not depend on episode i's actions, and
+# the batch's mean and std include episode i's own returns. Hence off by default (reinforce_baseline.py leaves i out).
 def reinforce_weights(rewards: torch.Tensor, mask: torch.Tensor, gamma: float, reward_to_go: bool, normalize=False):
     returns = rewards_to_go(rewards, gamma)
     weights = returns if reward_to_go else returns[0].expand_as(returns)
@@ -179,46 +185,315 @@ def surrogate_loss(log_probs: torch.Tensor, weights: torch.Tensor, mask: torch.T
 
 
 def check_args(args: Args) -> None:
-    if not 0 <= args.seed < 2**32:
-        raise ArgError(f"--seed must lie in [0, 2**32), got {args.seed}")
-    for name in ("num_envs", "hidden_size", "num_threads"):
-        if getattr(args, name) <= 0:
+    for name in ("num_envs", "hidden_size", "num_threads", "learning_rate"):
+        if not getattr(args, name) > 0:
             raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if not args.learning_rate > 0:
-        raise ArgError(f"--learning-rate must be positive, got {args.learning_rate}")
     if not 0 <= args.gamma <= 1:
         raise ArgError(f"--gamma must lie in [0, 1], got {args.gamma}")
-    if args.eval_episodes < 0:
-        raise ArgError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
-    if args.total_timesteps == 0 and args.model_path is None:
-        raise ArgError("--total-timesteps 0 only evaluates, and needs --model-path")
-    if args.total_timesteps < 0 or 0 < args.total_timesteps < args.num_envs:
-        raise ArgError(
-            f"--total-timesteps {args.total_timesteps} is less than one update (num_envs = {args.num_envs} episodes)"
+
+
+def train(args: Args) -> dict:
+    check_args(args)
+    run = Run(args, "reinforce", (gym.spaces.Discrete, gym.spaces.Box))  # checks, seeds, device
+    envs = make_envs(args.env_id, args.num_envs, args.seed)
+    # One update needs N whole episodes: up to N times the env's time limit in steps (N steps without one).
+    n = args.num_envs * (envs.envs[0].spec.max_episode_steps or 1)
+    if 0 < args.total_timesteps < n:
+        raise ArgError(f"--total-timesteps {args.total_timesteps} is less than one update ({n} steps)")
+    device, discrete = run.device, run.discrete
+    agent = Agent(run.obs_dim, run.action_dim, discrete, args.hidden_size).to(device)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate)
+    run.start(1, agent=agent)  # loads --model-path, opens the run folder
+
+    global_step = 0
+    while global_step < args.total_timesteps and not run.interrupted:
+        if args.anneal_lr:  # the step-size sequence $\alpha_k$ of Algorithm 1, decaying linearly to 0 over the budget
+            optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - global_step / args.total_timesteps)
+        # ## Generate N trajectories $\tau_i \sim p_\theta(\tau)$ (dataset $D_k$)
+        # Stored (T, N), with a mask of the steps of each episode. A batch that would overrun the budget is dropped.
+        obs, _ = envs.reset(seed=args.seed if global_step == 0 else None)  # seeded once: later batches differ
+        active, steps, rew_list = np.ones(args.num_envs, dtype=bool), [], []
+        while active.any() and global_step + active.sum() <= args.total_timesteps:
+            with torch.inference_mode():
+                action = agent.sample(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+            steps.append((obs, action, active.copy()))  # $s_t$, $a_t$ and which episodes still run
+            env_action = action if discrete else np.clip(action, run.action_low, run.action_high)
+            obs, reward, terminated, truncated, _ = envs.step(env_action)
+            rew_list.append(np.where(active, reward, 0.0))
+            global_step += int(active.sum())
+            run.record(global_step, reward, terminated | truncated, active=active)
+            active &= ~(terminated | truncated)
+        if active.any():
+            break
+
+        # ## Update: $\theta_{k+1} = \theta_k + \alpha \hat{\nabla}_\theta J(\theta_k, D_k)$ (through Adam)
+        b_obs, b_actions, mask = (torch.from_numpy(np.stack(x)).to(device) for x in zip(*steps))
+        b_obs, mask, rewards = b_obs.float(), mask.float(), torch.from_numpy(np.stack(rew_list)).float().to(device)
+        weights = reinforce_weights(rewards, mask, args.gamma, args.reward_to_go, args.normalize_returns)
+        loss = surrogate_loss(agent.log_prob_entropy(b_obs, b_actions)[0], weights, mask)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        run.log(global_step, {"losses/policy_loss": loss})
+    envs.close()
+    return run.finish(global_step, agent.mode)
+
+
+# ## Bookkeeping
+# Everything below is the same, byte for byte, in all nine scripts: the run folder, progress.csv,
+# W&B, the status line, the NaN guard, Ctrl-C, saving and loading, the evaluation and the summary,
+# the checks every script shares, and `main()`. It holds no part of the method; read it once.
+
+import importlib.util
+import itertools
+import json
+import math
+import signal
+import threading
+
+
+class ArgError(ValueError):
+    """Bad input: reported as one `error:` line and exit status 2."""
+
+
+class Run:
+    """One training run, from the checks of its arguments to its summary.
+
+    `train` makes one, then calls `start` (after building its networks), `iterations` (the loop),
+    `record` (every env step), `log` (every update) and `finish` (returns the summary).
+    """
+
+    def __init__(self, args, algo: str, action_spaces: tuple):
+        check_common_args(args)
+        self.args, self.algo = args, algo
+        # Probe the env once, so an unknown id or an unsupported space is an error before anything is written.
+        try:
+            env = gym.make(args.env_id)
+        except (gym.error.Error, ImportError) as e:  # unknown id, missing extra (MuJoCo, Box2D), ...
+            raise ArgError(f"cannot make env {args.env_id!r}: {str(e).splitlines()[0]}") from None
+        obs_space, act_space = env.observation_space, env.action_space
+        env.close()
+        if not isinstance(act_space, action_spaces):
+            needs = " or ".join(space.__name__ for space in action_spaces)
+            raise ArgError(f"{algo}.py needs a {needs} action space, {args.env_id} has {act_space}")
+        if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+            raise ArgError(f"{algo}.py needs a flat Box observation space, {args.env_id} has {obs_space}")
+        self.discrete = isinstance(act_space, gym.spaces.Discrete)
+        self.obs_dim = obs_space.shape[0]
+        self.action_dim = int(act_space.n) if self.discrete else act_space.shape[0]
+        self.action_low = None if self.discrete else act_space.low
+        self.action_high = None if self.discrete else act_space.high
+        random.seed(args.seed)
+        np.random.seed(args.seed)
+        torch.manual_seed(args.seed)
+        torch.backends.cudnn.deterministic = args.torch_deterministic
+        torch.set_num_threads(args.num_threads)
+        if args.cuda and not torch.cuda.is_available():
+            print("warning: --cuda given but no GPU is available: running on the CPU", file=sys.stderr)
+        self.device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+        self.name = self.progress = self.wandb = None
+        self.episode_returns, self.ep_return, self.ep_length = [], None, None
+        self.num_iterations = self.planned_steps = 0
+        self.interrupted, self.previous_handler = False, None
+
+    def start(self, steps_per_iteration: int, **checkpoint) -> None:
+        """Load `--model-path` into the `checkpoint` objects, then open the run folder, progress.csv and W&B."""
+        args = self.args
+        if 0 < args.total_timesteps < steps_per_iteration:
+            raise ArgError(
+                f"--total-timesteps {args.total_timesteps} is less than one update ({steps_per_iteration} steps)"
+            )
+        self.checkpoint = {key: part for key, part in checkpoint.items() if part is not None}
+        if args.model_path is not None:
+            self.load(args.model_path)
+        self.num_iterations = args.total_timesteps // steps_per_iteration
+        self.planned_steps = self.num_iterations * steps_per_iteration
+        prefix = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        os.makedirs("runs", exist_ok=True)
+        for k in itertools.count(1):  # mkdir fails if the folder exists: two runs never share one
+            self.name = prefix if k == 1 else f"{prefix}_{k}"
+            try:
+                os.mkdir(f"runs/{self.name}")
+                break
+            except FileExistsError:
+                continue
+        print(f"run folder: runs/{self.name}", flush=True)
+        if self.planned_steps != args.total_timesteps:
+            print(f"training {self.planned_steps} of the {args.total_timesteps} steps asked: "
+                  f"{self.num_iterations} whole updates of {steps_per_iteration} steps", flush=True)  # fmt: skip
+        self.progress = open(f"runs/{self.name}/progress.csv", "w")
+        self.progress.write("global_step,wall_time,episodic_return,episodic_length\n")
+        if args.track:
+            import wandb
+
+            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=self.name, config=vars(args))
+            self.wandb = wandb
+        # Ctrl-C sets `interrupted`: the loop ends after the current iteration and the run is finished as usual.
+        if threading.current_thread() is threading.main_thread():
+            self.previous_handler = signal.signal(signal.SIGINT, self.on_ctrl_c)
+        self.start_time = self.last_print = time.time()
+
+    def on_ctrl_c(self, signum, frame) -> None:
+        self.interrupted = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+        print("interrupted: finishing this iteration, then saving what was reached", file=sys.stderr)
+
+    def iterations(self):
+        """1, 2, ..., num_iterations, or fewer after a Ctrl-C."""
+        for iteration in range(1, self.num_iterations + 1):
+            if self.interrupted:
+                break
+            yield iteration
+
+    def record(self, global_step: int, rewards, dones, active=None) -> None:
+        """Add one step's rewards of every env (`active`: which envs count); log the episodes that ended."""
+        rewards, dones = np.asarray(rewards, dtype=np.float64), np.asarray(dones, dtype=bool)
+        active = np.ones(dones.shape, dtype=bool) if active is None else np.asarray(active, dtype=bool)
+        if self.ep_return is None:
+            self.ep_return, self.ep_length = np.zeros(dones.shape), np.zeros(dones.shape, dtype=np.int64)
+        self.ep_return += np.where(active, rewards, 0.0)
+        self.ep_length += active
+        for i in np.flatnonzero(dones & active):
+            ret, length = float(self.ep_return[i]), int(self.ep_length[i])
+            self.episode_returns.append(ret)
+            self.progress.write(f"{global_step},{time.time() - self.start_time:.4f},{ret:.6g},{length}\n")
+            self.progress.flush()
+            if self.wandb:
+                self.wandb.log({"charts/episodic_return": ret, "charts/episodic_length": length}, step=global_step)
+            self.ep_return[i], self.ep_length[i] = 0.0, 0
+
+    def log(self, global_step: int, metrics: dict) -> None:
+        """After an update: stop on NaN/inf, log `metrics` to W&B, print the status line every 2 s."""
+        metrics = {key: value.item() if hasattr(value, "item") else value for key, value in metrics.items()}
+        bad = [key for key, value in metrics.items() if not math.isfinite(value)]
+        for key, part in self.checkpoint.items():
+            state = state_of(part)
+            if not all(
+                torch.isfinite(t).all() for t in ([state] if isinstance(state, torch.Tensor) else state.values())
+            ):
+                bad.append(key)
+        if bad:
+            self.close()
+            raise FloatingPointError(f"{', '.join(bad)} became NaN/inf at global_step={global_step}")
+        now = time.time()
+        sps = int(global_step / max(now - self.start_time, 1e-9))
+        if self.wandb:
+            self.wandb.log({**metrics, "charts/SPS": sps}, step=global_step)
+        if now - self.last_print >= 2.0:
+            self.last_print = now
+            recent = np.mean(self.episode_returns[-20:]) if self.episode_returns else float("nan")
+            eta = max(self.planned_steps - global_step, 0) / max(sps, 1)
+            print(f"step {global_step}/{self.planned_steps} | {sps} SPS | {now - self.start_time:.0f}s elapsed, "
+                  f"{eta:.0f}s left | mean return (last 20) {recent:.1f}", flush=True)  # fmt: skip
+
+    def finish(self, global_step: int, policy) -> dict:
+        """Save, evaluate `policy` (observation batch -> action batch), write summary.json, print the eval line."""
+        wall_time = time.time() - self.start_time
+        self.close()
+        if self.args.save_model:
+            self.save(f"runs/{self.name}/{self.args.exp_name}.pt")
+        returns = [] if self.interrupted else evaluate(policy, self)
+        summary = {
+            "algo": self.algo, "env_id": self.args.env_id, "seed": self.args.seed, "global_step": global_step,
+            "wall_time_s": wall_time, "sps": global_step / wall_time if wall_time > 0 else 0.0,
+            "eval_mean_return": float(np.mean(returns)) if returns else None,
+            "eval_std_return": float(np.std(returns)) if returns else None,
+            "eval_episodes": len(returns),
+            "train_last_mean_return": float(np.mean(self.episode_returns[-20:])) if self.episode_returns else None,
+            "interrupted": self.interrupted, "run_name": self.name,
+        }  # fmt: skip
+        with open(f"runs/{self.name}/summary.json", "w") as f:
+            json.dump(summary, f, indent=2)
+        if self.wandb:
+            self.wandb.log({"eval/mean_return": summary["eval_mean_return"]}, step=global_step)
+            self.wandb.finish()
+        mean, std = (
+            f"{x:.2f}" if x is not None else None for x in (summary["eval_mean_return"], summary["eval_std_return"])
         )
-    if args.model_path is not None and not os.path.isfile(args.model_path):
-        raise ArgError(f"--model-path {args.model_path}: no such file")
-    if args.capture_video:
-        import importlib.util
+        print(f"eval: mean_return={mean} std_return={std} episodes={len(returns)}", flush=True)
+        return summary
 
-        if importlib.util.find_spec("moviepy") is None:
-            raise ArgError('--capture-video needs moviepy and pygame: pip install "gymnasium[classic-control,other]"')
+    def close(self) -> None:
+        """Close progress.csv and give Ctrl-C back to Python (also when training stops on an error)."""
+        if self.progress is not None and not self.progress.closed:
+            self.progress.close()
+        if self.previous_handler is not None:
+            signal.signal(signal.SIGINT, self.previous_handler)
+            self.previous_handler = None
+
+    def save(self, path: str) -> None:
+        """One file: each checkpoint part's state under its name, and what the run was (algo, env, sizes, args)."""
+        state = {key: state_of(part) for key, part in self.checkpoint.items()}
+        torch.save({**state, "meta": {"algo": self.algo, "env_id": self.args.env_id, "spaces": self.spaces(),
+                                      "args": vars(self.args)}}, path)  # fmt: skip
+        print(f"model saved to {path}")
+
+    def spaces(self) -> list:
+        return [self.obs_dim, self.action_dim, self.discrete]
+
+    def load(self, path: str) -> None:
+        """Checkpoints hold only tensors and numbers: loaded with `weights_only=True`, no pickled code runs."""
+        try:
+            saved = torch.load(path, map_location=self.device, weights_only=True)
+            meta = saved.pop("meta")
+            algo, env_id, spaces = meta["algo"], meta["env_id"], meta["spaces"]
+        except Exception:
+            raise ArgError(f"--model-path {path} is not a checkpoint saved by {self.algo}.py") from None
+        if algo != self.algo:
+            raise ArgError(f"--model-path {path} was saved by {algo}.py, not {self.algo}.py")
+        if spaces != self.spaces():
+            kind = {True: "discrete", False: "continuous"}
+            (o, a, d), (o2, a2, d2) = spaces, self.spaces()
+            raise ArgError(f"--model-path {path} was saved for {o} observations, {a} {kind[d]} actions ({env_id}); "
+                           f"{self.args.env_id} has {o2}, {a2} {kind[d2]}")  # fmt: skip
+        if set(saved) != set(self.checkpoint):
+            raise ArgError(f"--model-path {path} holds {sorted(saved)}; this run needs {sorted(self.checkpoint)}")
+        for key, part in self.checkpoint.items():
+            try:
+                load_into(part, saved[key])
+            except (RuntimeError, KeyError, TypeError, ValueError) as e:
+                reason = " ".join(str(e).split())[:200]
+                raise ArgError(f"--model-path {path}: its {key} does not fit this network ({reason})") from None
 
 
-def evaluate(policy: Policy, args: Args, run_name: str, device: torch.device) -> list[float]:
-    """Returns of `eval_episodes` episodes of the most likely action, no exploration."""
+def state_of(part):
+    """What a checkpoint keeps of a part: a module's state dict, a tensor, or an object's numbers and arrays."""
+    if isinstance(part, nn.Module):
+        return part.state_dict()
+    if isinstance(part, torch.Tensor):
+        return part.detach().cpu()
+    return {key: torch.as_tensor(value) for key, value in vars(part).items()}
+
+
+def load_into(part, state) -> None:
+    if isinstance(part, nn.Module):
+        part.load_state_dict(state)
+    elif isinstance(part, torch.Tensor):
+        with torch.no_grad():
+            part.copy_(state)
+    else:
+        for key, value in vars(part).items():
+            if np.shape(value) != tuple(state[key].shape):
+                raise ValueError(f"{key} of shape {tuple(state[key].shape)}, expected {np.shape(value)}")
+            setattr(part, key, state[key].cpu().numpy())
+
+
+def evaluate(policy, run: Run) -> list[float]:
+    """Returns of `eval_episodes` episodes of `policy` (most likely / mean action, no exploration)."""
+    args = run.args
     env = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
     if args.capture_video:
-        env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", episode_trigger=lambda e: True)
+        env = gym.wrappers.RecordVideo(env, f"videos/{run.name}", episode_trigger=lambda e: True)
     returns = []
     for episode in range(args.eval_episodes):
         obs, _ = env.reset(seed=args.seed + 10_000 + episode)
         done, total = False, 0.0
         while not done:
             with torch.inference_mode():
-                action = policy.mode(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-            if not policy.discrete:
-                action = np.clip(action, env.action_space.low, env.action_space.high)
+                obs_batch = torch.as_tensor(obs, dtype=torch.float32, device=run.device).unsqueeze(0)
+                action = policy(obs_batch)[0].cpu().numpy()
+            if not run.discrete:
+                action = np.clip(action, run.action_low, run.action_high)
             obs, reward, terminated, truncated, _ = env.step(action)
             total += float(reward)
             done = terminated or truncated
@@ -227,158 +502,37 @@ def evaluate(policy: Policy, args: Args, run_name: str, device: torch.device) ->
     return returns
 
 
-def train(args: Args) -> dict:
-    check_args(args)
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    torch.set_num_threads(args.num_threads)
-    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+def check_common_args(args) -> None:
+    """The checks of the fields every script shares."""
+    if not 0 <= args.seed < 2**32:
+        raise ArgError(f"--seed must lie in [0, 2**32), got {args.seed}")
+    if args.total_timesteps < 0:
+        raise ArgError(f"--total-timesteps must be >= 0, got {args.total_timesteps}")
+    if args.total_timesteps == 0 and args.model_path is None:
+        raise ArgError("--total-timesteps 0 only evaluates, and needs --model-path")
+    if args.model_path is not None and not os.path.isfile(args.model_path):
+        raise ArgError(f"--model-path {args.model_path}: no such file")
+    if args.eval_episodes < 0:
+        raise ArgError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
+    if args.capture_video and not all(importlib.util.find_spec(m) for m in ("moviepy", "pygame")):
+        raise ArgError('--capture-video needs moviepy and pygame: pip install "gymnasium[classic-control,other]"')
 
+
+def main() -> None:
+    """The command line: parse `Args`, train, and turn an error into one line and an exit status."""
+    # In Jupyter or Colab, sys.argv is the kernel's own (-f kernel.json): a pasted cell takes the defaults.
+    in_notebook = "ipykernel" in sys.modules or os.path.basename(sys.argv[0]).endswith("kernel_launcher.py")
     try:
-        envs = make_envs(args.env_id, args.num_envs, args.seed)
-    except (gym.error.Error, ImportError) as e:  # unknown id, missing extra (MuJoCo, Box2D), ...
-        raise ArgError(f"cannot make env {args.env_id!r}: {str(e).splitlines()[0]}") from None
-    obs_space, act_space = envs.single_observation_space, envs.single_action_space
-    if not isinstance(act_space, (gym.spaces.Discrete, gym.spaces.Box)):
-        raise ArgError(f"reinforce.py needs a Discrete or Box action space, {args.env_id} has {act_space}")
-    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-        raise ArgError(f"reinforce.py needs a flat Box observation space, {args.env_id} has {obs_space}")
-    discrete = isinstance(act_space, gym.spaces.Discrete)
-    obs_dim = obs_space.shape[0]
-    action_dim = int(act_space.n) if discrete else act_space.shape[0]
-    policy = Policy(obs_dim, action_dim, discrete, args.hidden_size).to(device)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=args.learning_rate)
-    if args.model_path is not None:
-        try:
-            saved = torch.load(args.model_path, map_location=device, weights_only=False)
-            policy.load_state_dict(saved["policy"])
-        except Exception as e:  # not a model file, or one saved for another env or network
-            reason = f"{type(e).__name__}: {e}".splitlines()[0]
-            raise ArgError(f"--model-path {args.model_path} does not fit {args.env_id}: {reason}") from None
-
-    os.makedirs(f"runs/{run_name}", exist_ok=True)
-    writer = None
-    if args.track:
-        import wandb
-
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name, config=vars(args))
-        writer = wandb
-    progress = open(f"runs/{run_name}/progress.csv", "w")
-    progress.write("global_step,wall_time,episodic_return,episodic_length\n")
-
-    N = args.num_envs
-    global_step, episode_returns, loss = 0, [], None
-    start_time = last_print = time.time()
-    interrupted = False
-    try:
-        iteration = 0
-        while global_step < args.total_timesteps:
-            iteration += 1
-            # The step-size sequence $\alpha_k$ of Algorithm 1, decaying linearly to 0 over the budget
-            if args.anneal_lr:
-                optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - global_step / args.total_timesteps)
-            # ## Generate N trajectories $\tau_i \sim p_\theta(\tau)$ (dataset $D_k$)
-            # Stored (T, N) with a mask of the steps that belong to each episode. A batch that
-            # would overrun `total_timesteps` is dropped unfinished.
-            obs, _ = envs.reset(seed=args.seed if iteration == 1 else None)
-            active = np.ones(N, dtype=bool)
-            ep_return, ep_length = np.zeros(N), np.zeros(N, dtype=np.int64)
-            obs_list, act_list, rew_list, mask_list = [], [], [], []
-            while active.any() and global_step + active.sum() <= args.total_timesteps:
-                with torch.inference_mode():
-                    action = policy.sample(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-                obs_list.append(obs)
-                act_list.append(action)
-                mask_list.append(active.copy())
-                env_action = action if discrete else np.clip(action, act_space.low, act_space.high)
-                obs, reward, terminated, truncated, _ = envs.step(env_action)
-                rew_list.append(np.where(active, reward, 0.0))
-                global_step += int(active.sum())
-                ep_return += np.where(active, reward, 0.0)
-                ep_length += active
-                finished = active & (terminated | truncated)
-                for i in np.flatnonzero(finished):
-                    episode_returns.append(float(ep_return[i]))
-                    wall = time.time() - start_time
-                    progress.write(f"{global_step},{wall:.4f},{ep_return[i]:.6g},{ep_length[i]}\n")
-                    progress.flush()
-                    if writer:
-                        writer.log(
-                            {"charts/episodic_return": ep_return[i], "charts/episodic_length": ep_length[i]},
-                            step=global_step,
-                        )
-                active &= ~finished
-            if active.any():
-                break
-
-            # ## Update: $\theta_{k+1} = \theta_k + \alpha \hat{\nabla}_\theta J(\theta_k, D_k)$ (through Adam)
-            b_obs = torch.from_numpy(np.stack(obs_list)).float().to(device)
-            b_actions = torch.from_numpy(np.stack(act_list)).to(device)
-            rewards = torch.from_numpy(np.stack(rew_list)).float().to(device)
-            mask = torch.from_numpy(np.stack(mask_list)).float().to(device)
-            weights = reinforce_weights(rewards, mask, args.gamma, args.reward_to_go, args.normalize_returns)
-            loss = surrogate_loss(policy.log_prob(b_obs, b_actions), weights, mask)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-
-            if not torch.isfinite(loss) or not all(torch.isfinite(p).all() for p in policy.parameters()):
-                raise FloatingPointError(f"loss or parameters became NaN/inf at global_step={global_step}")
-
-            now = time.time()
-            sps = int(global_step / (now - start_time))
-            if writer:
-                writer.log({"charts/SPS": sps, "losses/policy_loss": loss.item()}, step=global_step)
-            if now - last_print >= 2.0:
-                last_print = now
-                recent = np.mean(episode_returns[-20:]) if episode_returns else float("nan")
-                eta = (args.total_timesteps - global_step) / max(sps, 1)
-                print(f"step {global_step}/{args.total_timesteps} | {sps} SPS | {now - start_time:.0f}s elapsed, "
-                      f"{eta:.0f}s left | mean return (last 20) {recent:.1f}", flush=True)  # fmt: skip
-    except KeyboardInterrupt:
-        interrupted = True
-        print("interrupted: saving what was reached", file=sys.stderr)
-    wall_time = time.time() - start_time
-    envs.close()
-    progress.close()
-
-    if args.save_model:
-        path = f"runs/{run_name}/{args.exp_name}.pt"
-        torch.save({"policy": policy.state_dict(), "args": vars(args)}, path)
-        print(f"model saved to {path}")
-
-    eval_returns = [] if interrupted else evaluate(policy, args, run_name, device)
-    summary = {
-        "algo": "reinforce",
-        "env_id": args.env_id,
-        "seed": args.seed,
-        "global_step": global_step,
-        "wall_time_s": wall_time,
-        "sps": global_step / wall_time if wall_time > 0 else 0.0,
-        "eval_mean_return": float(np.mean(eval_returns)) if eval_returns else None,
-        "eval_std_return": float(np.std(eval_returns)) if eval_returns else None,
-        "eval_episodes": len(eval_returns),
-        "train_last_mean_return": float(np.mean(episode_returns[-20:])) if episode_returns else None,
-        "interrupted": interrupted,
-        "run_name": run_name,
-    }
-    with open(f"runs/{run_name}/summary.json", "w") as f:
-        json.dump(summary, f, indent=2)
-    if writer:
-        writer.log({"eval/mean_return": summary["eval_mean_return"]}, step=global_step)
-        writer.finish()
-    print(
-        f"eval: mean_return={summary['eval_mean_return']} std_return={summary['eval_std_return']} episodes={len(eval_returns)}"
-    )
-    return summary
+        train(tyro.cli(Args, args=[] if in_notebook else None))
+    except ArgError as e:  # bad input: exit 2
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except FloatingPointError as e:  # NaN/inf during training: exit 1
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one during the evaluation
+        sys.exit(130)
 
 
 if __name__ == "__main__":
-    try:
-        train(tyro.cli(Args))
-    except ArgError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    main()

@@ -181,7 +181,7 @@ def fit_tabular_value(mdp, logits, n_episodes: int, seed: int, steps: int = 300)
     counts = torch.bincount(cell, minlength=H * S).double()
     means = torch.zeros(H * S, dtype=torch.float64).index_add_(0, cell, returns) / counts.clamp(min=1)
     torch.manual_seed(seed)
-    net = rb.value_net(H * S, 32)
+    net = rb.mlp(H * S, 32, 1, out_std=1.0)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
     features = torch.eye(H * S)
     for _ in range(steps):
@@ -223,8 +223,8 @@ def cartpole_policy_mid_training(train_steps: int, seed: int, gamma: float):
     with tmp:
         checkpoint = torch.load(next(run_dir.glob("*.pt")), weights_only=True)
     args = rb.Args(**flags)
-    policy = rb.Policy(4, 2, True, args.hidden_size)
-    critic = rb.value_net(4, args.hidden_size)
+    policy = rb.Agent(4, 2, True, args.hidden_size)
+    critic = rb.mlp(4, args.hidden_size, 1, out_std=1.0)
     for net in (policy, critic):
         if not load_matching(net, checkpoint):
             raise RuntimeError(f"no state in the checkpoint fits {type(net).__name__} (keys: {list(checkpoint)})")

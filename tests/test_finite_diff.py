@@ -232,7 +232,10 @@ def test_sampled_actions_follow_the_linear_policy(tmp_path, monkeypatch, env_id)
         theta = torch.tensor([0.1, -0.1, 0.1, np.log(0.2)])
     else:  # $W = ((0.3, -0.2), (-0.2, 0.3), (0.4, -0.1))$, $c = (0, 0, 0.5)$
         theta = torch.tensor([0.3, -0.2, -0.2, 0.3, 0.4, -0.1, 0.0, 0.0, 0.5])
-    torch.save({"theta": theta.double()}, tmp_path / "theta.pt")
+    # a checkpoint as finite_diff.py saves one: its parts, and what they were saved for
+    spaces = [2, 1, False] if box else [2, 3, True]  # the bandit's observation size, action size, discrete
+    meta = {"algo": "finite_diff", "env_id": env_id, "spaces": spaces}
+    torch.save({"theta": theta.double(), "meta": meta}, tmp_path / "theta.pt")
     batches = record_batches(monkeypatch)
     # a step size of 1e-12: theta stays put; no common random numbers: every episode is a new sample
     train_in(tmp_path, fd, env_id=env_id, model_path=str(tmp_path / "theta.pt"), learning_rate=1e-12, epsilon=1e-9,

@@ -136,26 +136,28 @@ def test_policy_log_prob_matches_torch_distributions():
     torch.manual_seed(0)
     obs = torch.randn(5, 3)
     for discrete in (True, False):
-        policy = rf.Policy(3, 2, discrete, 8)
+        policy = rf.Agent(3, 2, discrete, 8)
         with torch.no_grad():
-            policy.net[-1].weight.normal_()
-        out = policy.net(obs)
+            policy.actor[-1].weight.normal_()
+        out = policy.actor(obs)
         actions = policy.sample(obs)
         if discrete:
             dist = torch.distributions.Categorical(logits=out)
         else:
             dist = torch.distributions.Independent(torch.distributions.Normal(out, policy.log_std.exp()), 1)
-        assert torch.allclose(policy.log_prob(obs, actions), dist.log_prob(actions), atol=1e-5)
+        log_prob, entropy = policy.log_prob_entropy(obs, actions)
+        assert torch.allclose(log_prob, dist.log_prob(actions), atol=1e-5)
+        assert torch.allclose(entropy, dist.entropy(), atol=1e-5)
 
 
 def test_sampled_actions_follow_the_softmax():
     torch.manual_seed(0)
-    policy = rf.Policy(2, 3, True, 8)
+    policy = rf.Agent(2, 3, True, 8)
     with torch.no_grad():
-        policy.net[-1].weight.normal_()
+        policy.actor[-1].weight.normal_()
     obs = torch.tensor([[0.3, -0.2]]).expand(20_000, 2)
     freq = torch.bincount(policy.sample(obs), minlength=3).float() / 20_000
-    assert torch.allclose(freq, torch.softmax(policy.net(obs[:1]), -1)[0], atol=0.015)
+    assert torch.allclose(freq, torch.softmax(policy.actor(obs[:1]), -1)[0], atol=0.015)
 
 
 def test_batches_are_whole_episodes(tmp_path):
@@ -178,10 +180,11 @@ RUNS = {
     # Box actions: $\log\pi$ of the unclipped sample, the env gets it clipped to [-1, 1]
     "clock-box": {"env_id": "tests.fake_envs:ClockBox-v0", "total_timesteps": 40},
     "clock-fixed-step-size": {"env_id": "tests.fake_envs:Clock-v0", "total_timesteps": 40, "anneal_lr": False},
-    # episodes of different lengths in one batch: what the mask must cut off
-    "cartpole": {"env_id": "CartPole-v1", "total_timesteps": 300},
-    "cartpole-whole-return": {"env_id": "CartPole-v1", "total_timesteps": 300, "reward_to_go": False},
-    "cartpole-normalized": {"env_id": "CartPole-v1", "total_timesteps": 300, "normalize_returns": True},
+    # episodes of different lengths in one batch: what the mask must cut off (the budget: at least one
+    # update, N episodes of up to 500 steps)
+    "cartpole": {"env_id": "CartPole-v1", "total_timesteps": 2000},
+    "cartpole-whole-return": {"env_id": "CartPole-v1", "total_timesteps": 2000, "reward_to_go": False},
+    "cartpole-normalized": {"env_id": "CartPole-v1", "total_timesteps": 2000, "normalize_returns": True},
     # only the time limit ends an episode (truncation)
     "time-limit": {"env_id": "tests.fake_envs:ConstantReward-v0", "total_timesteps": 50},
 }
@@ -193,7 +196,7 @@ def run(request, tmp_path_factory):
     overrides = {**BASE, **RUNS[request.param]}
     with pytest.MonkeyPatch.context() as mp, optimizer_steps() as steps:
         batches = record_batches(mp)
-        samples = spy(mp, rf.Policy, "sample")
+        samples = spy(mp, rf.Agent, "sample")
         weights = spy(mp, rf, "reinforce_weights")
         losses = spy(mp, rf, "surrogate_loss")
         summary, _ = train_in(tmp_path_factory.mktemp(request.param), rf, **overrides)
@@ -245,7 +248,7 @@ def test_log_probs_are_those_of_the_sampled_actions_at_s_t(run):
     for b, step, loss_call in zip(run.complete, run.steps, run.losses):
         with torch.no_grad():
             policy = module_at(run.policy, step)
-            want = policy.log_prob(torch.as_tensor(b.s, dtype=torch.float32), sampled(run.samples, b))
+            want, _ = policy.log_prob_entropy(torch.as_tensor(b.s, dtype=torch.float32), sampled(run.samples, b))
         torch.testing.assert_close(bound(rf.surrogate_loss, loss_call)["log_probs"].detach(), want)
 
 

@@ -183,7 +183,7 @@ def test_optimal_baseline_matches_a_naive_loop():
 @pytest.mark.parametrize("discrete", [True, False], ids=["discrete", "gaussian"])
 def test_per_episode_gradients_match_autograd_one_episode_at_a_time(discrete):
     torch.manual_seed(0)
-    policy = rb.Policy(3, 2, discrete, 8)
+    policy = rb.Agent(3, 2, discrete, 8)
     T, n = 6, 4
     obs = torch.randn(T, n, 3)
     with torch.no_grad():
@@ -192,7 +192,7 @@ def test_per_episode_gradients_match_autograd_one_episode_at_a_time(discrete):
     got = rb.per_episode_gradients(policy, obs, actions, weights)
     for i in range(n):
         policy.zero_grad()
-        (-(policy.log_prob(obs[:, i], actions[:, i]) * weights[:, i]).sum()).backward()
+        (-(policy.log_prob_entropy(obs[:, i], actions[:, i])[0] * weights[:, i]).sum()).backward()
         want = torch.cat([p.grad.flatten() for p in policy.parameters()])
         assert torch.allclose(got[i], want, atol=1e-6)
     assert rb.gradient_variance(got) == pytest.approx(float(sum(got[:, k].var() for k in range(got.shape[1])) / n))
@@ -206,7 +206,8 @@ def test_value_loss_ignores_padding():
 
 # ## The wiring of `train`: what its loop fed the math, against what the envs did
 BASE = {"num_envs": 4, "gamma": 0.9, "hidden_size": 8, "learning_rate": 0.01, "vf_epochs": 3, "eval_episodes": 0}
-CARTPOLE = {"env_id": "CartPole-v1", "total_timesteps": 300}  # episodes of different lengths: the mask matters
+# episodes of different lengths: the mask matters (the budget: at least one update, N episodes of up to 500 steps)
+CARTPOLE = {"env_id": "CartPole-v1", "total_timesteps": 2000}
 CLOCK = {"env_id": "tests.fake_envs:Clock-v0", "total_timesteps": 40}  # $s_t = (t, 0)$, $r_t = t + 1$
 RUNS = {
     "mean": {**CARTPOLE, "baseline": "mean"},
@@ -240,7 +241,7 @@ def run(request, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp, optimizer_steps() as steps:
         mp.setattr(torch.nn.Sequential, "forward", recording_forward)
         batches = record_batches(mp)
-        samples = spy(mp, rb.Policy, "sample")
+        samples = spy(mp, rb.Agent, "sample")
         gradients = spy(mp, rb, "per_episode_gradients")
         optimal = spy(mp, rb, "optimal_baseline")
         value_losses = spy(mp, rb, "value_loss")
