@@ -1,10 +1,8 @@
 r"""Proximal Policy Optimization (PPO) tuned for continuous control (Box actions only).
 
-Paper: Schulman, Wolski, Dhariwal, Radford, Klimov. "Proximal Policy Optimization
-Algorithms", arXiv:1707.06347 (2017); the details that make it work on continuous control
-follow Engstrom et al. (2020) and Andrychowicz et al. (2021), "What Matters in On-Policy RL".
-Lecture: slide "Proximal Policy Optimization (PPO)", with the Gaussian output layer of slide
-"Policy Gradient Methods", $\pi(a_t|s_t;\theta) = \mathbb{N}(f(s_t), \Sigma)$.
+Paper: Schulman, Wolski, Dhariwal, Radford, Klimov. "Proximal Policy Optimization Algorithms", arXiv:1707.06347
+(2017). Lecture: slide "Proximal Policy Optimization (PPO)", with the Gaussian output layer of slide "Policy
+Gradient Methods", $\pi(a_t|s_t;\theta) = \mathbb{N}(f(s_t), \Sigma)$.
 
 The update maximises, over several epochs of shuffled minibatches of one rollout,
 
@@ -12,16 +10,12 @@ $\mathcal{L}_t(\theta) = \mathcal{L}_t^{CLIP}(\theta) - c_1 \mathcal{L}_t^{VF}(\
 $\mathcal{L}_t^{CLIP} = \min(r_t(\theta)\hat{A}_t, \text{clip}(r_t(\theta), 1-\epsilon, 1+\epsilon)\hat{A}_t)$,
 $r_t(\theta) = \pi(a_t|s_t;\theta) / \pi(a_t|s_t;\theta_{old})$,
 
-with $\hat{A}_t$ from GAE($\lambda$). What differs from ppo.py: observations are normalized
-with running statistics (saved with the model, frozen at evaluation), rewards are scaled by
-the running std of the discounted return, and $a_t$ is clipped to the bounds only for the env:
-$\pi(a_t|s_t)$ in $r_t$ is the density of the unclipped sample.
+with $\hat{A}_t$ from generalized advantage estimation, GAE($\lambda$). Unlike ppo.py (after Engstrom et al. 2020,
+Andrychowicz et al. 2021): normalized observations, rewards scaled every step, $a_t$ clipped only for the env.
 
 Run: python ppo_continuous.py --env-id Pendulum-v1
 """
 
-import importlib.util
-import json
 import os
 import random
 import sys
@@ -37,7 +31,54 @@ import tyro
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """PPO with observation normalization and reward scaling: trains a Gaussian policy for Box actions."""
+
+    # PPO's own fields, tuned on Pendulum-v1 (few short rollouts, many epochs); MuJoCo: CleanRL's defaults.
+    learning_rate: float = 2e-3
+    """Adam's step size alpha"""
+    anneal_lr: bool = True
+    """decay the step size linearly to 0 over training"""
+    num_envs: int = 4
+    """parallel environments"""
+    num_steps: int = 256
+    """steps per environment in each rollout"""
+    gamma: float = 0.95
+    """discount factor gamma"""
+    gae_lambda: float = 0.95
+    """lambda of GAE (1: Monte-Carlo returns, 0: one-step TD)"""
+    num_minibatches: int = 4
+    """minibatches per epoch"""
+    update_epochs: int = 20
+    """epochs over each rollout"""
+    norm_adv: bool = True
+    """normalize the advantages of each minibatch"""
+    clip_coef: float = 0.2
+    """the clip range epsilon of L^CLIP"""
+    clip_vloss: bool = False
+    """clip the value loss as in the PPO code release (often no help: Andrychowicz et al. 2021)"""
+    ent_coef: float = 0.0
+    """c2, weight of the entropy bonus S (0: off by default)"""
+    vf_coef: float = 0.5
+    """c1, weight of the value loss L^VF"""
+    max_grad_norm: float = 0.5
+    """clip the global gradient norm to this"""
+    target_kl: float | None = None
+    """stop the epochs of an update early once approx KL exceeds this"""
+    norm_obs: bool = True
+    """normalize observations with running mean and std (saved with the model, frozen at evaluation)"""
+    clip_obs: float = 10.0
+    """clip normalized observations to [-clip_obs, clip_obs]"""
+    scale_rewards: bool = True
+    """divide rewards by the running std of the discounted return (keeps V's targets near 1)"""
+    init_log_std: float = 0.0
+    """initial log sigma of the Gaussian policy, in action units"""
+    hidden_size: int = 64
+    """units in each of the two hidden layers"""
+    num_threads: int = 1
+    """torch CPU threads (1 is fastest for networks this small)"""
+
+    # The fields every script shares (CONVENTIONS.md), same names and meanings in all nine.
+    exp_name: str = "ppo_continuous"
     """the name of this experiment (part of the run name)"""
     seed: int = 1
     """seed of random, numpy, torch and the environments"""
@@ -64,61 +105,10 @@ class Args:
     eval_episodes: int = 10
     """episodes of the final, deterministic policy (the Gaussian's mean) to evaluate"""
 
-    # Defaults tuned on Pendulum-v1 (few short rollouts, many epochs over each); for MuJoCo use
-    # CleanRL's: --num-envs 1 --num-steps 2048 --num-minibatches 32 --update-epochs 10
-    # --learning-rate 3e-4 --gamma 0.99 --total-timesteps 1000000.
-    learning_rate: float = 2e-3
-    """Adam's step size alpha"""
-    anneal_lr: bool = True
-    """decay the step size linearly to 0 over training"""
-    num_envs: int = 4
-    """parallel environments"""
-    num_steps: int = 256
-    """steps per environment in each rollout"""
-    gamma: float = 0.95
-    """discount factor gamma"""
-    gae_lambda: float = 0.95
-    """lambda of GAE (1: Monte-Carlo returns, 0: one-step TD)"""
-    num_minibatches: int = 4
-    """minibatches per epoch"""
-    update_epochs: int = 20
-    """epochs over each rollout"""
-    norm_adv: bool = True
-    """normalize the advantages of each minibatch"""
-    clip_coef: float = 0.2
-    """the clip range epsilon of L^CLIP"""
-    clip_vloss: bool = False
-    """clip the value loss as in the PPO code release (often no help: Andrychowicz et al. 2021)"""
-    ent_coef: float = 0.0
-    """c2, weight of the entropy bonus S"""
-    vf_coef: float = 0.5
-    """c1, weight of the value loss L^VF"""
-    max_grad_norm: float = 0.5
-    """clip the global gradient norm to this"""
-    target_kl: float | None = None
-    """stop the epochs of an update early once approx KL exceeds this"""
-    norm_obs: bool = True
-    """normalize observations with running mean and std (saved with the model, frozen at evaluation)"""
-    clip_obs: float = 10.0
-    """clip normalized observations to [-clip_obs, clip_obs]"""
-    scale_rewards: bool = True
-    """divide rewards by the running std of the discounted return (keeps V's targets near 1)"""
-    init_log_std: float = 0.0
-    """initial log sigma of the Gaussian policy, in action units"""
-    hidden_size: int = 64
-    """units in each of the two hidden layers"""
-    num_threads: int = 1
-    """torch CPU threads (1 is fastest for networks this small)"""
-
-
-class ArgError(ValueError):
-    """Bad input: reported as one `error:` line and exit status 2."""
-
 
 # ## Environments
-# Gymnasium 1.x vector envs with `SAME_STEP` autoreset: when an episode ends, `step` returns
-# the first observation of the next one and the true last observation in `info["final_obs"]`,
-# which we need to bootstrap $V(s_{T})$ when the episode was cut by a time limit.
+# Gymnasium 1.x vector envs with `SAME_STEP` autoreset: when an episode ends, `step` returns the first observation
+# of the next one, and the true last one in `info["final_obs"]`, which bootstraps $V(s_T)$ after a time limit.
 def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv:
     env_fns = [lambda: gym.make(env_id) for _ in range(num_envs)]
     envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
@@ -127,62 +117,13 @@ def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv
 
 
 def true_next_obs(obs: np.ndarray, info: dict) -> np.ndarray:
-    """$s_{t+1}$ of every env: `obs`, except where an episode ended, there `final_obs`."""
+    """$s_{t+1}$ of every env: `obs`, except where an episode just ended: there its true last observation."""
     if "final_obs" not in info:
         return obs
-    real = obs.copy()
+    next_obs = obs.copy()
     for i in np.flatnonzero(info["_final_obs"]):
-        real[i] = info["final_obs"][i]
-    return real
-
-
-# ## Observation normalization
-# $\tilde{s} = \text{clip}((s - \mu_s) / \sqrt{\sigma_s^2 + 10^{-8}}, -c, c)$ with $\mu_s, \sigma_s^2$
-# the mean and variance of every observation seen so far, merged batch by batch (Chan et al.):
-# $\mu \leftarrow \mu + \delta \frac{m}{n+m}$, $M_2 \leftarrow n\sigma^2 + m\sigma_b^2 + \delta^2 \frac{nm}{n+m}$,
-# $\delta = \mu_b - \mu$. They belong to the policy: they are saved with it and only read at evaluation.
-class RunningMeanStd:
-    """Mean and variance of a stream of batches."""
-
-    def __init__(self, shape=()):
-        self.mean, self.var, self.count = np.zeros(shape), np.ones(shape), 1e-4
-
-    def update(self, batch: np.ndarray):
-        b_mean, b_var, b_count = batch.mean(0), batch.var(0), batch.shape[0]
-        delta, total = b_mean - self.mean, self.count + b_count
-        self.mean = self.mean + delta * b_count / total
-        m2 = self.var * self.count + b_var * b_count + delta**2 * self.count * b_count / total
-        self.var, self.count = m2 / total, total
-
-    def state(self) -> tuple:
-        return torch.as_tensor(self.mean), torch.as_tensor(self.var), float(self.count)
-
-    def load(self, state: tuple):
-        mean, var, count = state
-        if np.shape(mean) != np.shape(self.mean):
-            raise ValueError(f"statistics of shape {tuple(np.shape(mean))}, expected {np.shape(self.mean)}")
-        self.mean, self.var, self.count = np.asarray(mean, np.float64), np.asarray(var, np.float64), float(count)
-
-
-def normalize_obs(obs: np.ndarray, rms: RunningMeanStd | None, clip: float) -> np.ndarray:
-    if rms is None:
-        return obs.astype(np.float32)
-    return np.clip((obs - rms.mean) / np.sqrt(rms.var + 1e-8), -clip, clip).astype(np.float32)
-
-
-# ## Reward scaling
-# $\tilde{r}_t = r_t / \sqrt{\text{Var}[G] + 10^{-8}}$ with $G_t = \gamma G_{t-1} + r_t$ the discounted
-# sum of past rewards of the running episode (Engstrom et al. 2020). The mean is not subtracted:
-# that would change which policy is optimal.
-class RewardScaler:
-    def __init__(self, num_envs: int, gamma: float):
-        self.rms, self.gamma, self.G = RunningMeanStd(), gamma, np.zeros(num_envs)
-
-    def __call__(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
-        self.G = self.G * self.gamma + reward
-        self.rms.update(self.G)
-        self.G[done] = 0.0
-        return reward / np.sqrt(self.rms.var + 1e-8)
+        next_obs[i] = info["final_obs"][i]
+    return next_obs
 
 
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Linear:
@@ -196,9 +137,7 @@ def mlp(n_in: int, n_hidden: int, n_out: int, out_std: float) -> nn.Sequential:
     return nn.Sequential(*hidden, layer_init(nn.Linear(n_hidden, n_out), std=out_std))
 
 
-# ## The Gaussian policy
-# $\pi(a|s) = \mathbb{N}(f(s), \Sigma)$ with diagonal $\Sigma = \text{diag}(\sigma^2)$ and $\log \sigma$
-# a parameter that does not depend on $s$:
+# ## The Gaussian policy $\pi(a|s) = \mathbb{N}(f(s), \Sigma)$, $\Sigma = \text{diag}(\sigma^2)$, $\log \sigma$ a parameter not depending on $s$:
 # $\log \pi(a|s) = -\sum_i \left[\frac{(a_i - \mu_i)^2}{2\sigma_i^2} + \log \sigma_i + \frac{1}{2}\log 2\pi\right]$,
 # $S = \sum_i \left[\log \sigma_i + \frac{1}{2}(1 + \log 2\pi)\right]$.
 def gaussian_log_prob_entropy(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor):
@@ -224,24 +163,24 @@ class Agent(nn.Module):
     def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor):
         return gaussian_log_prob_entropy(self.actor(obs), self.log_std, actions)
 
-    # $a = \mu + \sigma \xi$, $\xi \sim \mathbb{N}(0, I)$: no torch.distributions in the env loop.
     def sample(self, obs: torch.Tensor) -> torch.Tensor:
+        # $a = \mu + \sigma \xi$, $\xi \sim \mathbb{N}(0, I)$, without torch.distributions (2-3x slower at this size).
         mean = self.actor(obs)
         return mean + torch.exp(self.log_std) * torch.randn_like(mean)
 
     def mode(self, obs: torch.Tensor) -> torch.Tensor:
-        """The most likely action, the mean: used for evaluation."""
+        """The most likely action, the mean: for evaluation."""
         return self.actor(obs)
 
 
 # ## Generalized advantage estimation
-# $\delta_t = r_t + \gamma V(s_{t+1})(1 - \text{terminated}_t) - V(s_t)$ and
-# $\hat{A}_t = \delta_t + \gamma\lambda (1 - \text{done}_t) \hat{A}_{t+1}$.
-# `next_values[t]` is $V$ of the true next state, also when the episode was truncated there:
-# a time limit is not a terminal state, so it still bootstraps. `dones[t]` (terminated or
-# truncated) only stops the sum from running into the next episode.
-def gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambda: float):
-    advantages, next_advantage = torch.zeros_like(rewards), torch.zeros_like(rewards[0])
+# $\delta_t = r_t + \gamma V(s_{t+1})(1 - \text{terminated}_t) - V(s_t)$ and $\hat{A}_t = \delta_t + \gamma\lambda (1 - \text{done}_t) \hat{A}_{t+1}$.
+# `next_values[t]` is $V$ of the true next state, also when the episode was truncated there: a time limit is
+# not a terminal state, so it still bootstraps. `dones[t]` (terminated or truncated) only stops the sum from
+# running into the next episode. Arrays are (T, N) numpy: this loop over T runs several times faster than in torch.
+def gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambda: float) -> np.ndarray:
+    advantages = np.zeros_like(rewards)
+    next_advantage = np.zeros_like(rewards[0])
     for t in reversed(range(rewards.shape[0])):
         delta = rewards[t] + gamma * next_values[t] * (1.0 - terminated[t]) - values[t]
         next_advantage = delta + gamma * gae_lambda * (1.0 - dones[t]) * next_advantage
@@ -252,7 +191,9 @@ def gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambd
 # ## The clipped surrogate
 # $r_t(\theta) = \exp(\log\pi_\theta(a_t|s_t) - \log\pi_{\theta_{old}}(a_t|s_t))$;
 # the loss is $-\hat{\mathbb{E}}_t[\min(r_t \hat{A}_t, \text{clip}(r_t, 1-\epsilon, 1+\epsilon)\hat{A}_t)]$.
-# Also returned: approx KL $\hat{\mathbb{E}}[(r-1) - \log r]$ and the fraction of clipped samples.
+# Like every implementation, the average over $t$ drops the $\gamma^t$ of the discounted policy gradient.
+# Also returned: approx KL $\hat{\mathbb{E}}[(r-1) - \log r]$, an unbiased, non-negative estimate of
+# $KL(\pi_{\theta_{old}} \| \pi_\theta)$ (the TRPO slide's KL runs the other way), and the fraction of samples clipped.
 def clipped_policy_loss(new_log_prob, old_log_prob, advantages, clip_coef: float):
     log_ratio = new_log_prob - old_log_prob
     ratio = log_ratio.exp()
@@ -265,8 +206,8 @@ def clipped_policy_loss(new_log_prob, old_log_prob, advantages, clip_coef: float
     return loss, approx_kl, clip_frac
 
 
-# $\mathcal{L}^{VF} = (V_\theta(s_t) - V_t^{targ})^2$ with $V_t^{targ} = \hat{A}_t + V_{\theta_{old}}(s_t)$;
-# optionally clipped around $V_{\theta_{old}}$ like the policy.
+# $\mathcal{L}^{VF} = (V_\theta(s_t) - V_t^{targ})^2$, $V_t^{targ} = \hat{A}_t + V_{\theta_{old}}(s_t)$, optionally clipped around $V_{\theta_{old}}$.
+# The ½ is CleanRL's: with it, `vf_coef` = 0.5 weighs the squared error by 0.25.
 def value_loss(new_values, old_values, returns, clip_coef: float | None):
     loss = (new_values - returns).pow(2)
     if clip_coef is not None:
@@ -275,43 +216,398 @@ def value_loss(new_values, old_values, returns, clip_coef: float | None):
     return 0.5 * loss.mean()
 
 
+# ## Observation normalization: $\tilde{s} = \text{clip}((s - \mu_s) / \sqrt{\sigma_s^2 + 10^{-8}}, -c, c)$
+# $\mu_s, \sigma_s^2$ of every $s$ seen so far (`update` adds `obs` first): saved with the policy, frozen at evaluation.
+class RunningMeanStd:
+    def __init__(self, shape=()):
+        self.mean, self.var, self.count = np.zeros(shape), np.ones(shape), 1e-4
+
+    def update(self, batch: np.ndarray):
+        b_mean, b_var, b_count = batch.mean(0), batch.var(0), batch.shape[0]
+        delta, total = b_mean - self.mean, self.count + b_count
+        self.mean = self.mean + delta * b_count / total
+        m2 = self.var * self.count + b_var * b_count + delta**2 * self.count * b_count / total
+        self.var, self.count = m2 / total, total
+
+
+def normalize_obs(obs: np.ndarray, rms: RunningMeanStd | None, clip: float, update: bool = False) -> np.ndarray:
+    if rms is not None and update:
+        rms.update(obs)
+    normalized = obs if rms is None else np.clip((obs - rms.mean) / np.sqrt(rms.var + 1e-8), -clip, clip)
+    return normalized.astype(np.float32)
+
+
+def frozen_policy(agent: Agent, rms: RunningMeanStd | None, clip: float):
+    return lambda obs: agent.mode(torch.from_numpy(normalize_obs(obs.cpu().numpy(), rms, clip)).to(obs.device))
+
+
+# ## Reward scaling
+# $\tilde{r}_t = r_t / \sqrt{\text{Var}[G] + 10^{-8}}$, with $G_t = \gamma G_{t-1} + r_t$ the discounted
+# sum of the running episode's past rewards (Engstrom et al. 2020), its variance over all steps up to $t$
+# (ppo.py: over whole rollouts). The mean is not subtracted: that would change which policy is optimal.
+class RewardScaler:
+    def __init__(self, num_envs: int, gamma: float):
+        self.rms, self.gamma, self.G = RunningMeanStd(), gamma, np.zeros(num_envs)
+
+    def __call__(self, rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
+        scaled = np.zeros_like(rewards)
+        for t in range(len(rewards)):
+            self.G = self.G * self.gamma + rewards[t]
+            self.rms.update(self.G)
+            scaled[t] = rewards[t] / np.sqrt(self.rms.var + 1e-8)
+            self.G = self.G * (1.0 - dones[t])
+        return scaled
+
+
 def check_args(args: Args) -> None:
-    if not 0 <= args.seed < 2**32:
-        raise ArgError(f"--seed must lie in [0, 2**32), got {args.seed}")
     sizes = ("num_envs", "num_steps", "num_minibatches", "update_epochs", "hidden_size", "num_threads")
     for name in (*sizes, "learning_rate", "clip_coef", "clip_obs"):
         if not getattr(args, name) > 0:
             raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if not (0 <= args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
         raise ArgError(f"--gamma and --gae-lambda must lie in [0, 1], got {args.gamma}, {args.gae_lambda}")
-    if args.eval_episodes < 0:
-        raise ArgError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
     batch_size = args.num_envs * args.num_steps
     if batch_size % args.num_minibatches:
         raise ArgError(f"--num-minibatches {args.num_minibatches} must divide num_envs * num_steps = {batch_size}")
-    if args.total_timesteps == 0 and args.model_path is None:
-        raise ArgError("--total-timesteps 0 only evaluates, and needs --model-path")
-    if args.total_timesteps != 0 and args.total_timesteps < batch_size:
-        raise ArgError(f"--total-timesteps {args.total_timesteps} is less than one update ({batch_size} steps)")
-    if args.model_path is not None and not os.path.isfile(args.model_path):
-        raise ArgError(f"--model-path {args.model_path}: no such file")
-    if args.capture_video and importlib.util.find_spec("moviepy") is None:
-        raise ArgError('--capture-video needs moviepy and pygame: pip install "gymnasium[classic-control,other]"')
 
 
-def evaluate(agent: Agent, obs_rms: RunningMeanStd | None, args: Args, run_name: str, device) -> list[float]:
-    """Returns of `eval_episodes` episodes of the mean action, with the statistics frozen."""
+def train(args: Args) -> dict:
+    check_args(args)
+    run = Run(args, "ppo_continuous", (gym.spaces.Box,))  # checks, seeds, device
+    envs = make_envs(args.env_id, args.num_envs, args.seed)
+    device = run.device
+    agent = Agent(run.obs_dim, run.action_dim, args.hidden_size, args.init_log_std).to(device)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+    obs_rms = RunningMeanStd((run.obs_dim,)) if args.norm_obs else None
+    reward_scaler = RewardScaler(args.num_envs, args.gamma)
+    T, N = args.num_steps, args.num_envs
+    batch_size, minibatch_size = T * N, T * N // args.num_minibatches
+    run.start(batch_size, agent=agent, obs_rms=obs_rms, reward_rms=reward_scaler.rms)  # loads --model-path, opens run
+
+    # Rollout storage, on the CPU as numpy: `num_steps` x `num_envs` transitions $(s_t, a_t, r_t, s_{t+1})$, $s$ normalized
+    # as $\pi_{\theta_{old}}$ saw it; $a_t$ unclipped: the env gets $\text{clip}(a_t)$, $r_t(\theta)$ the density of $a_t$.
+    obs_buf, next_obs_buf = np.zeros((2, T, N, run.obs_dim), dtype=np.float32)
+    actions_buf = np.zeros((T, N, run.action_dim), dtype=np.float32)
+    rewards_buf, terminated_buf, dones_buf = np.zeros((3, T, N), dtype=np.float32)
+    global_step = 0
+    obs = normalize_obs(envs.reset(seed=args.seed)[0], obs_rms, args.clip_obs, update=run.num_iterations > 0)
+    for iteration in run.iterations():
+        if args.anneal_lr:
+            optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1) / run.num_iterations)
+
+        # ## Rollout: run $\pi_{\theta_{old}}$ for T steps in each of the N envs
+        for step in range(T):
+            obs_buf[step] = obs
+            with torch.inference_mode():
+                action = agent.sample(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+            actions_buf[step] = action
+            raw_obs, reward, terminated, truncated, info = envs.step(np.clip(action, run.action_low, run.action_high))
+            global_step += N
+            obs = normalize_obs(raw_obs, obs_rms, args.clip_obs, update=True)
+            next_obs_buf[step] = normalize_obs(true_next_obs(raw_obs, info), obs_rms, args.clip_obs)
+            done = terminated | truncated
+            rewards_buf[step], terminated_buf[step], dones_buf[step] = reward, terminated, done
+            run.record(global_step, reward, done)
+
+        # ## Advantages: one batched forward of V over $s_t$ and the true $s_{t+1}$
+        rewards = reward_scaler(rewards_buf, dones_buf) if args.scale_rewards else rewards_buf
+        b_obs, b_actions = torch.from_numpy(obs_buf).to(device), torch.from_numpy(actions_buf).to(device)
+        with torch.no_grad():
+            values = agent.value(b_obs).cpu().numpy()
+            next_values = agent.value(torch.from_numpy(next_obs_buf).to(device)).cpu().numpy()
+            old_log_probs, _ = agent.log_prob_entropy(b_obs, b_actions)
+        advantages = gae(rewards, values, next_values, terminated_buf, dones_buf, args.gamma, args.gae_lambda)
+        returns = advantages + values  # $V^{targ}_t = \hat{A}_t + V(s_t)$
+
+        # ## Update: `update_epochs` passes of shuffled minibatches over the rollout
+        b_obs, b_actions = b_obs.reshape(batch_size, run.obs_dim), b_actions.reshape(batch_size, *actions_buf.shape[2:])
+        b_log_probs = old_log_probs.reshape(-1)
+        b_adv, b_returns, b_values = (torch.from_numpy(x).flatten().to(device) for x in (advantages, returns, values))
+        value_clip = args.clip_coef if args.clip_vloss else None
+        for _epoch in range(args.update_epochs):
+            perm = torch.randperm(batch_size, device=device)
+            for start in range(0, batch_size, minibatch_size):
+                mb = perm[start : start + minibatch_size]
+                new_log_prob, entropy = agent.log_prob_entropy(b_obs[mb], b_actions[mb])
+                mb_adv = b_adv[mb]
+                if args.norm_adv:
+                    mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                pg_loss, approx_kl, clip_frac = clipped_policy_loss(
+                    new_log_prob, b_log_probs[mb], mb_adv, args.clip_coef
+                )
+                v_loss = value_loss(agent.value(b_obs[mb]), b_values[mb], b_returns[mb], value_clip)
+                entropy_loss = entropy.mean()
+                # $-\mathcal{L} = -\mathcal{L}^{CLIP} + c_1 \mathcal{L}^{VF} - c_2 S$, minimised (by default $c_2 = 0$)
+                loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * entropy_loss
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                optimizer.step()
+            if args.target_kl is not None and approx_kl > args.target_kl:
+                break
+
+        run.log(global_step, {"charts/learning_rate": optimizer.param_groups[0]["lr"], "losses/policy_loss": pg_loss,
+                              "losses/value_loss": v_loss, "losses/entropy": entropy_loss,
+                              "losses/approx_kl": approx_kl, "losses/clipfrac": clip_frac})  # fmt: skip
+    envs.close()
+    return run.finish(global_step, frozen_policy(agent, obs_rms, args.clip_obs))
+
+
+# ## Bookkeeping
+# Everything below is the same, byte for byte, in all nine scripts: the run folder, progress.csv,
+# W&B, the status line, the NaN guard, Ctrl-C, saving and loading, the evaluation and the summary,
+# the checks every script shares, and `main()`. It holds no part of the method; read it once.
+
+import importlib.util
+import itertools
+import json
+import math
+import signal
+import threading
+
+
+class ArgError(ValueError):
+    """Bad input: reported as one `error:` line and exit status 2."""
+
+
+class Run:
+    """One training run, from the checks of its arguments to its summary.
+
+    `train` makes one, then calls `start` (after building its networks), `iterations` (the loop),
+    `record` (every env step), `log` (every update) and `finish` (returns the summary).
+    """
+
+    def __init__(self, args, algo: str, action_spaces: tuple):
+        check_common_args(args)
+        self.args, self.algo = args, algo
+        # Probe the env once, so an unknown id or an unsupported space is an error before anything is written.
+        try:
+            env = gym.make(args.env_id)
+        except (gym.error.Error, ImportError) as e:  # unknown id, missing extra (MuJoCo, Box2D), ...
+            raise ArgError(f"cannot make env {args.env_id!r}: {str(e).splitlines()[0]}") from None
+        obs_space, act_space = env.observation_space, env.action_space
+        env.close()
+        if not isinstance(act_space, action_spaces):
+            needs = " or ".join(space.__name__ for space in action_spaces)
+            raise ArgError(f"{algo}.py needs a {needs} action space, {args.env_id} has {act_space}")
+        if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+            raise ArgError(f"{algo}.py needs a flat Box observation space, {args.env_id} has {obs_space}")
+        self.discrete = isinstance(act_space, gym.spaces.Discrete)
+        self.obs_dim = obs_space.shape[0]
+        self.action_dim = int(act_space.n) if self.discrete else act_space.shape[0]
+        self.action_low = None if self.discrete else act_space.low
+        self.action_high = None if self.discrete else act_space.high
+        random.seed(args.seed)
+        np.random.seed(args.seed)
+        torch.manual_seed(args.seed)
+        torch.backends.cudnn.deterministic = args.torch_deterministic
+        torch.set_num_threads(args.num_threads)
+        if args.cuda and not torch.cuda.is_available():
+            print("warning: --cuda given but no GPU is available: running on the CPU", file=sys.stderr)
+        self.device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+        self.name = self.progress = self.wandb = None
+        self.episode_returns, self.ep_return, self.ep_length = [], None, None
+        self.num_iterations = self.planned_steps = 0
+        self.interrupted, self.previous_handler = False, None
+
+    def start(self, steps_per_iteration: int, **checkpoint) -> None:
+        """Load `--model-path` into the `checkpoint` objects, then open the run folder, progress.csv and W&B."""
+        args = self.args
+        if 0 < args.total_timesteps < steps_per_iteration:
+            raise ArgError(
+                f"--total-timesteps {args.total_timesteps} is less than one update ({steps_per_iteration} steps)"
+            )
+        self.checkpoint = {key: part for key, part in checkpoint.items() if part is not None}
+        if args.model_path is not None:
+            self.load(args.model_path)
+        self.num_iterations = args.total_timesteps // steps_per_iteration
+        self.planned_steps = self.num_iterations * steps_per_iteration
+        prefix = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        os.makedirs("runs", exist_ok=True)
+        for k in itertools.count(1):  # mkdir fails if the folder exists: two runs never share one
+            self.name = prefix if k == 1 else f"{prefix}_{k}"
+            try:
+                os.mkdir(f"runs/{self.name}")
+                break
+            except FileExistsError:
+                continue
+        print(f"run folder: runs/{self.name}", flush=True)
+        if self.planned_steps != args.total_timesteps:
+            print(f"training {self.planned_steps} of the {args.total_timesteps} steps asked: "
+                  f"{self.num_iterations} whole updates of {steps_per_iteration} steps", flush=True)  # fmt: skip
+        self.progress = open(f"runs/{self.name}/progress.csv", "w")
+        self.progress.write("global_step,wall_time,episodic_return,episodic_length\n")
+        if args.track:
+            import wandb
+
+            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=self.name, config=vars(args))
+            self.wandb = wandb
+        # Ctrl-C sets `interrupted`: the loop ends after the current iteration and the run is finished as usual.
+        if threading.current_thread() is threading.main_thread():
+            self.previous_handler = signal.signal(signal.SIGINT, self.on_ctrl_c)
+        self.start_time = self.last_print = time.time()
+
+    def on_ctrl_c(self, signum, frame) -> None:
+        self.interrupted = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+        print("interrupted: finishing this iteration, then saving what was reached", file=sys.stderr)
+
+    def iterations(self):
+        """1, 2, ..., num_iterations, or fewer after a Ctrl-C."""
+        for iteration in range(1, self.num_iterations + 1):
+            if self.interrupted:
+                break
+            yield iteration
+
+    def record(self, global_step: int, rewards, dones, active=None) -> None:
+        """Add one step's rewards of every env (`active`: which envs count); log the episodes that ended."""
+        rewards, dones = np.asarray(rewards, dtype=np.float64), np.asarray(dones, dtype=bool)
+        active = np.ones(dones.shape, dtype=bool) if active is None else np.asarray(active, dtype=bool)
+        if self.ep_return is None:
+            self.ep_return, self.ep_length = np.zeros(dones.shape), np.zeros(dones.shape, dtype=np.int64)
+        self.ep_return += np.where(active, rewards, 0.0)
+        self.ep_length += active
+        for i in np.flatnonzero(dones & active):
+            ret, length = float(self.ep_return[i]), int(self.ep_length[i])
+            self.episode_returns.append(ret)
+            self.progress.write(f"{global_step},{time.time() - self.start_time:.4f},{ret:.6g},{length}\n")
+            self.progress.flush()
+            if self.wandb:
+                self.wandb.log({"charts/episodic_return": ret, "charts/episodic_length": length}, step=global_step)
+            self.ep_return[i], self.ep_length[i] = 0.0, 0
+
+    def log(self, global_step: int, metrics: dict) -> None:
+        """After an update: stop on NaN/inf, log `metrics` to W&B, print the status line every 2 s."""
+        metrics = {key: value.item() if hasattr(value, "item") else value for key, value in metrics.items()}
+        bad = [key for key, value in metrics.items() if not math.isfinite(value)]
+        for key, part in self.checkpoint.items():
+            state = state_of(part)
+            if not all(
+                torch.isfinite(t).all() for t in ([state] if isinstance(state, torch.Tensor) else state.values())
+            ):
+                bad.append(key)
+        if bad:
+            self.close()
+            raise FloatingPointError(f"{', '.join(bad)} became NaN/inf at global_step={global_step}")
+        now = time.time()
+        sps = int(global_step / max(now - self.start_time, 1e-9))
+        if self.wandb:
+            self.wandb.log({**metrics, "charts/SPS": sps}, step=global_step)
+        if now - self.last_print >= 2.0:
+            self.last_print = now
+            recent = np.mean(self.episode_returns[-20:]) if self.episode_returns else float("nan")
+            eta = max(self.planned_steps - global_step, 0) / max(sps, 1)
+            print(f"step {global_step}/{self.planned_steps} | {sps} SPS | {now - self.start_time:.0f}s elapsed, "
+                  f"{eta:.0f}s left | mean return (last 20) {recent:.1f}", flush=True)  # fmt: skip
+
+    def finish(self, global_step: int, policy) -> dict:
+        """Save, evaluate `policy` (observation batch -> action batch), write summary.json, print the eval line."""
+        wall_time = time.time() - self.start_time
+        self.close()
+        if self.args.save_model:
+            self.save(f"runs/{self.name}/{self.args.exp_name}.pt")
+        returns = [] if self.interrupted else evaluate(policy, self)
+        summary = {
+            "algo": self.algo, "env_id": self.args.env_id, "seed": self.args.seed, "global_step": global_step,
+            "wall_time_s": wall_time, "sps": global_step / wall_time if wall_time > 0 else 0.0,
+            "eval_mean_return": float(np.mean(returns)) if returns else None,
+            "eval_std_return": float(np.std(returns)) if returns else None,
+            "eval_episodes": len(returns),
+            "train_last_mean_return": float(np.mean(self.episode_returns[-20:])) if self.episode_returns else None,
+            "interrupted": self.interrupted, "run_name": self.name,
+        }  # fmt: skip
+        with open(f"runs/{self.name}/summary.json", "w") as f:
+            json.dump(summary, f, indent=2)
+        if self.wandb:
+            self.wandb.log({"eval/mean_return": summary["eval_mean_return"]}, step=global_step)
+            self.wandb.finish()
+        mean, std = (
+            f"{x:.2f}" if x is not None else None for x in (summary["eval_mean_return"], summary["eval_std_return"])
+        )
+        print(f"eval: mean_return={mean} std_return={std} episodes={len(returns)}", flush=True)
+        return summary
+
+    def close(self) -> None:
+        """Close progress.csv and give Ctrl-C back to Python (also when training stops on an error)."""
+        if self.progress is not None and not self.progress.closed:
+            self.progress.close()
+        if self.previous_handler is not None:
+            signal.signal(signal.SIGINT, self.previous_handler)
+            self.previous_handler = None
+
+    def save(self, path: str) -> None:
+        """One file: each checkpoint part's state under its name, and what the run was (algo, env, sizes, args)."""
+        state = {key: state_of(part) for key, part in self.checkpoint.items()}
+        torch.save({**state, "meta": {"algo": self.algo, "env_id": self.args.env_id, "spaces": self.spaces(),
+                                      "args": vars(self.args)}}, path)  # fmt: skip
+        print(f"model saved to {path}")
+
+    def spaces(self) -> list:
+        return [self.obs_dim, self.action_dim, self.discrete]
+
+    def load(self, path: str) -> None:
+        """Checkpoints hold only tensors and numbers: loaded with `weights_only=True`, no pickled code runs."""
+        try:
+            saved = torch.load(path, map_location=self.device, weights_only=True)
+            meta = saved.pop("meta")
+            algo, env_id, spaces = meta["algo"], meta["env_id"], meta["spaces"]
+        except Exception:
+            raise ArgError(f"--model-path {path} is not a checkpoint saved by {self.algo}.py") from None
+        if algo != self.algo:
+            raise ArgError(f"--model-path {path} was saved by {algo}.py, not {self.algo}.py")
+        if spaces != self.spaces():
+            kind = {True: "discrete", False: "continuous"}
+            (o, a, d), (o2, a2, d2) = spaces, self.spaces()
+            raise ArgError(f"--model-path {path} was saved for {o} observations, {a} {kind[d]} actions ({env_id}); "
+                           f"{self.args.env_id} has {o2}, {a2} {kind[d2]}")  # fmt: skip
+        if set(saved) != set(self.checkpoint):
+            raise ArgError(f"--model-path {path} holds {sorted(saved)}; this run needs {sorted(self.checkpoint)}")
+        for key, part in self.checkpoint.items():
+            try:
+                load_into(part, saved[key])
+            except (RuntimeError, KeyError, TypeError, ValueError) as e:
+                reason = " ".join(str(e).split())[:200]
+                raise ArgError(f"--model-path {path}: its {key} does not fit this network ({reason})") from None
+
+
+def state_of(part):
+    """What a checkpoint keeps of a part: a module's state dict, a tensor, or an object's numbers and arrays."""
+    if isinstance(part, nn.Module):
+        return part.state_dict()
+    if isinstance(part, torch.Tensor):
+        return part.detach().cpu()
+    return {key: torch.as_tensor(value) for key, value in vars(part).items()}
+
+
+def load_into(part, state) -> None:
+    if isinstance(part, nn.Module):
+        part.load_state_dict(state)
+    elif isinstance(part, torch.Tensor):
+        with torch.no_grad():
+            part.copy_(state)
+    else:
+        for key, value in vars(part).items():
+            if np.shape(value) != tuple(state[key].shape):
+                raise ValueError(f"{key} of shape {tuple(state[key].shape)}, expected {np.shape(value)}")
+            setattr(part, key, state[key].cpu().numpy())
+
+
+def evaluate(policy, run: Run) -> list[float]:
+    """Returns of `eval_episodes` episodes of `policy` (most likely / mean action, no exploration)."""
+    args = run.args
     env = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
     if args.capture_video:
-        env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", episode_trigger=lambda e: True)
+        env = gym.wrappers.RecordVideo(env, f"videos/{run.name}", episode_trigger=lambda e: True)
     returns = []
     for episode in range(args.eval_episodes):
         obs, _ = env.reset(seed=args.seed + 10_000 + episode)
         done, total = False, 0.0
         while not done:
-            x = torch.from_numpy(normalize_obs(obs[None], obs_rms, args.clip_obs)).to(device)
             with torch.inference_mode():
-                action = np.clip(agent.mode(x)[0].cpu().numpy(), env.action_space.low, env.action_space.high)
+                obs_batch = torch.as_tensor(obs, dtype=torch.float32, device=run.device).unsqueeze(0)
+                action = policy(obs_batch)[0].cpu().numpy()
+            if not run.discrete:
+                action = np.clip(action, run.action_low, run.action_high)
             obs, reward, terminated, truncated, _ = env.step(action)
             total += float(reward)
             done = terminated or truncated
@@ -320,182 +616,37 @@ def evaluate(agent: Agent, obs_rms: RunningMeanStd | None, args: Args, run_name:
     return returns
 
 
-def train(args: Args) -> dict:
-    check_args(args)
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    torch.set_num_threads(args.num_threads)
-    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+def check_common_args(args) -> None:
+    """The checks of the fields every script shares."""
+    if not 0 <= args.seed < 2**32:
+        raise ArgError(f"--seed must lie in [0, 2**32), got {args.seed}")
+    if args.total_timesteps < 0:
+        raise ArgError(f"--total-timesteps must be >= 0, got {args.total_timesteps}")
+    if args.total_timesteps == 0 and args.model_path is None:
+        raise ArgError("--total-timesteps 0 only evaluates, and needs --model-path")
+    if args.model_path is not None and not os.path.isfile(args.model_path):
+        raise ArgError(f"--model-path {args.model_path}: no such file")
+    if args.eval_episodes < 0:
+        raise ArgError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
+    if args.capture_video and not all(importlib.util.find_spec(m) for m in ("moviepy", "pygame")):
+        raise ArgError('--capture-video needs moviepy and pygame: pip install "gymnasium[classic-control,other]"')
+
+
+def main() -> None:
+    """The command line: parse `Args`, train, and turn an error into one line and an exit status."""
+    # In Jupyter or Colab, sys.argv is the kernel's own (-f kernel.json): a pasted cell takes the defaults.
+    in_notebook = "ipykernel" in sys.modules or os.path.basename(sys.argv[0]).endswith("kernel_launcher.py")
     try:
-        envs = make_envs(args.env_id, args.num_envs, args.seed)
-    except (gym.error.Error, ImportError) as e:  # unknown id, missing extra (MuJoCo, Box2D), ...
-        raise ArgError(f"cannot make env {args.env_id!r}: {str(e).splitlines()[0]}") from None
-    obs_space, act_space = envs.single_observation_space, envs.single_action_space
-    if not isinstance(act_space, gym.spaces.Box):
-        envs.close()
-        raise ArgError(f"ppo_continuous.py needs a Box action space, {args.env_id} has {act_space} (use ppo.py)")
-    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-        envs.close()
-        raise ArgError(f"ppo_continuous.py needs a flat Box observation space, {args.env_id} has {obs_space}")
-    obs_dim, action_dim = obs_space.shape[0], act_space.shape[0]
-    agent = Agent(obs_dim, action_dim, args.hidden_size, args.init_log_std).to(device)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
-    obs_rms = RunningMeanStd((obs_dim,)) if args.norm_obs else None
-    scaler = RewardScaler(args.num_envs, args.gamma)
-    if args.model_path is not None:
-        try:
-            saved = torch.load(args.model_path, map_location="cpu", weights_only=True)
-            agent.load_state_dict(saved["agent"])
-            if (saved["obs_rms"] is None) == args.norm_obs:
-                raise ValueError(f"it was saved {'without' if args.norm_obs else 'with'} --norm-obs")
-            if obs_rms is not None:
-                obs_rms.load(saved["obs_rms"])
-            scaler.rms.load(saved["reward_rms"])
-        except Exception as e:  # not a model file, or one saved for another env or network
-            reason = f"{type(e).__name__}: {e}".splitlines()[0]
-            raise ArgError(f"--model-path {args.model_path} does not fit {args.env_id}: {reason}") from None
-    os.makedirs(f"runs/{run_name}", exist_ok=True)
-    writer = importlib.import_module("wandb") if args.track else None  # imported only when asked for
-    if writer:
-        writer.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name, config=vars(args))
-    progress = open(f"runs/{run_name}/progress.csv", "w")
-    progress.write("global_step,wall_time,episodic_return,episodic_length\n")
-
-    # Rollout storage as numpy. Observations are stored normalized, with the statistics of the
-    # moment they were seen: the inputs $\pi_{\theta_{old}}$ acted on. Actions are stored unclipped.
-    T, N = args.num_steps, args.num_envs
-    batch_size = T * N
-    minibatch_size, num_iterations = batch_size // args.num_minibatches, args.total_timesteps // batch_size
-    obs_buf, next_obs_buf = np.zeros((2, T, N, obs_dim), dtype=np.float32)
-    actions_buf = np.zeros((T, N, action_dim), dtype=np.float32)
-    rewards_buf, terminated_buf, dones_buf = step_buf = np.zeros((3, T, N), dtype=np.float32)
-    global_step, episode_returns, interrupted = 0, [], False
-    ep_return, ep_length = np.zeros(N), np.zeros(N, dtype=np.int64)
-    raw_obs, _ = envs.reset(seed=args.seed)
-    if obs_rms is not None and num_iterations > 0:
-        obs_rms.update(raw_obs)
-    obs = normalize_obs(raw_obs, obs_rms, args.clip_obs)
-    start_time = last_print = time.time()
-    try:
-        for iteration in range(1, num_iterations + 1):
-            if args.anneal_lr:
-                optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1) / num_iterations)
-
-            # ## Rollout: run $\pi_{\theta_{old}}$ for T steps in each of the N envs
-            for step in range(T):
-                obs_buf[step] = obs
-                # The env gets $\text{clip}(a_t, low, high)$; the buffer keeps $a_t$, whose density
-                # $\pi(a_t|s_t;\theta_{old})$ is the denominator of $r_t(\theta)$.
-                with torch.inference_mode():
-                    actions_buf[step] = action = agent.sample(torch.from_numpy(obs).to(device)).cpu().numpy()
-                raw_obs, reward, terminated, truncated, info = envs.step(np.clip(action, act_space.low, act_space.high))
-                global_step += N
-                if obs_rms is not None:
-                    obs_rms.update(raw_obs)
-                obs = normalize_obs(raw_obs, obs_rms, args.clip_obs)
-                next_obs_buf[step] = normalize_obs(true_next_obs(raw_obs, info), obs_rms, args.clip_obs)
-                done = terminated | truncated
-                rewards_buf[step] = scaler(reward, done) if args.scale_rewards else reward
-                terminated_buf[step], dones_buf[step] = terminated, done
-                ep_return += reward
-                ep_length += 1
-                for i in np.flatnonzero(done):
-                    episode_returns.append(float(ep_return[i]))
-                    progress.write(f"{global_step},{time.time() - start_time:.4f},{ep_return[i]:.6g},{ep_length[i]}\n")
-                    progress.flush()
-                    if writer:
-                        metrics = {"charts/episodic_return": ep_return[i], "charts/episodic_length": ep_length[i]}
-                        writer.log(metrics, step=global_step)
-                    ep_return[i], ep_length[i] = 0.0, 0
-
-            # ## Advantages: one batched forward of V over $s_t$ and the true $s_{t+1}$
-            b_obs, b_actions = torch.from_numpy(obs_buf).to(device), torch.from_numpy(actions_buf).to(device)
-            rewards, terminated, dones = torch.from_numpy(step_buf).to(device)
-            with torch.no_grad():
-                values = agent.value(b_obs)
-                next_values = agent.value(torch.from_numpy(next_obs_buf).to(device))
-                old_log_probs, _ = agent.log_prob_entropy(b_obs, b_actions)
-                advantages = gae(rewards, values, next_values, terminated, dones, args.gamma, args.gae_lambda)
-                returns = advantages + values
-
-            # ## Update: `update_epochs` passes of shuffled minibatches over the rollout
-            b_obs, b_actions = b_obs.reshape(batch_size, obs_dim), b_actions.reshape(batch_size, action_dim)
-            b_log_probs, b_adv = old_log_probs.reshape(-1), advantages.reshape(-1)
-            b_returns, b_values = returns.reshape(-1), values.reshape(-1)
-            value_clip = args.clip_coef if args.clip_vloss else None
-            for _epoch in range(args.update_epochs):
-                perm = torch.randperm(batch_size, device=device)
-                for start in range(0, batch_size, minibatch_size):
-                    mb = perm[start : start + minibatch_size]
-                    log_prob, entropy = agent.log_prob_entropy(b_obs[mb], b_actions[mb])
-                    adv = b_adv[mb]
-                    if args.norm_adv:
-                        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-                    pg_loss, approx_kl, clip_frac = clipped_policy_loss(log_prob, b_log_probs[mb], adv, args.clip_coef)
-                    v_loss = value_loss(agent.value(b_obs[mb]), b_values[mb], b_returns[mb], value_clip)
-                    entropy_loss = entropy.mean()
-                    # $-\mathcal{L} = -\mathcal{L}^{CLIP} + c_1 \mathcal{L}^{VF} - c_2 S$, minimised
-                    loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * entropy_loss
-                    optimizer.zero_grad()
-                    loss.backward()
-                    nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-                    optimizer.step()
-                if args.target_kl is not None and approx_kl > args.target_kl:
-                    break
-            if not torch.isfinite(loss) or not all(torch.isfinite(p).all() for p in agent.parameters()):
-                raise FloatingPointError(f"loss or parameters became NaN/inf at global_step={global_step}")
-            now = time.time()
-            sps = int(global_step / (now - start_time))
-            if writer:
-                var_y = b_returns.var()
-                explained_var = float("nan") if var_y == 0 else float(1 - (b_returns - b_values).var() / var_y)
-                writer.log({
-                    "charts/learning_rate": optimizer.param_groups[0]["lr"], "charts/SPS": sps,
-                    "losses/policy_loss": pg_loss.item(), "losses/value_loss": v_loss.item(),
-                    "losses/entropy": entropy_loss.item(), "losses/approx_kl": approx_kl.item(),
-                    "losses/clipfrac": clip_frac.item(), "losses/explained_variance": explained_var,
-                }, step=global_step)  # fmt: skip
-            if now - last_print >= 2.0 or iteration == num_iterations:
-                last_print = now
-                recent = np.mean(episode_returns[-20:]) if episode_returns else float("nan")
-                eta = (args.total_timesteps - global_step) / max(sps, 1)
-                print(f"step {global_step}/{args.total_timesteps} | {sps} SPS | {now - start_time:.0f}s elapsed, "
-                      f"{eta:.0f}s left | mean return (last 20) {recent:.1f}", flush=True)  # fmt: skip
-    except KeyboardInterrupt:
-        interrupted = True
-        print("interrupted: saving what was reached", file=sys.stderr)
-    wall_time = time.time() - start_time
-    envs.close()
-    progress.close()
-    if args.save_model:
-        path = f"runs/{run_name}/{args.exp_name}.pt"
-        torch.save({"agent": agent.state_dict(), "obs_rms": obs_rms.state() if obs_rms is not None else None,
-                    "reward_rms": scaler.rms.state(), "args": vars(args)}, path)  # fmt: skip
-        print(f"model saved to {path}")
-    eval_returns = [] if interrupted else evaluate(agent, obs_rms, args, run_name, device)
-    mean, std = (float(np.mean(eval_returns)), float(np.std(eval_returns))) if eval_returns else (None, None)
-    summary = {
-        "algo": "ppo_continuous", "env_id": args.env_id, "seed": args.seed, "global_step": global_step,
-        "wall_time_s": wall_time, "sps": global_step / wall_time if wall_time > 0 else 0.0,
-        "eval_mean_return": mean, "eval_std_return": std, "eval_episodes": len(eval_returns),
-        "train_last_mean_return": float(np.mean(episode_returns[-20:])) if episode_returns else None,
-        "interrupted": interrupted, "run_name": run_name,
-    }  # fmt: skip
-    with open(f"runs/{run_name}/summary.json", "w") as f:
-        json.dump(summary, f, indent=2)
-    if writer:
-        writer.log({"eval/mean_return": mean}, step=global_step)
-        writer.finish()
-    print(f"eval: mean_return={mean} std_return={std} episodes={len(eval_returns)}")
-    return summary
+        train(tyro.cli(Args, args=[] if in_notebook else None))
+    except ArgError as e:  # bad input: exit 2
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except FloatingPointError as e:  # NaN/inf during training: exit 1
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one during the evaluation
+        sys.exit(130)
 
 
 if __name__ == "__main__":
-    try:
-        train(tyro.cli(Args))
-    except ArgError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    main()
