@@ -336,7 +336,7 @@ def train(args: Args) -> dict:
                 )
                 v_loss = value_loss(agent.value(b_obs[mb]), b_values[mb], b_returns[mb], value_clip)
                 entropy_loss = entropy.mean()
-                # $-\mathcal{L} = -\mathcal{L}^{CLIP} + c_1 \mathcal{L}^{VF} - c_2 S$, minimised
+                # $-\mathcal{L} = -\mathcal{L}^{CLIP} + c_1 \mathcal{L}^{VF} - c_2 S$, minimised (by default $c_2 = 0$)
                 loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * entropy_loss
                 optimizer.zero_grad()
                 loss.backward()
