@@ -116,6 +116,16 @@ def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv
     )
 
 
+def true_next_obs(obs: np.ndarray, info: dict) -> np.ndarray:
+    """$s_{t+1}$ of every env: `obs`, except where an episode ended, there `final_obs`."""
+    if "final_obs" not in info:
+        return obs
+    real = obs.copy()
+    for i in np.flatnonzero(info["_final_obs"]):
+        real[i] = info["final_obs"][i]
+    return real
+
+
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Linear:
     nn.init.orthogonal_(layer.weight, std)
     nn.init.constant_(layer.bias, bias)
@@ -161,14 +171,20 @@ class Agent(nn.Module):
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(self.trunk(obs)).squeeze(-1)
 
+    def _policy_head(self, h: torch.Tensor, actions: torch.Tensor):
+        out = self.actor(h)
+        if self.discrete:
+            return categorical_log_prob_entropy(out, actions)
+        return gaussian_log_prob_entropy(out, self.log_std, actions)
+
+    def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor):
+        r"""$\log \pi(a|s)$ and the entropy $S[\pi](s)$."""
+        return self._policy_head(self.trunk(obs), actions)
+
     def evaluate(self, obs: torch.Tensor, actions: torch.Tensor):
         r"""$\log \pi(a|s)$, the entropy $S[\pi](s)$ and $V(s)$, from one pass through the trunk."""
         h = self.trunk(obs)
-        out = self.actor(h)
-        if self.discrete:
-            log_prob, entropy = categorical_log_prob_entropy(out, actions)
-        else:
-            log_prob, entropy = gaussian_log_prob_entropy(out, self.log_std, actions)
+        log_prob, entropy = self._policy_head(h, actions)
         return log_prob, entropy, self.critic(h).squeeze(-1)
 
     def sample(self, obs: torch.Tensor) -> torch.Tensor:
@@ -218,6 +234,7 @@ def gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambd
 # ## The A2C loss
 # $-\hat{\mathbb{E}}[\log\pi(a_t|s_t)\hat{A}_t] + c_1 \frac{1}{2}\hat{\mathbb{E}}[(G_t - V(s_t))^2] - c_2 \hat{\mathbb{E}}[S]$.
 # $\hat{A}_t$ and $G_t$ are constants (no gradient flows into the bootstrap target).
+# Every $t$ of the rollout weighs the same: the $\gamma^t$ of the discounted policy gradient is dropped, as in A3C.
 def a2c_loss(log_prob, entropy, values, advantages, returns, vf_coef: float, ent_coef: float):
     pg_loss = -(log_prob * advantages.detach()).mean()
     v_loss = 0.5 * (returns.detach() - values).pow(2).mean()
@@ -354,10 +371,7 @@ def train(args: Args) -> dict:
                     action = np.clip(action, act_space.low, act_space.high)
                 obs, reward, terminated, truncated, info = envs.step(action)
                 global_step += N
-                next_obs_buf[step] = obs
-                if "final_obs" in info:
-                    for i in np.flatnonzero(info["_final_obs"]):
-                        next_obs_buf[step, i] = info["final_obs"][i]
+                next_obs_buf[step] = true_next_obs(obs, info)
                 done = terminated | truncated
                 rewards_buf[step], terminated_buf[step], dones_buf[step] = reward, terminated, done
                 ep_return += reward

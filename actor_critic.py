@@ -105,6 +105,16 @@ def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv
     )
 
 
+def true_next_obs(obs: np.ndarray, info: dict) -> np.ndarray:
+    """$s_{t+1}$ of every env: `obs`, except where an episode ended, there `final_obs`."""
+    if "final_obs" not in info:
+        return obs
+    real = obs.copy()
+    for i in np.flatnonzero(info["_final_obs"]):
+        real[i] = info["final_obs"][i]
+    return real
+
+
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Linear:
     nn.init.orthogonal_(layer.weight, std)
     nn.init.constant_(layer.bias, bias)
@@ -176,16 +186,18 @@ class Agent(nn.Module):
         both = self.critic_value(torch.cat([obs, next_obs]), torch.cat([actions, next_actions]))
         return both[:n], both[n:].detach()
 
-    def log_prob_entropy(self, out: torch.Tensor, actions: torch.Tensor):
-        """From the actor's output `out` (logits or mean) at $s$."""
+    def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor):
+        r"""$\log \pi(a|s;\theta)$ and the entropy $S[\pi](s)$."""
+        out = self.actor(obs)
         if self.discrete:
             return categorical_log_prob_entropy(out, actions)
         return gaussian_log_prob_entropy(out, self.log_std, actions)
 
-    def sample_from(self, out: torch.Tensor) -> torch.Tensor:
+    def sample(self, obs: torch.Tensor) -> torch.Tensor:
         # Drawing $a \sim \pi(\cdot|s)$ is the cost of every env step, so no
         # torch.distributions here. Softmax: Gumbel-max, $\arg\max_a (z_a + g_a)$ with
         # $g_a = -\log(-\log u_a)$, $u_a \sim U(0,1)$. Gaussian: $\mu + \sigma \xi$, $\xi \sim \mathbb{N}(0, I)$.
+        out = self.actor(obs)
         if self.discrete:
             return torch.argmax(out - torch.log(-torch.log(torch.rand_like(out))), dim=-1)
         return out + torch.exp(self.log_std) * torch.randn_like(out)
@@ -215,6 +227,9 @@ def critic_loss(values, targets):
 # $\Psi_t = Q_\omega(s_t,a_t)$ (critic q) or $\Psi_t = \delta$ (critic v). A descent step is
 # $\theta \leftarrow \theta + \alpha_\theta \nabla_\theta \log\pi(a_t|s_t;\theta) \Psi_t$, whose expectation is
 # $\nabla_\theta J(\theta)$ when $\Psi$ is exact (the policy gradient theorem).
+# As in Algorithm 2, step $t$ of an episode is weighted by $\Psi_t$, not by $\gamma^t \Psi_t$: the $\gamma^t$
+# of the discounted policy gradient (Sutton and Barto's $I \leftarrow \gamma I$) is dropped, as in practice,
+# so a late step counts as much as the first.
 def actor_loss(log_prob, weights, entropy, ent_coef: float):
     return -(log_prob * weights.detach()).mean() - ent_coef * entropy.mean()
 
@@ -329,20 +344,15 @@ def train(args: Args) -> dict:
 
             # ## Act: $a_t \sim \pi(\cdot|s_t;\theta)$, observe $r_t$ and $s_{t+1}$
             s = torch.as_tensor(obs, dtype=torch.float32, device=device)
-            out_s = agent.actor(s)  # kept with its graph: the update below differentiates it
             with torch.no_grad():
-                action = agent.sample_from(out_s)
+                action = agent.sample(s)
             env_action = action.cpu().numpy()
             if not discrete:
                 env_action = np.clip(env_action, act_space.low, act_space.high)
             obs, reward, terminated, truncated, info = envs.step(env_action)
             global_step += N
-            next_obs = obs
-            if "final_obs" in info:  # the true $s_{t+1}$ where an episode ended, not the reset
-                next_obs = obs.copy()
-                for i in np.flatnonzero(info["_final_obs"]):
-                    next_obs[i] = info["final_obs"][i]
-            s_next = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
+            # $s_{t+1}$: where an episode ended, its true last observation, not the reset one
+            s_next = torch.as_tensor(true_next_obs(obs, info), dtype=torch.float32, device=device)
             r = torch.as_tensor(reward, dtype=torch.float32, device=device)
             term = torch.as_tensor(terminated, dtype=torch.float32, device=device)
 
@@ -350,11 +360,11 @@ def train(args: Args) -> dict:
             next_action = action  # unused by a V critic
             if args.critic == "q":
                 with torch.no_grad():
-                    next_action = agent.sample_from(agent.actor(s_next))
+                    next_action = agent.sample(s_next)
             values, next_values = agent.critic_pair(s, action, s_next, next_action)
             targets = td_target(r, next_values, term, args.gamma)
             delta = (targets - values).detach()
-            log_prob, entropy = agent.log_prob_entropy(out_s, action)
+            log_prob, entropy = agent.log_prob_entropy(s, action)
             weights = values if args.critic == "q" else delta
             loss = actor_loss(log_prob, weights, entropy, args.ent_coef) + critic_loss(values, targets)
             optimizer.zero_grad()

@@ -1,13 +1,30 @@
 """actor_critic.py's math, each piece against a second computation of the same thing; the actor's
-update direction against the exact policy gradient of a tiny tabular MDP."""
+update direction against the exact policy gradient of a tiny tabular MDP; the wiring of `train`, what
+it feeds that math at every step, against what the fake envs are known to produce."""
 
 from dataclasses import replace
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
+from tests import fake_envs
 from tests.helpers import load_script, train_in
 from tests.tabular_mdp import TabularMDP, exact_gradient, exact_Q, exact_V, mean_and_stderr, sample_episodes
+from tests.test_a2c import (
+    agent_at,
+    assert_replayed_step,
+    assert_same_grads,
+    assert_samples_follow_the_policy,
+    assert_uphill,
+    bandit_policy,
+    by_agent,
+    clock_progress,
+    clock_rollout,
+    read_episodes,
+    traced_train,
+)
 
 ac = load_script("actor_critic.py")
 
@@ -116,7 +133,7 @@ def test_critic_shapes_and_the_pair_forward(discrete):
     agent = ac.Agent(4, 3, discrete, 16, critic="q")
     obs, next_obs = torch.randn(5, 4), torch.randn(5, 4)
     with torch.no_grad():
-        actions, next_actions = agent.sample_from(agent.actor(obs)), agent.sample_from(agent.actor(next_obs))
+        actions, next_actions = agent.sample(obs), agent.sample(next_obs)
     if discrete:  # one output per action, Q(s, a) picked out of it
         q_all = agent.critic(obs)
         assert q_all.shape == (5, 3)
@@ -128,6 +145,18 @@ def test_critic_shapes_and_the_pair_forward(discrete):
     torch.testing.assert_close(values, agent.critic_value(obs, actions))
     torch.testing.assert_close(next_values, agent.critic_value(next_obs, next_actions))
     assert values.requires_grad and not next_values.requires_grad
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+def test_sampling_follows_the_policy(discrete):
+    """Catches a sampler that draws from another distribution than the one whose log-probability is trained."""
+    torch.manual_seed(0)
+    agent = ac.Agent(3, 3 if discrete else 1, discrete, 8, critic="v")
+    with torch.no_grad():
+        agent.actor[-1].bias.copy_(torch.tensor([2.0, 0.0, -1.0]) if discrete else torch.tensor([0.3]))
+        if not discrete:
+            agent.log_std.fill_(np.log(0.5))
+    assert_samples_follow_the_policy(agent, torch.randn(1, 3), num_actions=3)
 
 
 @pytest.mark.parametrize("critic", ["v", "q"])
@@ -149,3 +178,167 @@ def test_truncation_is_not_termination(critic, tmp_path):
 def test_nan_stops_the_run_naming_the_step(tmp_path):
     with pytest.raises(FloatingPointError, match="global_step="):
         train_in(tmp_path, ac, env_id="tests.fake_envs:NaNReward-v0", total_timesteps=200, eval_episodes=1)
+
+
+def test_true_next_obs_takes_final_obs_where_an_episode_ended():
+    """Catches a reset observation passed on as $s_{t+1}$ where an episode ended, or the caller's array overwritten."""
+    obs = np.array([[0.0, 0.0], [4.0, 1.0]], dtype=np.float32)
+    info = {"final_obs": np.array([np.array([5.0, 1.0]), None], dtype=object), "_final_obs": np.array([1, 0])}
+    np.testing.assert_array_equal(ac.true_next_obs(obs, info), [[5, 1], [4, 1]])
+    np.testing.assert_array_equal(obs[0], [0, 0])  # the reset observation, to act on next
+    np.testing.assert_array_equal(ac.true_next_obs(obs, {}), obs)
+
+
+# ## The wiring of `train`, on StaggeredClock-v0 (test_a2c.py)
+# 2 envs for 10 steps, so 10 updates. Env 0: an episode truncated at steps 0-4, one terminated at 5-7, a third
+# one at 8-9; env 1: terminated at 0-2, truncated at 3-7. gamma = 0.5 makes a stray gamma^t factor plain to see.
+STEPS, ENVS = 10, 2
+
+
+def clock_run(tmp_path, monkeypatch, spied=(), **overrides) -> SimpleNamespace:
+    """`traced_train` on StaggeredClock-v0, 10 steps."""
+    run = traced_train(
+        tmp_path, monkeypatch, ac, spied, **{
+            "env_id": "StaggeredClock-v0", "num_envs": ENVS, "total_timesteps": STEPS * ENVS, "gamma": 0.5,
+            "eval_episodes": 0, **overrides,
+        },
+    )  # fmt: skip
+    assert len(run.steps) == STEPS and len(run.samples) == STEPS * (2 if run.args.critic == "q" else 1)
+    return run
+
+
+def expected_step(run: SimpleNamespace, t: int) -> dict:
+    """Update t recomputed: the nets before it, $s_t$ and $a_t$ (and $a_{t+1}$) as sampled, $r_t$, the true $s_{t+1}$
+    and terminated from Clock's rules, the critic's value, the TD target $y_t$ and error $\\delta_t$."""
+    clock = {key: v[t] for key, v in clock_rollout(STEPS, ENVS).items()}
+    net = agent_at(run.agent, run.steps[t]["before"])
+    q = run.args.critic == "q"
+    act = run.samples[2 * t] if q else run.samples[t]
+    obs, action = act["obs"].clone(), act["result"].clone()
+    next_action = run.samples[2 * t + 1]["result"].clone() if q else action
+    next_obs = torch.from_numpy(clock["next_obs"])
+    with torch.no_grad():
+        next_value = net.critic_value(next_obs, next_action)  # V(s_{t+1}) or Q(s_{t+1}, a_{t+1})
+    rewards, terminated = torch.from_numpy(clock["rewards"]), torch.from_numpy(clock["terminated"])
+    target = rewards + run.args.gamma * (1 - terminated) * next_value
+    value = net.critic_value(obs, action)
+    return {**clock, "net": net, "obs": obs, "action": action, "next_value": next_value, "value": value,
+            "target": target, "delta": (target - value).detach()}  # fmt: skip
+
+
+@pytest.mark.parametrize("critic", ["v", "q"])
+def test_acts_in_s_t_and_draws_the_next_action_in_the_true_s_t1_before_the_update(critic, tmp_path, monkeypatch):
+    """Catches a stale or reset observation, a_{t+1} drawn in s_t or in the reset state instead of the
+    true s_{t+1}, or drawn with the parameters after the update instead of before it."""
+    run = clock_run(tmp_path, monkeypatch, critic=critic)
+    clock = clock_rollout(STEPS, ENVS)
+    for t in range(STEPS):
+        before = by_agent(run.agent, run.steps[t]["before"])
+        calls = run.samples[2 * t : 2 * t + 2] if critic == "q" else [run.samples[t]]
+        for call, key in zip(calls, ("obs", "next_obs")):
+            np.testing.assert_array_equal(call["obs"].numpy(), clock[key][t], err_msg=f"step {t}")
+            assert all(torch.equal(p, b) for p, b in zip(call["params"], before)), f"step {t}: drawn after the update"
+
+
+@pytest.mark.parametrize("env", ["StaggeredClock-v0", "StaggeredClockBox-v0"])
+@pytest.mark.parametrize("critic", ["v", "q"])
+def test_td_target_gets_r_and_the_critic_at_the_true_next_state_and_action(critic, env, tmp_path, monkeypatch):
+    """Catches bootstrapping from the reset observation at a truncation, termination not stopping the
+    bootstrap, a value of s_t or of a_t in place of s_{t+1}, a_{t+1}, and gamma not passed through."""
+    run = clock_run(tmp_path, monkeypatch, spied=("td_target",), critic=critic, env_id=env)
+    assert len(run.calls["td_target"]) == STEPS
+    for t, call in enumerate(run.calls["td_target"]):
+        expected = expected_step(run, t)
+        for key in ("rewards", "terminated"):
+            np.testing.assert_array_equal(call[key].numpy(), expected[key], err_msg=f"step {t}: {key}")
+        torch.testing.assert_close(call["next_values"], expected["next_value"], msg=lambda m, t=t: f"step {t}: {m}")
+        assert not call["next_values"].requires_grad and call["gamma"] == 0.5
+
+
+@pytest.mark.parametrize("env", ["StaggeredClock-v0", "StaggeredClockBox-v0"])
+@pytest.mark.parametrize("critic", ["v", "q"])
+def test_actor_weight_is_q_or_delta_without_gamma_t_and_critic_regresses_on_y(critic, env, tmp_path, monkeypatch):
+    """Catches a wrong or negated actor weight (Q(s_t,a_t), or delta for the V critic, as is: no gamma^t),
+    log pi of the wrong state or action, and a critic loss with the wrong prediction or target."""
+    run = clock_run(
+        tmp_path, monkeypatch, spied=("actor_loss", "critic_loss"), critic=critic, env_id=env,
+        ent_coef=0.05,
+    )  # fmt: skip
+    for t, (actor, critic_call) in enumerate(zip(run.calls["actor_loss"], run.calls["critic_loss"], strict=True)):
+        e = expected_step(run, t)
+        log_prob, entropy = e["net"].log_prob_entropy(e["obs"], e["action"])
+        weight = e["value"] if critic == "q" else e["delta"]
+        msg = lambda m, t=t: f"step {t}: {m}"  # noqa: E731
+        torch.testing.assert_close(actor["weights"].detach(), weight.detach(), msg=msg)
+        torch.testing.assert_close(actor["log_prob"], log_prob, msg=msg)
+        torch.testing.assert_close(actor["entropy"], entropy, msg=msg)
+        torch.testing.assert_close(critic_call["values"], e["value"], msg=msg)
+        torch.testing.assert_close(critic_call["targets"].detach(), e["target"], msg=msg)
+        assert actor["ent_coef"] == 0.05 and actor["log_prob"].requires_grad and critic_call["values"].requires_grad
+
+
+@pytest.mark.parametrize("env", ["StaggeredClock-v0", "StaggeredClockBox-v0"])
+@pytest.mark.parametrize("critic", ["v", "q"])
+def test_each_step_is_one_descent_step_of_algorithm_2(critic, env, tmp_path, monkeypatch):
+    """Catches any wrong input, sign or factor of either update, the actor's gradient reaching the critic
+    (a weight not detached), a gradient through the TD target, the step sizes of actor and critic swapped
+    or not annealed, and a missing zero_grad or step. The weight of step t has no gamma^t, as commented."""
+    anneal = env == "StaggeredClock-v0"
+    run = clock_run(
+        tmp_path, monkeypatch, critic=critic, env_id=env, ent_coef=0.05, learning_rate=0.01,
+        critic_learning_rate=0.03, anneal_lr=anneal,
+    )  # fmt: skip
+    names = [name for name, _ in run.agent.named_parameters()]
+    expected_grads = []
+    for t in range(STEPS):
+        e = expected_step(run, t)
+        log_prob, entropy = e["net"].log_prob_entropy(e["obs"], e["action"])
+        weight = (e["value"] if critic == "q" else e["delta"]).detach()
+        actor = -(log_prob * weight).mean() - 0.05 * entropy.mean()
+        critic_loss = 0.5 * (e["target"] - e["value"]).pow(2).mean()
+        grads = torch.autograd.grad(actor + critic_loss, list(e["net"].parameters()))
+        assert_same_grads(by_agent(run.agent, run.steps[t]["grad"]), grads, names)
+        expected_grads.append({id(p): g for p, g in zip(run.agent.parameters(), grads)})
+    # Two step sizes, alpha_theta for the actor (and log sigma), alpha_omega for the critic, both to 0 linearly.
+    critic_ids = {id(p) for p in run.agent.critic.parameters()}
+    actor_ids = {id(p) for p in run.agent.parameters()} - critic_ids
+    assert [set(group) for group in run.steps[0]["groups"]] == [actor_ids, critic_ids]
+    fractions = [1 - t / STEPS if anneal else 1.0 for t in range(STEPS)]
+    lrs = [[0.01 * fraction, 0.03 * fraction] for fraction in fractions]
+    assert_replayed_step(run.steps, expected_grads, torch.optim.Adam, lrs)
+
+
+def test_progress_logs_the_clock_episodes(tmp_path, monkeypatch):
+    """Catches the step count, or an episode's return or length, not summed or not reset per episode and env."""
+    run = clock_run(tmp_path, monkeypatch)
+    assert read_episodes(run.run_dir) == clock_progress(STEPS, ENVS)
+
+
+def test_box_env_gets_the_clipped_action(tmp_path, monkeypatch):
+    """Catches the env stepped with the unclipped action (the updates get the sampled one: tested above)."""
+    run = traced_train(
+        tmp_path, monkeypatch, ac, ("td_target",), env_id="tests.fake_envs:BanditBox-v0", num_envs=8,
+        total_timesteps=40, eval_episodes=0,
+    )  # fmt: skip
+    actions = torch.stack([c["result"] for c in run.samples])[..., 0].numpy()
+    rewards = np.stack([c["rewards"].numpy() for c in run.calls["td_target"]])
+    assert (np.abs(actions) > 1).any(), "no sample fell outside the box: the test cannot see the clipping"
+    np.testing.assert_allclose(rewards, -((np.clip(actions, -1, 1) - fake_envs.BanditEnv.BEST_ACTION) ** 2))
+
+
+@pytest.mark.parametrize("env", ["Bandit-v0", "BanditBox-v0"])
+@pytest.mark.parametrize("critic", ["v", "q"])
+def test_a_few_updates_move_the_policy_toward_the_best_action(critic, env, tmp_path, monkeypatch):
+    """Catches a sign error anywhere between the reward and the step: it moves the policy away instead."""
+    # Seeds 1-15 all take P(best arm) from 1/3 to 0.39 or more and the mean from about 0 to 0.1 or more
+    # toward 0.5. The Q critic weighs the actor by Q(s, a), with no baseline, and must learn Q first:
+    # more updates, a faster critic and no annealing.
+    if critic == "v":
+        settings = {"total_timesteps": 160, "learning_rate": 1e-3, "critic_learning_rate": 1e-2}
+    else:
+        settings = {"total_timesteps": 240, "learning_rate": 1e-3, "critic_learning_rate": 5e-2, "anneal_lr": False}
+    for seed in (1, 2, 3):
+        before, after = bandit_policy(
+            tmp_path, monkeypatch, ac, f"tests.fake_envs:{env}", seed, critic=critic, num_envs=8, **settings
+        )
+        assert_uphill(before, after, discrete=env == "Bandit-v0", seed=seed)
