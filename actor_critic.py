@@ -17,7 +17,6 @@ actor's weight is $\delta$, an estimate of the advantage $A(s_t, a_t)$ (slide: $
 Run: python actor_critic.py --env-id CartPole-v1
 """
 
-import json
 import os
 import random
 import sys
@@ -34,7 +33,30 @@ import tyro
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """Online actor-critic (Algorithm 2), Q or V critic: trains a policy for Discrete or Box actions on a gymnasium env."""
+
+    # The method's own fields.
+    critic: Literal["q", "v"] = "v"
+    """the critic: Q(s,a) with the actor weighted by Q (Algorithm 2), or V(s) with the TD error as advantage"""
+    learning_rate: float = 5e-4
+    """the actor's step size alpha_theta (Adam)"""
+    critic_learning_rate: float = 1e-3
+    """the critic's step size alpha_omega (Adam)"""
+    anneal_lr: bool = True
+    """decay both step sizes linearly to 0 over training"""
+    num_envs: int = 1
+    """parallel environments; each step updates on the mean over them (1: the online algorithm as on the slide)"""
+    gamma: float = 0.99
+    """discount factor gamma"""
+    ent_coef: float = 0.0
+    """weight of an entropy bonus S[pi](s_t) added to the actor's objective (0: off by default)"""
+    hidden_size: int = 64
+    """units in each of the two hidden layers of both networks"""
+    num_threads: int = 1
+    """torch CPU threads (1 is fastest for networks this small)"""
+
+    # The fields every script shares (CONVENTIONS.md), same names and meanings in all nine.
+    exp_name: str = "actor_critic"
     """the name of this experiment (part of the run name)"""
     seed: int = 1
     """seed of random, numpy, torch and the environments"""
@@ -61,58 +83,25 @@ class Args:
     eval_episodes: int = 10
     """episodes of the final, deterministic policy to evaluate"""
 
-    critic: Literal["q", "v"] = "v"
-    """the critic: Q(s,a) with the actor weighted by Q (Algorithm 2), or V(s) with the TD error as advantage"""
-    learning_rate: float = 5e-4
-    """the actor's step size alpha_theta (Adam)"""
-    critic_learning_rate: float = 1e-3
-    """the critic's step size alpha_omega (Adam)"""
-    anneal_lr: bool = True
-    """decay both step sizes linearly to 0 over training"""
-    num_envs: int = 1
-    """parallel environments; each step updates on the mean over them (1: the online algorithm as on the slide)"""
-    gamma: float = 0.99
-    """discount factor gamma"""
-    ent_coef: float = 0.0
-    """weight of an entropy bonus S[pi](s_t) added to the actor's objective"""
-    hidden_size: int = 64
-    """units in each of the two hidden layers of both networks"""
-    num_threads: int = 1
-    """torch CPU threads (1 is fastest for networks this small)"""
-
-
-class ArgError(ValueError):
-    """Bad input: reported as one `error:` line and exit status 2."""
-
 
 # ## Environments
-# Gymnasium 1.x vector envs with `SAME_STEP` autoreset: when an episode ends, `step` returns
-# the first observation of the next one and the true last observation in `info["final_obs"]`,
-# which we need to bootstrap from $s_{t+1}$ when the episode was cut by a time limit.
-def make_env(env_id: str, seed: int, render_mode: str | None = None):
-    def thunk():
-        env = gym.make(env_id, render_mode=render_mode)
-        env.action_space.seed(seed)
-        return env
-
-    return thunk
-
-
+# Gymnasium 1.x vector envs with `SAME_STEP` autoreset: when an episode ends, `step` returns the first observation
+# of the next one, and the true last one in `info["final_obs"]`, which bootstraps from $s_{t+1}$ after a time limit.
 def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv:
-    return gym.vector.SyncVectorEnv(
-        [make_env(env_id, seed + i) for i in range(num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
+    env_fns = [lambda: gym.make(env_id) for _ in range(num_envs)]
+    envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs.action_space.seed(seed)
+    return envs
 
 
 def true_next_obs(obs: np.ndarray, info: dict) -> np.ndarray:
-    """$s_{t+1}$ of every env: `obs`, except where an episode ended, there `final_obs`."""
+    """$s_{t+1}$ of every env: `obs`, except where an episode just ended: there its true last observation."""
     if "final_obs" not in info:
         return obs
-    real = obs.copy()
+    next_obs = obs.copy()
     for i in np.flatnonzero(info["_final_obs"]):
-        real[i] = info["final_obs"][i]
-    return real
+        next_obs[i] = info["final_obs"][i]
+    return next_obs
 
 
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Linear:
@@ -122,13 +111,8 @@ def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> 
 
 
 def mlp(n_in: int, n_hidden: int, n_out: int, out_std: float) -> nn.Sequential:
-    return nn.Sequential(
-        layer_init(nn.Linear(n_in, n_hidden)),
-        nn.Tanh(),
-        layer_init(nn.Linear(n_hidden, n_hidden)),
-        nn.Tanh(),
-        layer_init(nn.Linear(n_hidden, n_out), std=out_std),
-    )
+    hidden = [layer_init(nn.Linear(n_in, n_hidden)), nn.Tanh(), layer_init(nn.Linear(n_hidden, n_hidden)), nn.Tanh()]
+    return nn.Sequential(*hidden, layer_init(nn.Linear(n_hidden, n_out), std=out_std))
 
 
 # ## The policy's output layer
@@ -187,7 +171,6 @@ class Agent(nn.Module):
         return both[:n], both[n:].detach()
 
     def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor):
-        r"""$\log \pi(a|s;\theta)$ and the entropy $S[\pi](s)$."""
         out = self.actor(obs)
         if self.discrete:
             return categorical_log_prob_entropy(out, actions)
@@ -229,51 +212,344 @@ def critic_loss(values, targets):
 # $\nabla_\theta J(\theta)$ when $\Psi$ is exact (the policy gradient theorem).
 # As in Algorithm 2, step $t$ of an episode is weighted by $\Psi_t$, not by $\gamma^t \Psi_t$: the $\gamma^t$
 # of the discounted policy gradient (Sutton and Barto's $I \leftarrow \gamma I$) is dropped, as in practice,
-# so a late step counts as much as the first.
+# so a late step counts as much as the first. The entropy bonus is not on the slide: off by default
+# (`ent_coef` = 0).
 def actor_loss(log_prob, weights, entropy, ent_coef: float):
     return -(log_prob * weights.detach()).mean() - ent_coef * entropy.mean()
 
 
 def check_args(args: Args) -> None:
-    if not 0 <= args.seed < 2**32:
-        raise ArgError(f"--seed must lie in [0, 2**32), got {args.seed}")
-    for name in ("num_envs", "hidden_size", "num_threads"):
-        if getattr(args, name) <= 0:
-            raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("learning_rate", "critic_learning_rate"):
+    for name in ("num_envs", "hidden_size", "num_threads", "learning_rate", "critic_learning_rate"):
         if not getattr(args, name) > 0:
             raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if not 0 <= args.gamma <= 1:
         raise ArgError(f"--gamma must lie in [0, 1], got {args.gamma}")
-    if args.eval_episodes < 0:
-        raise ArgError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
-    if args.total_timesteps == 0 and args.model_path is None:
-        raise ArgError("--total-timesteps 0 only evaluates, and needs --model-path")
-    if args.total_timesteps != 0 and args.total_timesteps < args.num_envs:
-        raise ArgError(f"--total-timesteps {args.total_timesteps} is less than one update (num_envs = {args.num_envs})")
-    if args.model_path is not None and not os.path.isfile(args.model_path):
-        raise ArgError(f"--model-path {args.model_path}: no such file")
-    if args.capture_video:
-        import importlib.util
-
-        if importlib.util.find_spec("moviepy") is None:
-            raise ArgError('--capture-video needs moviepy and pygame: pip install "gymnasium[classic-control,other]"')
 
 
-def evaluate(agent: Agent, args: Args, run_name: str, device: torch.device) -> list[float]:
-    """Returns of `eval_episodes` episodes of the most likely action, no exploration."""
+def train(args: Args) -> dict:
+    check_args(args)
+    run = Run(args, "actor_critic", (gym.spaces.Discrete, gym.spaces.Box))  # checks, seeds, device
+    envs = make_envs(args.env_id, args.num_envs, args.seed)
+    device, discrete, N = run.device, run.discrete, args.num_envs
+    agent = Agent(run.obs_dim, run.action_dim, discrete, args.hidden_size, args.critic).to(device)
+    # Two step sizes, $\alpha_\theta$ for the actor and $\alpha_\omega$ for the critic, as in Algorithm 2.
+    # One update per env step: the fused Adam kernel keeps the optimizer's share of the step small.
+    optimizer = torch.optim.Adam([
+        {"params": agent.actor_parameters(), "lr": args.learning_rate},
+        {"params": agent.critic.parameters(), "lr": args.critic_learning_rate},
+    ], fused=True)  # fmt: skip
+    run.start(N, agent=agent)  # loads --model-path, opens the run folder
+
+    global_step = 0
+    obs, _ = envs.reset(seed=args.seed)
+    for iteration in run.iterations():
+        if args.anneal_lr:
+            frac = 1.0 - (iteration - 1) / run.num_iterations
+            optimizer.param_groups[0]["lr"] = args.learning_rate * frac
+            optimizer.param_groups[1]["lr"] = args.critic_learning_rate * frac
+
+        # ## Act: $a_t \sim \pi(\cdot|s_t;\theta)$, observe $r_t$ and $s_{t+1}$
+        s = torch.as_tensor(obs, dtype=torch.float32, device=device)
+        with torch.no_grad():
+            action = agent.sample(s)
+        env_action = action.cpu().numpy()
+        if not discrete:
+            env_action = np.clip(env_action, run.action_low, run.action_high)
+        obs, reward, terminated, truncated, info = envs.step(env_action)
+        global_step += N
+        run.record(global_step, reward, terminated | truncated)
+        # $s_{t+1}$: where an episode ended, its true last observation, not the reset one
+        s_next = torch.as_tensor(true_next_obs(obs, info), dtype=torch.float32, device=device)
+        r = torch.as_tensor(reward, dtype=torch.float32, device=device)
+        term = torch.as_tensor(terminated, dtype=torch.float32, device=device)
+
+        # ## Update, Algorithm 2: draw $a_{t+1} \sim \pi(\cdot|s_{t+1};\theta)$ for the Q critic
+        # The order departs from the slide on purpose. Algorithm 2 first moves $\omega_t \to \omega_{t+1}$, then
+        # weighs the actor's step by $Q_\omega(s_t, a_t)$. Here both gradients are taken at $(\theta_t, \omega_t)$
+        # and applied in one optimizer step: the actor's weight is the critic before this step's update,
+        # $Q_{\omega_t}(s_t, a_t)$ (or $\delta$ from $V_{\omega_t}$), as in Sutton and Barto's one-step actor-critic.
+        # One forward and one backward pass per env step instead of two; the two updates touch disjoint
+        # parameters, so summing the losses changes nothing else.
+        next_action = action  # unused by a V critic
+        if args.critic == "q":
+            with torch.no_grad():
+                next_action = agent.sample(s_next)
+        values, next_values = agent.critic_pair(s, action, s_next, next_action)
+        targets = td_target(r, next_values, term, args.gamma)
+        delta = (targets - values).detach()
+        log_prob, entropy = agent.log_prob_entropy(s, action)
+        weights = values if args.critic == "q" else delta
+        loss = actor_loss(log_prob, weights, entropy, args.ent_coef) + critic_loss(values, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        # No gradient clipping: it would cap the rare large $\delta$ of a terminal step while the many
+        # small ones pass, moving the critic's fixed point (on CartPole $V$ drifts to $1/(1-\gamma)$).
+        optimizer.step()
+
+        # The NaN guard, W&B and the status line every 100 updates (and after the last): each costs a GPU sync.
+        if iteration % 100 == 0 or iteration == run.num_iterations or run.interrupted:
+            run.log(global_step, {"charts/learning_rate": optimizer.param_groups[0]["lr"], "losses/td_error":
+                                  delta.abs().mean(), "losses/critic_value": values.mean(),
+                                  "losses/entropy": entropy.mean(), "losses/loss": loss})  # fmt: skip
+    envs.close()
+    return run.finish(global_step, agent.mode)
+
+
+# ## Bookkeeping
+# Everything below is the same, byte for byte, in all nine scripts: the run folder, progress.csv,
+# W&B, the status line, the NaN guard, Ctrl-C, saving and loading, the evaluation and the summary,
+# the checks every script shares, and `main()`. It holds no part of the method; read it once.
+
+import importlib.util
+import itertools
+import json
+import math
+import signal
+import threading
+
+
+class ArgError(ValueError):
+    """Bad input: reported as one `error:` line and exit status 2."""
+
+
+class Run:
+    """One training run, from the checks of its arguments to its summary.
+
+    `train` makes one, then calls `start` (after building its networks), `iterations` (the loop),
+    `record` (every env step), `log` (every update) and `finish` (returns the summary).
+    """
+
+    def __init__(self, args, algo: str, action_spaces: tuple):
+        check_common_args(args)
+        self.args, self.algo = args, algo
+        # Probe the env once, so an unknown id or an unsupported space is an error before anything is written.
+        try:
+            env = gym.make(args.env_id)
+        except (gym.error.Error, ImportError) as e:  # unknown id, missing extra (MuJoCo, Box2D), ...
+            raise ArgError(f"cannot make env {args.env_id!r}: {str(e).splitlines()[0]}") from None
+        obs_space, act_space = env.observation_space, env.action_space
+        env.close()
+        if not isinstance(act_space, action_spaces):
+            needs = " or ".join(space.__name__ for space in action_spaces)
+            raise ArgError(f"{algo}.py needs a {needs} action space, {args.env_id} has {act_space}")
+        if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+            raise ArgError(f"{algo}.py needs a flat Box observation space, {args.env_id} has {obs_space}")
+        self.discrete = isinstance(act_space, gym.spaces.Discrete)
+        self.obs_dim = obs_space.shape[0]
+        self.action_dim = int(act_space.n) if self.discrete else act_space.shape[0]
+        self.action_low = None if self.discrete else act_space.low
+        self.action_high = None if self.discrete else act_space.high
+        random.seed(args.seed)
+        np.random.seed(args.seed)
+        torch.manual_seed(args.seed)
+        torch.backends.cudnn.deterministic = args.torch_deterministic
+        torch.set_num_threads(args.num_threads)
+        if args.cuda and not torch.cuda.is_available():
+            print("warning: --cuda given but no GPU is available: running on the CPU", file=sys.stderr)
+        self.device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+        self.name = self.progress = self.wandb = None
+        self.episode_returns, self.ep_return, self.ep_length = [], None, None
+        self.num_iterations = self.planned_steps = 0
+        self.interrupted, self.previous_handler = False, None
+
+    def start(self, steps_per_iteration: int, **checkpoint) -> None:
+        """Load `--model-path` into the `checkpoint` objects, then open the run folder, progress.csv and W&B."""
+        args = self.args
+        if 0 < args.total_timesteps < steps_per_iteration:
+            raise ArgError(
+                f"--total-timesteps {args.total_timesteps} is less than one update ({steps_per_iteration} steps)"
+            )
+        self.checkpoint = {key: part for key, part in checkpoint.items() if part is not None}
+        if args.model_path is not None:
+            self.load(args.model_path)
+        self.num_iterations = args.total_timesteps // steps_per_iteration
+        self.planned_steps = self.num_iterations * steps_per_iteration
+        prefix = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        os.makedirs("runs", exist_ok=True)
+        for k in itertools.count(1):  # mkdir fails if the folder exists: two runs never share one
+            self.name = prefix if k == 1 else f"{prefix}_{k}"
+            try:
+                os.mkdir(f"runs/{self.name}")
+                break
+            except FileExistsError:
+                continue
+        print(f"run folder: runs/{self.name}", flush=True)
+        if self.planned_steps != args.total_timesteps:
+            print(f"training {self.planned_steps} of the {args.total_timesteps} steps asked: "
+                  f"{self.num_iterations} whole updates of {steps_per_iteration} steps", flush=True)  # fmt: skip
+        self.progress = open(f"runs/{self.name}/progress.csv", "w")
+        self.progress.write("global_step,wall_time,episodic_return,episodic_length\n")
+        if args.track:
+            import wandb
+
+            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=self.name, config=vars(args))
+            self.wandb = wandb
+        # Ctrl-C sets `interrupted`: the loop ends after the current iteration and the run is finished as usual.
+        if threading.current_thread() is threading.main_thread():
+            self.previous_handler = signal.signal(signal.SIGINT, self.on_ctrl_c)
+        self.start_time = self.last_print = time.time()
+
+    def on_ctrl_c(self, signum, frame) -> None:
+        self.interrupted = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+        print("interrupted: finishing this iteration, then saving what was reached", file=sys.stderr)
+
+    def iterations(self):
+        """1, 2, ..., num_iterations, or fewer after a Ctrl-C."""
+        for iteration in range(1, self.num_iterations + 1):
+            if self.interrupted:
+                break
+            yield iteration
+
+    def record(self, global_step: int, rewards, dones, active=None) -> None:
+        """Add one step's rewards of every env (`active`: which envs count); log the episodes that ended."""
+        rewards, dones = np.asarray(rewards, dtype=np.float64), np.asarray(dones, dtype=bool)
+        active = np.ones(dones.shape, dtype=bool) if active is None else np.asarray(active, dtype=bool)
+        if self.ep_return is None:
+            self.ep_return, self.ep_length = np.zeros(dones.shape), np.zeros(dones.shape, dtype=np.int64)
+        self.ep_return += np.where(active, rewards, 0.0)
+        self.ep_length += active
+        for i in np.flatnonzero(dones & active):
+            ret, length = float(self.ep_return[i]), int(self.ep_length[i])
+            self.episode_returns.append(ret)
+            self.progress.write(f"{global_step},{time.time() - self.start_time:.4f},{ret:.6g},{length}\n")
+            self.progress.flush()
+            if self.wandb:
+                self.wandb.log({"charts/episodic_return": ret, "charts/episodic_length": length}, step=global_step)
+            self.ep_return[i], self.ep_length[i] = 0.0, 0
+
+    def log(self, global_step: int, metrics: dict) -> None:
+        """After an update: stop on NaN/inf, log `metrics` to W&B, print the status line every 2 s."""
+        metrics = {key: value.item() if hasattr(value, "item") else value for key, value in metrics.items()}
+        bad = [key for key, value in metrics.items() if not math.isfinite(value)]
+        for key, part in self.checkpoint.items():
+            state = state_of(part)
+            if not all(
+                torch.isfinite(t).all() for t in ([state] if isinstance(state, torch.Tensor) else state.values())
+            ):
+                bad.append(key)
+        if bad:
+            self.close()
+            raise FloatingPointError(f"{', '.join(bad)} became NaN/inf at global_step={global_step}")
+        now = time.time()
+        sps = int(global_step / max(now - self.start_time, 1e-9))
+        if self.wandb:
+            self.wandb.log({**metrics, "charts/SPS": sps}, step=global_step)
+        if now - self.last_print >= 2.0:
+            self.last_print = now
+            recent = np.mean(self.episode_returns[-20:]) if self.episode_returns else float("nan")
+            eta = max(self.planned_steps - global_step, 0) / max(sps, 1)
+            print(f"step {global_step}/{self.planned_steps} | {sps} SPS | {now - self.start_time:.0f}s elapsed, "
+                  f"{eta:.0f}s left | mean return (last 20) {recent:.1f}", flush=True)  # fmt: skip
+
+    def finish(self, global_step: int, policy) -> dict:
+        """Save, evaluate `policy` (observation batch -> action batch), write summary.json, print the eval line."""
+        wall_time = time.time() - self.start_time
+        self.close()
+        if self.args.save_model:
+            self.save(f"runs/{self.name}/{self.args.exp_name}.pt")
+        returns = [] if self.interrupted else evaluate(policy, self)
+        summary = {
+            "algo": self.algo, "env_id": self.args.env_id, "seed": self.args.seed, "global_step": global_step,
+            "wall_time_s": wall_time, "sps": global_step / wall_time if wall_time > 0 else 0.0,
+            "eval_mean_return": float(np.mean(returns)) if returns else None,
+            "eval_std_return": float(np.std(returns)) if returns else None,
+            "eval_episodes": len(returns),
+            "train_last_mean_return": float(np.mean(self.episode_returns[-20:])) if self.episode_returns else None,
+            "interrupted": self.interrupted, "run_name": self.name,
+        }  # fmt: skip
+        with open(f"runs/{self.name}/summary.json", "w") as f:
+            json.dump(summary, f, indent=2)
+        if self.wandb:
+            self.wandb.log({"eval/mean_return": summary["eval_mean_return"]}, step=global_step)
+            self.wandb.finish()
+        mean, std = (
+            f"{x:.2f}" if x is not None else None for x in (summary["eval_mean_return"], summary["eval_std_return"])
+        )
+        print(f"eval: mean_return={mean} std_return={std} episodes={len(returns)}", flush=True)
+        return summary
+
+    def close(self) -> None:
+        """Close progress.csv and give Ctrl-C back to Python (also when training stops on an error)."""
+        if self.progress is not None and not self.progress.closed:
+            self.progress.close()
+        if self.previous_handler is not None:
+            signal.signal(signal.SIGINT, self.previous_handler)
+            self.previous_handler = None
+
+    def save(self, path: str) -> None:
+        """One file: each checkpoint part's state under its name, and what the run was (algo, env, sizes, args)."""
+        state = {key: state_of(part) for key, part in self.checkpoint.items()}
+        torch.save({**state, "meta": {"algo": self.algo, "env_id": self.args.env_id, "spaces": self.spaces(),
+                                      "args": vars(self.args)}}, path)  # fmt: skip
+        print(f"model saved to {path}")
+
+    def spaces(self) -> list:
+        return [self.obs_dim, self.action_dim, self.discrete]
+
+    def load(self, path: str) -> None:
+        """Checkpoints hold only tensors and numbers: loaded with `weights_only=True`, no pickled code runs."""
+        try:
+            saved = torch.load(path, map_location=self.device, weights_only=True)
+            meta = saved.pop("meta")
+            algo, env_id, spaces = meta["algo"], meta["env_id"], meta["spaces"]
+        except Exception:
+            raise ArgError(f"--model-path {path} is not a checkpoint saved by {self.algo}.py") from None
+        if algo != self.algo:
+            raise ArgError(f"--model-path {path} was saved by {algo}.py, not {self.algo}.py")
+        if spaces != self.spaces():
+            kind = {True: "discrete", False: "continuous"}
+            (o, a, d), (o2, a2, d2) = spaces, self.spaces()
+            raise ArgError(f"--model-path {path} was saved for {o} observations, {a} {kind[d]} actions ({env_id}); "
+                           f"{self.args.env_id} has {o2}, {a2} {kind[d2]}")  # fmt: skip
+        if set(saved) != set(self.checkpoint):
+            raise ArgError(f"--model-path {path} holds {sorted(saved)}; this run needs {sorted(self.checkpoint)}")
+        for key, part in self.checkpoint.items():
+            try:
+                load_into(part, saved[key])
+            except (RuntimeError, KeyError, TypeError, ValueError) as e:
+                reason = " ".join(str(e).split())[:200]
+                raise ArgError(f"--model-path {path}: its {key} does not fit this network ({reason})") from None
+
+
+def state_of(part):
+    """What a checkpoint keeps of a part: a module's state dict, a tensor, or an object's numbers and arrays."""
+    if isinstance(part, nn.Module):
+        return part.state_dict()
+    if isinstance(part, torch.Tensor):
+        return part.detach().cpu()
+    return {key: torch.as_tensor(value) for key, value in vars(part).items()}
+
+
+def load_into(part, state) -> None:
+    if isinstance(part, nn.Module):
+        part.load_state_dict(state)
+    elif isinstance(part, torch.Tensor):
+        with torch.no_grad():
+            part.copy_(state)
+    else:
+        for key, value in vars(part).items():
+            if np.shape(value) != tuple(state[key].shape):
+                raise ValueError(f"{key} of shape {tuple(state[key].shape)}, expected {np.shape(value)}")
+            setattr(part, key, state[key].cpu().numpy())
+
+
+def evaluate(policy, run: Run) -> list[float]:
+    """Returns of `eval_episodes` episodes of `policy` (most likely / mean action, no exploration)."""
+    args = run.args
     env = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
     if args.capture_video:
-        env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", episode_trigger=lambda e: True)
+        env = gym.wrappers.RecordVideo(env, f"videos/{run.name}", episode_trigger=lambda e: True)
     returns = []
     for episode in range(args.eval_episodes):
         obs, _ = env.reset(seed=args.seed + 10_000 + episode)
         done, total = False, 0.0
         while not done:
             with torch.inference_mode():
-                action = agent.mode(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-            if not agent.discrete:
-                action = np.clip(action, env.action_space.low, env.action_space.high)
+                obs_batch = torch.as_tensor(obs, dtype=torch.float32, device=run.device).unsqueeze(0)
+                action = policy(obs_batch)[0].cpu().numpy()
+            if not run.discrete:
+                action = np.clip(action, run.action_low, run.action_high)
             obs, reward, terminated, truncated, _ = env.step(action)
             total += float(reward)
             done = terminated or truncated
@@ -282,169 +558,37 @@ def evaluate(agent: Agent, args: Args, run_name: str, device: torch.device) -> l
     return returns
 
 
-def train(args: Args) -> dict:
-    check_args(args)
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    torch.set_num_threads(args.num_threads)
-    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+def check_common_args(args) -> None:
+    """The checks of the fields every script shares."""
+    if not 0 <= args.seed < 2**32:
+        raise ArgError(f"--seed must lie in [0, 2**32), got {args.seed}")
+    if args.total_timesteps < 0:
+        raise ArgError(f"--total-timesteps must be >= 0, got {args.total_timesteps}")
+    if args.total_timesteps == 0 and args.model_path is None:
+        raise ArgError("--total-timesteps 0 only evaluates, and needs --model-path")
+    if args.model_path is not None and not os.path.isfile(args.model_path):
+        raise ArgError(f"--model-path {args.model_path}: no such file")
+    if args.eval_episodes < 0:
+        raise ArgError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
+    if args.capture_video and not all(importlib.util.find_spec(m) for m in ("moviepy", "pygame")):
+        raise ArgError('--capture-video needs moviepy and pygame: pip install "gymnasium[classic-control,other]"')
 
+
+def main() -> None:
+    """The command line: parse `Args`, train, and turn an error into one line and an exit status."""
+    # In Jupyter or Colab, sys.argv is the kernel's own (-f kernel.json): a pasted cell takes the defaults.
+    in_notebook = "ipykernel" in sys.modules or os.path.basename(sys.argv[0]).endswith("kernel_launcher.py")
     try:
-        envs = make_envs(args.env_id, args.num_envs, args.seed)
-    except (gym.error.Error, ImportError) as e:  # unknown id, missing extra (MuJoCo, Box2D), ...
-        raise ArgError(f"cannot make env {args.env_id!r}: {str(e).splitlines()[0]}") from None
-    obs_space, act_space = envs.single_observation_space, envs.single_action_space
-    if not isinstance(act_space, (gym.spaces.Discrete, gym.spaces.Box)):
-        raise ArgError(f"actor_critic.py needs a Discrete or Box action space, {args.env_id} has {act_space}")
-    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-        raise ArgError(f"actor_critic.py needs a flat Box observation space, {args.env_id} has {obs_space}")
-    discrete = isinstance(act_space, gym.spaces.Discrete)
-    obs_dim = obs_space.shape[0]
-    action_dim = int(act_space.n) if discrete else act_space.shape[0]
-    agent = Agent(obs_dim, action_dim, discrete, args.hidden_size, args.critic).to(device)
-    # Two step sizes, $\alpha_\theta$ for the actor and $\alpha_\omega$ for the critic, as in Algorithm 2.
-    # One update per env step: the fused Adam kernel keeps the optimizer's share of the step small.
-    optimizer = torch.optim.Adam([
-        {"params": agent.actor_parameters(), "lr": args.learning_rate},
-        {"params": agent.critic.parameters(), "lr": args.critic_learning_rate},
-    ], fused=True)  # fmt: skip
-    if args.model_path is not None:
-        try:
-            agent.load_state_dict(torch.load(args.model_path, map_location=device, weights_only=True)["agent"])
-        except Exception as e:  # not a model file, or one saved for another env or network
-            reason = f"{type(e).__name__}: {e}".splitlines()[0]
-            raise ArgError(f"--model-path {args.model_path} does not fit {args.env_id}: {reason}") from None
-
-    os.makedirs(f"runs/{run_name}", exist_ok=True)
-    writer = None
-    if args.track:
-        import wandb
-
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name, config=vars(args))
-        writer = wandb
-    progress = open(f"runs/{run_name}/progress.csv", "w")
-    progress.write("global_step,wall_time,episodic_return,episodic_length\n")
-
-    N = args.num_envs
-    num_iterations = args.total_timesteps // N
-    global_step, episode_returns = 0, []
-    ep_return, ep_length = np.zeros(N), np.zeros(N, dtype=np.int64)
-    obs, _ = envs.reset(seed=args.seed)
-    start_time = last_print = time.time()
-    interrupted = False
-    try:
-        for iteration in range(1, num_iterations + 1):
-            if args.anneal_lr:
-                frac = 1.0 - (iteration - 1) / num_iterations
-                optimizer.param_groups[0]["lr"] = args.learning_rate * frac
-                optimizer.param_groups[1]["lr"] = args.critic_learning_rate * frac
-
-            # ## Act: $a_t \sim \pi(\cdot|s_t;\theta)$, observe $r_t$ and $s_{t+1}$
-            s = torch.as_tensor(obs, dtype=torch.float32, device=device)
-            with torch.no_grad():
-                action = agent.sample(s)
-            env_action = action.cpu().numpy()
-            if not discrete:
-                env_action = np.clip(env_action, act_space.low, act_space.high)
-            obs, reward, terminated, truncated, info = envs.step(env_action)
-            global_step += N
-            # $s_{t+1}$: where an episode ended, its true last observation, not the reset one
-            s_next = torch.as_tensor(true_next_obs(obs, info), dtype=torch.float32, device=device)
-            r = torch.as_tensor(reward, dtype=torch.float32, device=device)
-            term = torch.as_tensor(terminated, dtype=torch.float32, device=device)
-
-            # ## Update, Algorithm 2: draw $a_{t+1} \sim \pi(\cdot|s_{t+1};\theta)$ for the Q critic
-            next_action = action  # unused by a V critic
-            if args.critic == "q":
-                with torch.no_grad():
-                    next_action = agent.sample(s_next)
-            values, next_values = agent.critic_pair(s, action, s_next, next_action)
-            targets = td_target(r, next_values, term, args.gamma)
-            delta = (targets - values).detach()
-            log_prob, entropy = agent.log_prob_entropy(s, action)
-            weights = values if args.critic == "q" else delta
-            loss = actor_loss(log_prob, weights, entropy, args.ent_coef) + critic_loss(values, targets)
-            optimizer.zero_grad()
-            loss.backward()
-            # No gradient clipping: it would cap the rare large $\delta$ of a terminal step while the many
-            # small ones pass, moving the critic's fixed point (on CartPole $V$ drifts to $1/(1-\gamma)$).
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became NaN/inf at global_step={global_step}")
-            optimizer.step()
-
-            done = terminated | truncated
-            ep_return += reward
-            ep_length += 1
-            for i in np.flatnonzero(done):
-                episode_returns.append(float(ep_return[i]))
-                wall = time.time() - start_time
-                progress.write(f"{global_step},{wall:.4f},{ep_return[i]:.6g},{ep_length[i]}\n")
-                progress.flush()
-                if writer:
-                    writer.log(
-                        {"charts/episodic_return": ep_return[i], "charts/episodic_length": ep_length[i]},
-                        step=global_step,
-                    )
-                ep_return[i], ep_length[i] = 0.0, 0
-
-            now = time.time()
-            if now - last_print >= 2.0 or iteration == num_iterations:
-                last_print = now
-                if not all(torch.isfinite(p).all() for p in agent.parameters()):
-                    raise FloatingPointError(f"parameters became NaN/inf by global_step={global_step}")
-                sps = int(global_step / (now - start_time))
-                recent = np.mean(episode_returns[-20:]) if episode_returns else float("nan")
-                eta = (args.total_timesteps - global_step) / max(sps, 1)
-                print(f"step {global_step}/{args.total_timesteps} | {sps} SPS | {now - start_time:.0f}s elapsed, "
-                      f"{eta:.0f}s left | mean return (last 20) {recent:.1f}", flush=True)  # fmt: skip
-                if writer:
-                    writer.log({
-                        "charts/learning_rate": optimizer.param_groups[0]["lr"], "charts/SPS": sps,
-                        "losses/td_error": delta.abs().mean().item(), "losses/critic_value": values.mean().item(),
-                        "losses/entropy": entropy.mean().item(),
-                    }, step=global_step)  # fmt: skip
-    except KeyboardInterrupt:
-        interrupted = True
-        print("interrupted: saving what was reached", file=sys.stderr)
-    wall_time = time.time() - start_time
-    envs.close()
-    progress.close()
-
-    if args.save_model:
-        path = f"runs/{run_name}/{args.exp_name}.pt"
-        torch.save({"agent": agent.state_dict(), "args": vars(args)}, path)
-        print(f"model saved to {path}")
-
-    eval_returns = [] if interrupted else evaluate(agent, args, run_name, device)
-    summary = {
-        "algo": "actor_critic", "env_id": args.env_id, "seed": args.seed, "global_step": global_step,
-        "wall_time_s": wall_time, "sps": global_step / wall_time if wall_time > 0 else 0.0,
-        "eval_mean_return": float(np.mean(eval_returns)) if eval_returns else None,
-        "eval_std_return": float(np.std(eval_returns)) if eval_returns else None,
-        "eval_episodes": len(eval_returns),
-        "train_last_mean_return": float(np.mean(episode_returns[-20:])) if episode_returns else None,
-        "interrupted": interrupted, "run_name": run_name,
-    }  # fmt: skip
-    with open(f"runs/{run_name}/summary.json", "w") as f:
-        json.dump(summary, f, indent=2)
-    if writer:
-        writer.log({"eval/mean_return": summary["eval_mean_return"]}, step=global_step)
-        writer.finish()
-    print(
-        f"eval: mean_return={summary['eval_mean_return']} std_return={summary['eval_std_return']} episodes={len(eval_returns)}"
-    )
-    return summary
+        train(tyro.cli(Args, args=[] if in_notebook else None))
+    except ArgError as e:  # bad input: exit 2
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except FloatingPointError as e:  # NaN/inf during training: exit 1
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one during the evaluation
+        sys.exit(130)
 
 
 if __name__ == "__main__":
-    try:
-        train(tyro.cli(Args))
-    except ArgError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except FloatingPointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    main()
