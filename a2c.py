@@ -16,7 +16,6 @@ $\hat{A}_t = G_t - V(s_t)$ (or GAE($\lambda$) with `--gae-lambda` below 1).
 Run: python a2c.py --env-id CartPole-v1
 """
 
-import json
 import os
 import random
 import sys
@@ -33,7 +32,42 @@ import tyro
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """A2C, synchronous A3C with shared first layers: trains a policy for Discrete or Box actions on a gymnasium env."""
+
+    # A2C's own fields, with CleanRL's names and meanings.
+    learning_rate: float = 2e-3
+    """the optimizer's step size alpha"""
+    anneal_lr: bool = True
+    """decay the step size linearly to 0 over training"""
+    optimizer: Literal["rmsprop", "adam"] = "rmsprop"
+    """RMSprop as in the paper, or Adam"""
+    rmsprop_alpha: float = 0.99
+    """RMSprop's smoothing constant of the squared gradients"""
+    optimizer_eps: float = 1e-5
+    """epsilon of RMSprop or Adam"""
+    num_envs: int = 8
+    """parallel environments (the paper's actor-learners, here in lockstep)"""
+    num_steps: int = 5
+    """steps per environment before each update (the n of the n-step return)"""
+    gamma: float = 0.98
+    """discount factor gamma"""
+    gae_lambda: float = 1.0
+    """lambda of GAE; 1 gives the paper's n-step returns"""
+    norm_adv: bool = False
+    """normalize the advantages of each batch"""
+    ent_coef: float = 0.0
+    """c2, weight of the entropy bonus S (0: off by default)"""
+    vf_coef: float = 0.25
+    """c1, weight of the value loss (times the 1/2 of the squared error: 0.125 by default)"""
+    max_grad_norm: float = 0.5
+    """clip the global gradient norm to this"""
+    hidden_size: int = 64
+    """units in each of the two shared hidden layers"""
+    num_threads: int = 1
+    """torch CPU threads (1 is fastest for networks this small)"""
+
+    # The fields every script shares (CONVENTIONS.md), same names and meanings in all nine.
+    exp_name: str = "a2c"
     """the name of this experiment (part of the run name)"""
     seed: int = 1
     """seed of random, numpy, torch and the environments"""
@@ -60,70 +94,25 @@ class Args:
     eval_episodes: int = 10
     """episodes of the final, deterministic policy to evaluate"""
 
-    learning_rate: float = 2e-3
-    """the optimizer's step size alpha"""
-    anneal_lr: bool = True
-    """decay the step size linearly to 0 over training"""
-    optimizer: Literal["rmsprop", "adam"] = "rmsprop"
-    """RMSprop as in the paper, or Adam"""
-    rmsprop_alpha: float = 0.99
-    """RMSprop's smoothing constant of the squared gradients"""
-    optimizer_eps: float = 1e-5
-    """epsilon of RMSprop or Adam"""
-    num_envs: int = 8
-    """parallel environments (the paper's actor-learners, here in lockstep)"""
-    num_steps: int = 5
-    """steps per environment before each update (the n of the n-step return)"""
-    gamma: float = 0.98
-    """discount factor gamma"""
-    gae_lambda: float = 1.0
-    """lambda of GAE; 1 gives the paper's n-step returns"""
-    norm_adv: bool = False
-    """normalize the advantages of each batch"""
-    ent_coef: float = 0.0
-    """c2, weight of the entropy bonus S"""
-    vf_coef: float = 0.25
-    """c1, weight of the value loss"""
-    max_grad_norm: float = 0.5
-    """clip the global gradient norm to this"""
-    hidden_size: int = 64
-    """units in each of the two shared hidden layers"""
-    num_threads: int = 1
-    """torch CPU threads (1 is fastest for networks this small)"""
-
-
-class ArgError(ValueError):
-    """Bad input: reported as one `error:` line and exit status 2."""
-
 
 # ## Environments
-# Gymnasium 1.x vector envs with `SAME_STEP` autoreset: when an episode ends, `step` returns
-# the first observation of the next one and the true last observation in `info["final_obs"]`,
-# which we need to bootstrap $V(s_{T})$ when the episode was cut by a time limit.
-def make_env(env_id: str, seed: int, render_mode: str | None = None):
-    def thunk():
-        env = gym.make(env_id, render_mode=render_mode)
-        env.action_space.seed(seed)
-        return env
-
-    return thunk
-
-
+# Gymnasium 1.x vector envs with `SAME_STEP` autoreset: when an episode ends, `step` returns the first observation
+# of the next one, and the true last one in `info["final_obs"]`, which bootstraps $V(s_{t+1})$ after a time limit.
 def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv:
-    return gym.vector.SyncVectorEnv(
-        [make_env(env_id, seed + i) for i in range(num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
+    env_fns = [lambda: gym.make(env_id) for _ in range(num_envs)]
+    envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs.action_space.seed(seed)
+    return envs
 
 
 def true_next_obs(obs: np.ndarray, info: dict) -> np.ndarray:
-    """$s_{t+1}$ of every env: `obs`, except where an episode ended, there `final_obs`."""
+    """$s_{t+1}$ of every env: `obs`, except where an episode just ended: there its true last observation."""
     if "final_obs" not in info:
         return obs
-    real = obs.copy()
+    next_obs = obs.copy()
     for i in np.flatnonzero(info["_final_obs"]):
-        real[i] = info["final_obs"][i]
-    return real
+        next_obs[i] = info["final_obs"][i]
+    return next_obs
 
 
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Linear:
@@ -156,6 +145,7 @@ def gaussian_log_prob_entropy(mean: torch.Tensor, log_std: torch.Tensor, actions
 # ## Shared first layers
 # As on the A3C slide: one trunk $\phi(s)$ feeds both heads, the policy's $\mathbf{z} = W_\pi \phi(s)$
 # and the critic's $V(s) = w_V^\top \phi(s)$, so the gradients of both losses shape $\phi$.
+# The trunk is the two tanh hidden layers of the other scripts' `mlp`, without its output layer: two heads share it.
 class Agent(nn.Module):
     def __init__(self, obs_dim: int, action_dim: int, discrete: bool, hidden: int):
         super().__init__()
@@ -171,21 +161,11 @@ class Agent(nn.Module):
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(self.trunk(obs)).squeeze(-1)
 
-    def _policy_head(self, h: torch.Tensor, actions: torch.Tensor):
-        out = self.actor(h)
+    def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor):
+        out = self.actor(self.trunk(obs))
         if self.discrete:
             return categorical_log_prob_entropy(out, actions)
         return gaussian_log_prob_entropy(out, self.log_std, actions)
-
-    def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor):
-        r"""$\log \pi(a|s)$ and the entropy $S[\pi](s)$."""
-        return self._policy_head(self.trunk(obs), actions)
-
-    def evaluate(self, obs: torch.Tensor, actions: torch.Tensor):
-        r"""$\log \pi(a|s)$, the entropy $S[\pi](s)$ and $V(s)$, from one pass through the trunk."""
-        h = self.trunk(obs)
-        log_prob, entropy = self._policy_head(h, actions)
-        return log_prob, entropy, self.critic(h).squeeze(-1)
 
     def sample(self, obs: torch.Tensor) -> torch.Tensor:
         # Drawing $a \sim \pi(\cdot|s)$ is the cost of every env step, so no
@@ -234,6 +214,9 @@ def gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambd
 # ## The A2C loss
 # $-\hat{\mathbb{E}}[\log\pi(a_t|s_t)\hat{A}_t] + c_1 \frac{1}{2}\hat{\mathbb{E}}[(G_t - V(s_t))^2] - c_2 \hat{\mathbb{E}}[S]$.
 # $\hat{A}_t$ and $G_t$ are constants (no gradient flows into the bootstrap target).
+# The $\frac{1}{2}$ of the squared error departs from the formula above (CleanRL's form): the slide's $c_1$ is
+# `vf_coef` / 2, 0.125 with the default `vf_coef` = 0.25. The entropy bonus is off by default
+# (`ent_coef` = 0, where A3C used $c_2 = 0.01$).
 # Every $t$ of the rollout weighs the same: the $\gamma^t$ of the discounted policy gradient is dropped, as in A3C.
 def a2c_loss(log_prob, entropy, values, advantages, returns, vf_coef: float, ent_coef: float):
     pg_loss = -(log_prob * advantages.detach()).mean()
@@ -243,48 +226,340 @@ def a2c_loss(log_prob, entropy, values, advantages, returns, vf_coef: float, ent
 
 
 def check_args(args: Args) -> None:
-    if not 0 <= args.seed < 2**32:
-        raise ArgError(f"--seed must lie in [0, 2**32), got {args.seed}")
-    for name in ("num_envs", "num_steps", "hidden_size", "num_threads"):
-        if getattr(args, name) <= 0:
-            raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("learning_rate", "optimizer_eps", "max_grad_norm"):
+    sizes = ("num_envs", "num_steps", "hidden_size", "num_threads")
+    for name in (*sizes, "learning_rate", "optimizer_eps", "max_grad_norm"):
         if not getattr(args, name) > 0:
             raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if not (0 <= args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
         raise ArgError(f"--gamma and --gae-lambda must lie in [0, 1], got {args.gamma}, {args.gae_lambda}")
-    if args.eval_episodes < 0:
-        raise ArgError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
-    batch_size = args.num_envs * args.num_steps
-    if args.total_timesteps == 0 and args.model_path is None:
-        raise ArgError("--total-timesteps 0 only evaluates, and needs --model-path")
-    if args.total_timesteps != 0 and args.total_timesteps < batch_size:
-        raise ArgError(
-            f"--total-timesteps {args.total_timesteps} is less than one update (num_envs * num_steps = {batch_size})"
+
+
+def train(args: Args) -> dict:
+    check_args(args)
+    run = Run(args, "a2c", (gym.spaces.Discrete, gym.spaces.Box))  # checks, seeds, device
+    envs = make_envs(args.env_id, args.num_envs, args.seed)
+    device, discrete = run.device, run.discrete
+    agent = Agent(run.obs_dim, run.action_dim, discrete, args.hidden_size).to(device)
+    if args.optimizer == "rmsprop":
+        optimizer = torch.optim.RMSprop(
+            agent.parameters(), lr=args.learning_rate, alpha=args.rmsprop_alpha, eps=args.optimizer_eps
         )
-    if args.model_path is not None and not os.path.isfile(args.model_path):
-        raise ArgError(f"--model-path {args.model_path}: no such file")
-    if args.capture_video:
-        import importlib.util
+    else:
+        optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.optimizer_eps)
+    T, N = args.num_steps, args.num_envs
+    run.start(T * N, agent=agent)  # loads --model-path, opens the run folder
 
-        if importlib.util.find_spec("moviepy") is None:
-            raise ArgError('--capture-video needs moviepy and pygame: pip install "gymnasium[classic-control,other]"')
+    # Rollout storage, on the CPU as numpy: the env lives there. One batch of
+    # `num_steps` x `num_envs` transitions $(s_t, a_t, r_t, s_{t+1})$.
+    obs_buf, next_obs_buf = np.zeros((2, T, N, run.obs_dim), dtype=np.float32)
+    actions_buf = np.zeros((T, N) if discrete else (T, N, run.action_dim), dtype=np.int64 if discrete else np.float32)
+    rewards_buf, terminated_buf, dones_buf = np.zeros((3, T, N), dtype=np.float32)
+    global_step = 0
+    obs, _ = envs.reset(seed=args.seed)
+    for iteration in run.iterations():
+        if args.anneal_lr:
+            optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1) / run.num_iterations)
+
+        # ## Rollout: T steps of $\pi_\theta$ in each of the N envs
+        for step in range(T):
+            obs_buf[step] = obs
+            with torch.inference_mode():
+                action = agent.sample(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+            actions_buf[step] = action
+            if not discrete:
+                action = np.clip(action, run.action_low, run.action_high)
+            obs, reward, terminated, truncated, info = envs.step(action)
+            global_step += N
+            next_obs_buf[step] = true_next_obs(obs, info)
+            done = terminated | truncated
+            rewards_buf[step], terminated_buf[step], dones_buf[step] = reward, terminated, done
+            run.record(global_step, reward, done)
+
+        # ## Update: one gradient step on the whole rollout
+        b_obs = torch.from_numpy(obs_buf).to(device)
+        log_prob, entropy = agent.log_prob_entropy(b_obs, torch.from_numpy(actions_buf).to(device))
+        values = agent.value(b_obs)
+        with torch.no_grad():
+            next_values = agent.value(torch.from_numpy(next_obs_buf).to(device)).cpu().numpy()
+        v = values.detach().cpu().numpy()
+        if args.gae_lambda == 1.0:
+            returns = nstep_returns(rewards_buf, next_values, terminated_buf, dones_buf, args.gamma)
+            advantages = returns - v  # $\hat{A}_t = G_t - V(s_t)$
+        else:
+            advantages = gae(rewards_buf, v, next_values, terminated_buf, dones_buf, args.gamma, args.gae_lambda)
+            returns = advantages + v
+        if args.norm_adv:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        advantages, returns = torch.from_numpy(advantages).to(device), torch.from_numpy(returns).to(device)
+        loss, pg_loss, v_loss, entropy_mean = a2c_loss(
+            log_prob, entropy, values, advantages, returns, args.vf_coef, args.ent_coef
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+        optimizer.step()
+
+        run.log(global_step, {"charts/learning_rate": optimizer.param_groups[0]["lr"], "losses/policy_loss": pg_loss,
+                              "losses/value_loss": v_loss, "losses/entropy": entropy_mean})  # fmt: skip
+    envs.close()
+    return run.finish(global_step, agent.mode)
 
 
-def evaluate(agent: Agent, args: Args, run_name: str, device: torch.device) -> list[float]:
-    """Returns of `eval_episodes` episodes of the most likely action, no exploration."""
+# ## Bookkeeping
+# Everything below is the same, byte for byte, in all nine scripts: the run folder, progress.csv,
+# W&B, the status line, the NaN guard, Ctrl-C, saving and loading, the evaluation and the summary,
+# the checks every script shares, and `main()`. It holds no part of the method; read it once.
+
+import importlib.util
+import itertools
+import json
+import math
+import signal
+import threading
+
+
+class ArgError(ValueError):
+    """Bad input: reported as one `error:` line and exit status 2."""
+
+
+class Run:
+    """One training run, from the checks of its arguments to its summary.
+
+    `train` makes one, then calls `start` (after building its networks), `iterations` (the loop),
+    `record` (every env step), `log` (every update) and `finish` (returns the summary).
+    """
+
+    def __init__(self, args, algo: str, action_spaces: tuple):
+        check_common_args(args)
+        self.args, self.algo = args, algo
+        # Probe the env once, so an unknown id or an unsupported space is an error before anything is written.
+        try:
+            env = gym.make(args.env_id)
+        except (gym.error.Error, ImportError) as e:  # unknown id, missing extra (MuJoCo, Box2D), ...
+            raise ArgError(f"cannot make env {args.env_id!r}: {str(e).splitlines()[0]}") from None
+        obs_space, act_space = env.observation_space, env.action_space
+        env.close()
+        if not isinstance(act_space, action_spaces):
+            needs = " or ".join(space.__name__ for space in action_spaces)
+            raise ArgError(f"{algo}.py needs a {needs} action space, {args.env_id} has {act_space}")
+        if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+            raise ArgError(f"{algo}.py needs a flat Box observation space, {args.env_id} has {obs_space}")
+        self.discrete = isinstance(act_space, gym.spaces.Discrete)
+        self.obs_dim = obs_space.shape[0]
+        self.action_dim = int(act_space.n) if self.discrete else act_space.shape[0]
+        self.action_low = None if self.discrete else act_space.low
+        self.action_high = None if self.discrete else act_space.high
+        random.seed(args.seed)
+        np.random.seed(args.seed)
+        torch.manual_seed(args.seed)
+        torch.backends.cudnn.deterministic = args.torch_deterministic
+        torch.set_num_threads(args.num_threads)
+        if args.cuda and not torch.cuda.is_available():
+            print("warning: --cuda given but no GPU is available: running on the CPU", file=sys.stderr)
+        self.device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+        self.name = self.progress = self.wandb = None
+        self.episode_returns, self.ep_return, self.ep_length = [], None, None
+        self.num_iterations = self.planned_steps = 0
+        self.interrupted, self.previous_handler = False, None
+
+    def start(self, steps_per_iteration: int, **checkpoint) -> None:
+        """Load `--model-path` into the `checkpoint` objects, then open the run folder, progress.csv and W&B."""
+        args = self.args
+        if 0 < args.total_timesteps < steps_per_iteration:
+            raise ArgError(
+                f"--total-timesteps {args.total_timesteps} is less than one update ({steps_per_iteration} steps)"
+            )
+        self.checkpoint = {key: part for key, part in checkpoint.items() if part is not None}
+        if args.model_path is not None:
+            self.load(args.model_path)
+        self.num_iterations = args.total_timesteps // steps_per_iteration
+        self.planned_steps = self.num_iterations * steps_per_iteration
+        prefix = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        os.makedirs("runs", exist_ok=True)
+        for k in itertools.count(1):  # mkdir fails if the folder exists: two runs never share one
+            self.name = prefix if k == 1 else f"{prefix}_{k}"
+            try:
+                os.mkdir(f"runs/{self.name}")
+                break
+            except FileExistsError:
+                continue
+        print(f"run folder: runs/{self.name}", flush=True)
+        if self.planned_steps != args.total_timesteps:
+            print(f"training {self.planned_steps} of the {args.total_timesteps} steps asked: "
+                  f"{self.num_iterations} whole updates of {steps_per_iteration} steps", flush=True)  # fmt: skip
+        self.progress = open(f"runs/{self.name}/progress.csv", "w")
+        self.progress.write("global_step,wall_time,episodic_return,episodic_length\n")
+        if args.track:
+            import wandb
+
+            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=self.name, config=vars(args))
+            self.wandb = wandb
+        # Ctrl-C sets `interrupted`: the loop ends after the current iteration and the run is finished as usual.
+        if threading.current_thread() is threading.main_thread():
+            self.previous_handler = signal.signal(signal.SIGINT, self.on_ctrl_c)
+        self.start_time = self.last_print = time.time()
+
+    def on_ctrl_c(self, signum, frame) -> None:
+        self.interrupted = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+        print("interrupted: finishing this iteration, then saving what was reached", file=sys.stderr)
+
+    def iterations(self):
+        """1, 2, ..., num_iterations, or fewer after a Ctrl-C."""
+        for iteration in range(1, self.num_iterations + 1):
+            if self.interrupted:
+                break
+            yield iteration
+
+    def record(self, global_step: int, rewards, dones, active=None) -> None:
+        """Add one step's rewards of every env (`active`: which envs count); log the episodes that ended."""
+        rewards, dones = np.asarray(rewards, dtype=np.float64), np.asarray(dones, dtype=bool)
+        active = np.ones(dones.shape, dtype=bool) if active is None else np.asarray(active, dtype=bool)
+        if self.ep_return is None:
+            self.ep_return, self.ep_length = np.zeros(dones.shape), np.zeros(dones.shape, dtype=np.int64)
+        self.ep_return += np.where(active, rewards, 0.0)
+        self.ep_length += active
+        for i in np.flatnonzero(dones & active):
+            ret, length = float(self.ep_return[i]), int(self.ep_length[i])
+            self.episode_returns.append(ret)
+            self.progress.write(f"{global_step},{time.time() - self.start_time:.4f},{ret:.6g},{length}\n")
+            self.progress.flush()
+            if self.wandb:
+                self.wandb.log({"charts/episodic_return": ret, "charts/episodic_length": length}, step=global_step)
+            self.ep_return[i], self.ep_length[i] = 0.0, 0
+
+    def log(self, global_step: int, metrics: dict) -> None:
+        """After an update: stop on NaN/inf, log `metrics` to W&B, print the status line every 2 s."""
+        metrics = {key: value.item() if hasattr(value, "item") else value for key, value in metrics.items()}
+        bad = [key for key, value in metrics.items() if not math.isfinite(value)]
+        for key, part in self.checkpoint.items():
+            state = state_of(part)
+            if not all(
+                torch.isfinite(t).all() for t in ([state] if isinstance(state, torch.Tensor) else state.values())
+            ):
+                bad.append(key)
+        if bad:
+            self.close()
+            raise FloatingPointError(f"{', '.join(bad)} became NaN/inf at global_step={global_step}")
+        now = time.time()
+        sps = int(global_step / max(now - self.start_time, 1e-9))
+        if self.wandb:
+            self.wandb.log({**metrics, "charts/SPS": sps}, step=global_step)
+        if now - self.last_print >= 2.0:
+            self.last_print = now
+            recent = np.mean(self.episode_returns[-20:]) if self.episode_returns else float("nan")
+            eta = max(self.planned_steps - global_step, 0) / max(sps, 1)
+            print(f"step {global_step}/{self.planned_steps} | {sps} SPS | {now - self.start_time:.0f}s elapsed, "
+                  f"{eta:.0f}s left | mean return (last 20) {recent:.1f}", flush=True)  # fmt: skip
+
+    def finish(self, global_step: int, policy) -> dict:
+        """Save, evaluate `policy` (observation batch -> action batch), write summary.json, print the eval line."""
+        wall_time = time.time() - self.start_time
+        self.close()
+        if self.args.save_model:
+            self.save(f"runs/{self.name}/{self.args.exp_name}.pt")
+        returns = [] if self.interrupted else evaluate(policy, self)
+        summary = {
+            "algo": self.algo, "env_id": self.args.env_id, "seed": self.args.seed, "global_step": global_step,
+            "wall_time_s": wall_time, "sps": global_step / wall_time if wall_time > 0 else 0.0,
+            "eval_mean_return": float(np.mean(returns)) if returns else None,
+            "eval_std_return": float(np.std(returns)) if returns else None,
+            "eval_episodes": len(returns),
+            "train_last_mean_return": float(np.mean(self.episode_returns[-20:])) if self.episode_returns else None,
+            "interrupted": self.interrupted, "run_name": self.name,
+        }  # fmt: skip
+        with open(f"runs/{self.name}/summary.json", "w") as f:
+            json.dump(summary, f, indent=2)
+        if self.wandb:
+            self.wandb.log({"eval/mean_return": summary["eval_mean_return"]}, step=global_step)
+            self.wandb.finish()
+        mean, std = (
+            f"{x:.2f}" if x is not None else None for x in (summary["eval_mean_return"], summary["eval_std_return"])
+        )
+        print(f"eval: mean_return={mean} std_return={std} episodes={len(returns)}", flush=True)
+        return summary
+
+    def close(self) -> None:
+        """Close progress.csv and give Ctrl-C back to Python (also when training stops on an error)."""
+        if self.progress is not None and not self.progress.closed:
+            self.progress.close()
+        if self.previous_handler is not None:
+            signal.signal(signal.SIGINT, self.previous_handler)
+            self.previous_handler = None
+
+    def save(self, path: str) -> None:
+        """One file: each checkpoint part's state under its name, and what the run was (algo, env, sizes, args)."""
+        state = {key: state_of(part) for key, part in self.checkpoint.items()}
+        torch.save({**state, "meta": {"algo": self.algo, "env_id": self.args.env_id, "spaces": self.spaces(),
+                                      "args": vars(self.args)}}, path)  # fmt: skip
+        print(f"model saved to {path}")
+
+    def spaces(self) -> list:
+        return [self.obs_dim, self.action_dim, self.discrete]
+
+    def load(self, path: str) -> None:
+        """Checkpoints hold only tensors and numbers: loaded with `weights_only=True`, no pickled code runs."""
+        try:
+            saved = torch.load(path, map_location=self.device, weights_only=True)
+            meta = saved.pop("meta")
+            algo, env_id, spaces = meta["algo"], meta["env_id"], meta["spaces"]
+        except Exception:
+            raise ArgError(f"--model-path {path} is not a checkpoint saved by {self.algo}.py") from None
+        if algo != self.algo:
+            raise ArgError(f"--model-path {path} was saved by {algo}.py, not {self.algo}.py")
+        if spaces != self.spaces():
+            kind = {True: "discrete", False: "continuous"}
+            (o, a, d), (o2, a2, d2) = spaces, self.spaces()
+            raise ArgError(f"--model-path {path} was saved for {o} observations, {a} {kind[d]} actions ({env_id}); "
+                           f"{self.args.env_id} has {o2}, {a2} {kind[d2]}")  # fmt: skip
+        if set(saved) != set(self.checkpoint):
+            raise ArgError(f"--model-path {path} holds {sorted(saved)}; this run needs {sorted(self.checkpoint)}")
+        for key, part in self.checkpoint.items():
+            try:
+                load_into(part, saved[key])
+            except (RuntimeError, KeyError, TypeError, ValueError) as e:
+                reason = " ".join(str(e).split())[:200]
+                raise ArgError(f"--model-path {path}: its {key} does not fit this network ({reason})") from None
+
+
+def state_of(part):
+    """What a checkpoint keeps of a part: a module's state dict, a tensor, or an object's numbers and arrays."""
+    if isinstance(part, nn.Module):
+        return part.state_dict()
+    if isinstance(part, torch.Tensor):
+        return part.detach().cpu()
+    return {key: torch.as_tensor(value) for key, value in vars(part).items()}
+
+
+def load_into(part, state) -> None:
+    if isinstance(part, nn.Module):
+        part.load_state_dict(state)
+    elif isinstance(part, torch.Tensor):
+        with torch.no_grad():
+            part.copy_(state)
+    else:
+        for key, value in vars(part).items():
+            if np.shape(value) != tuple(state[key].shape):
+                raise ValueError(f"{key} of shape {tuple(state[key].shape)}, expected {np.shape(value)}")
+            setattr(part, key, state[key].cpu().numpy())
+
+
+def evaluate(policy, run: Run) -> list[float]:
+    """Returns of `eval_episodes` episodes of `policy` (most likely / mean action, no exploration)."""
+    args = run.args
     env = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
     if args.capture_video:
-        env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", episode_trigger=lambda e: True)
+        env = gym.wrappers.RecordVideo(env, f"videos/{run.name}", episode_trigger=lambda e: True)
     returns = []
     for episode in range(args.eval_episodes):
         obs, _ = env.reset(seed=args.seed + 10_000 + episode)
         done, total = False, 0.0
         while not done:
             with torch.inference_mode():
-                action = agent.mode(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-            if not agent.discrete:
-                action = np.clip(action, env.action_space.low, env.action_space.high)
+                obs_batch = torch.as_tensor(obs, dtype=torch.float32, device=run.device).unsqueeze(0)
+                action = policy(obs_batch)[0].cpu().numpy()
+            if not run.discrete:
+                action = np.clip(action, run.action_low, run.action_high)
             obs, reward, terminated, truncated, _ = env.step(action)
             total += float(reward)
             done = terminated or truncated
@@ -293,180 +568,37 @@ def evaluate(agent: Agent, args: Args, run_name: str, device: torch.device) -> l
     return returns
 
 
-def train(args: Args) -> dict:
-    check_args(args)
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    torch.set_num_threads(args.num_threads)
-    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+def check_common_args(args) -> None:
+    """The checks of the fields every script shares."""
+    if not 0 <= args.seed < 2**32:
+        raise ArgError(f"--seed must lie in [0, 2**32), got {args.seed}")
+    if args.total_timesteps < 0:
+        raise ArgError(f"--total-timesteps must be >= 0, got {args.total_timesteps}")
+    if args.total_timesteps == 0 and args.model_path is None:
+        raise ArgError("--total-timesteps 0 only evaluates, and needs --model-path")
+    if args.model_path is not None and not os.path.isfile(args.model_path):
+        raise ArgError(f"--model-path {args.model_path}: no such file")
+    if args.eval_episodes < 0:
+        raise ArgError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
+    if args.capture_video and not all(importlib.util.find_spec(m) for m in ("moviepy", "pygame")):
+        raise ArgError('--capture-video needs moviepy and pygame: pip install "gymnasium[classic-control,other]"')
 
+
+def main() -> None:
+    """The command line: parse `Args`, train, and turn an error into one line and an exit status."""
+    # In Jupyter or Colab, sys.argv is the kernel's own (-f kernel.json): a pasted cell takes the defaults.
+    in_notebook = "ipykernel" in sys.modules or os.path.basename(sys.argv[0]).endswith("kernel_launcher.py")
     try:
-        envs = make_envs(args.env_id, args.num_envs, args.seed)
-    except (gym.error.Error, ImportError) as e:  # unknown id, missing extra (MuJoCo, Box2D), ...
-        raise ArgError(f"cannot make env {args.env_id!r}: {str(e).splitlines()[0]}") from None
-    obs_space, act_space = envs.single_observation_space, envs.single_action_space
-    if not isinstance(act_space, (gym.spaces.Discrete, gym.spaces.Box)):
-        raise ArgError(f"a2c.py needs a Discrete or Box action space, {args.env_id} has {act_space}")
-    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-        raise ArgError(f"a2c.py needs a flat Box observation space, {args.env_id} has {obs_space}")
-    discrete = isinstance(act_space, gym.spaces.Discrete)
-    obs_dim = obs_space.shape[0]
-    action_dim = int(act_space.n) if discrete else act_space.shape[0]
-    agent = Agent(obs_dim, action_dim, discrete, args.hidden_size).to(device)
-    if args.optimizer == "rmsprop":
-        optimizer = torch.optim.RMSprop(
-            agent.parameters(), lr=args.learning_rate, alpha=args.rmsprop_alpha, eps=args.optimizer_eps
-        )
-    else:
-        optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.optimizer_eps)
-    if args.model_path is not None:
-        try:
-            agent.load_state_dict(torch.load(args.model_path, map_location=device, weights_only=True)["agent"])
-        except Exception as e:  # not a model file, or one saved for another env or network
-            reason = f"{type(e).__name__}: {e}".splitlines()[0]
-            raise ArgError(f"--model-path {args.model_path} does not fit {args.env_id}: {reason}") from None
-
-    os.makedirs(f"runs/{run_name}", exist_ok=True)
-    writer = None
-    if args.track:
-        import wandb
-
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name, config=vars(args))
-        writer = wandb
-    progress = open(f"runs/{run_name}/progress.csv", "w")
-    progress.write("global_step,wall_time,episodic_return,episodic_length\n")
-
-    # Rollout storage, on the CPU as numpy: the env lives there. One batch of
-    # `num_steps` x `num_envs` transitions $(s_t, a_t, r_t, s_{t+1})$.
-    T, N = args.num_steps, args.num_envs
-    batch_size = T * N
-    num_iterations = args.total_timesteps // batch_size
-    obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
-    next_obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
-    actions_buf = np.zeros((T, N) if discrete else (T, N, action_dim), dtype=np.int64 if discrete else np.float32)
-    rewards_buf = np.zeros((T, N), dtype=np.float32)
-    terminated_buf = np.zeros((T, N), dtype=np.float32)
-    dones_buf = np.zeros((T, N), dtype=np.float32)
-
-    global_step, episode_returns = 0, []
-    ep_return, ep_length = np.zeros(N), np.zeros(N, dtype=np.int64)
-    obs, _ = envs.reset(seed=args.seed)
-    start_time = last_print = time.time()
-    interrupted = False
-    try:
-        for iteration in range(1, num_iterations + 1):
-            if args.anneal_lr:
-                optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1) / num_iterations)
-
-            # ## Rollout: T steps of $\pi_\theta$ in each of the N envs
-            for step in range(T):
-                obs_buf[step] = obs
-                with torch.inference_mode():
-                    action = agent.sample(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-                actions_buf[step] = action
-                if not discrete:
-                    action = np.clip(action, act_space.low, act_space.high)
-                obs, reward, terminated, truncated, info = envs.step(action)
-                global_step += N
-                next_obs_buf[step] = true_next_obs(obs, info)
-                done = terminated | truncated
-                rewards_buf[step], terminated_buf[step], dones_buf[step] = reward, terminated, done
-                ep_return += reward
-                ep_length += 1
-                for i in np.flatnonzero(done):
-                    episode_returns.append(float(ep_return[i]))
-                    wall = time.time() - start_time
-                    progress.write(f"{global_step},{wall:.4f},{ep_return[i]:.6g},{ep_length[i]}\n")
-                    progress.flush()
-                    if writer:
-                        writer.log(
-                            {"charts/episodic_return": ep_return[i], "charts/episodic_length": ep_length[i]},
-                            step=global_step,
-                        )
-                    ep_return[i], ep_length[i] = 0.0, 0
-
-            # ## Update: one gradient step on the whole rollout
-            b_obs = torch.from_numpy(obs_buf).to(device)
-            log_prob, entropy, values = agent.evaluate(b_obs, torch.from_numpy(actions_buf).to(device))
-            with torch.no_grad():
-                next_values = agent.value(torch.from_numpy(next_obs_buf).to(device)).cpu().numpy()
-            v = values.detach().cpu().numpy()
-            if args.gae_lambda == 1.0:
-                returns = nstep_returns(rewards_buf, next_values, terminated_buf, dones_buf, args.gamma)
-                advantages = returns - v  # $\hat{A}_t = G_t - V(s_t)$
-            else:
-                advantages = gae(rewards_buf, v, next_values, terminated_buf, dones_buf, args.gamma, args.gae_lambda)
-                returns = advantages + v
-            if args.norm_adv:
-                advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-            advantages, returns = torch.from_numpy(advantages).to(device), torch.from_numpy(returns).to(device)
-            loss, pg_loss, v_loss, entropy_mean = a2c_loss(
-                log_prob, entropy, values, advantages, returns, args.vf_coef, args.ent_coef
-            )
-            optimizer.zero_grad()
-            loss.backward()
-            grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-            # A NaN/inf loss or gradient would leave the parameters NaN after this step.
-            if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
-                raise FloatingPointError(f"loss or gradient became NaN/inf at global_step={global_step}")
-            optimizer.step()
-
-            now = time.time()
-            sps = int(global_step / (now - start_time))
-            if writer:
-                writer.log({
-                    "charts/learning_rate": optimizer.param_groups[0]["lr"], "charts/SPS": sps,
-                    "losses/policy_loss": pg_loss.item(), "losses/value_loss": v_loss.item(),
-                    "losses/entropy": entropy_mean.item(),
-                }, step=global_step)  # fmt: skip
-            if now - last_print >= 2.0 or iteration == num_iterations:
-                last_print = now
-                recent = np.mean(episode_returns[-20:]) if episode_returns else float("nan")
-                eta = (args.total_timesteps - global_step) / max(sps, 1)
-                print(f"step {global_step}/{args.total_timesteps} | {sps} SPS | {now - start_time:.0f}s elapsed, "
-                      f"{eta:.0f}s left | mean return (last 20) {recent:.1f}", flush=True)  # fmt: skip
-    except KeyboardInterrupt:
-        interrupted = True
-        print("interrupted: saving what was reached", file=sys.stderr)
-    wall_time = time.time() - start_time
-    envs.close()
-    progress.close()
-
-    if args.save_model:
-        path = f"runs/{run_name}/{args.exp_name}.pt"
-        torch.save({"agent": agent.state_dict(), "args": vars(args)}, path)
-        print(f"model saved to {path}")
-
-    eval_returns = [] if interrupted else evaluate(agent, args, run_name, device)
-    summary = {
-        "algo": "a2c", "env_id": args.env_id, "seed": args.seed, "global_step": global_step,
-        "wall_time_s": wall_time, "sps": global_step / wall_time if wall_time > 0 else 0.0,
-        "eval_mean_return": float(np.mean(eval_returns)) if eval_returns else None,
-        "eval_std_return": float(np.std(eval_returns)) if eval_returns else None,
-        "eval_episodes": len(eval_returns),
-        "train_last_mean_return": float(np.mean(episode_returns[-20:])) if episode_returns else None,
-        "interrupted": interrupted, "run_name": run_name,
-    }  # fmt: skip
-    with open(f"runs/{run_name}/summary.json", "w") as f:
-        json.dump(summary, f, indent=2)
-    if writer:
-        writer.log({"eval/mean_return": summary["eval_mean_return"]}, step=global_step)
-        writer.finish()
-    print(
-        f"eval: mean_return={summary['eval_mean_return']} std_return={summary['eval_std_return']} episodes={len(eval_returns)}"
-    )
-    return summary
+        train(tyro.cli(Args, args=[] if in_notebook else None))
+    except ArgError as e:  # bad input: exit 2
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except FloatingPointError as e:  # NaN/inf during training: exit 1
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one during the evaluation
+        sys.exit(130)
 
 
 if __name__ == "__main__":
-    try:
-        train(tyro.cli(Args))
-    except ArgError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except FloatingPointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    main()

@@ -109,7 +109,8 @@ def test_both_losses_reach_the_shared_trunk(discrete):
 
     def grads(which: str) -> dict:
         agent.zero_grad()
-        log_prob, entropy, values = agent.evaluate(obs, actions)
+        log_prob, entropy = agent.log_prob_entropy(obs, actions)
+        values = agent.value(obs)
         _, pg, vl, _ = a2c.a2c_loss(log_prob, entropy, values, returns - values, returns, 0.5, 0.0)
         (pg if which == "policy" else vl).backward()
         return {name: p.grad for name, p in agent.named_parameters()}
@@ -122,8 +123,8 @@ def test_both_losses_reach_the_shared_trunk(discrete):
     # and each head only gets the gradient of its own loss
     assert all(value[n] is None or value[n].abs().sum() == 0 for n in value if n.startswith("actor."))
     assert all(policy[n] is None or policy[n].abs().sum() == 0 for n in policy if n.startswith("critic."))
-    # `value` and `evaluate` compute the same V through the same trunk
-    torch.testing.assert_close(agent.value(obs), agent.evaluate(obs, actions)[2])
+    # `value` and `log_prob_entropy` go through the same trunk
+    torch.testing.assert_close(agent.value(obs), agent.critic(agent.trunk(obs)).squeeze(-1))
 
 
 def assert_samples_follow_the_policy(agent, obs: torch.Tensor, num_actions: int = 1, n: int = 40_000):
