@@ -104,12 +104,16 @@ def test_cli_run_with_offline_tracking(spec, tmp_path):
     flags = cli_flags(env_id=spec.envs[0], seed=2, track=True, **spec.tiny)
     result = run_cli(spec.name, *flags, cwd=tmp_path, env={"WANDB_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr[-3000:]
-    last = result.stdout.strip().splitlines()[-1]
-    match = EVAL_LINE.match(last)
-    assert match, f"last line is not the eval line: {last!r}"
+    lines = result.stdout.strip().splitlines()
+    match = EVAL_LINE.match(lines[-1])
+    assert match, f"last line is not the eval line: {lines[-1]!r}"
     (run_dir,) = (tmp_path / "runs").iterdir()
+    assert lines[0] == f"run folder: runs/{run_dir.name}", "the run folder is not the first thing said"
     summary = read_summary(run_dir)
-    assert float(match.group(1)) == pytest.approx(summary["eval_mean_return"])
+    # Rounded for a person to read, to 2 decimals.
+    assert (
+        match.group(1) == f"{summary['eval_mean_return']:.2f}" and match.group(2) == f"{summary['eval_std_return']:.2f}"
+    )
     assert int(match.group(3)) == summary["eval_episodes"]
     assert list((tmp_path / "wandb").glob("offline-run-*")), "no offline W&B run was written"
 
@@ -128,7 +132,11 @@ def test_save_then_evaluate_only(spec, tmp_path):
     # The same weights in an env of another shape: one error line, exit 2.
     if len(spec.envs) > 1:
         flags = cli_flags(env_id=spec.envs[1], model_path=str(model), **overrides)
-        assert_one_line_error(run_cli(spec.name, *flags, cwd=tmp_path), mentions="model")
+        result = run_cli(spec.name, *flags, cwd=tmp_path)
+        assert_one_line_error(
+            result,
+            mentions="saved for 4 observations, 2 discrete actions (CartPole-v1); Pendulum-v1 has 3, 1 continuous",
+        )
 
 
 def bad_inputs(spec):
@@ -140,10 +148,15 @@ def bad_inputs(spec):
         ("image-observation", dict(tiny, env_id="tests.fake_envs:ImageObservation-v0"), "observation"),
         ("zero-size", dict(tiny, **{spec.size_field: 0}), spec.size_field.replace("_", "-")),
         ("negative-size", dict(tiny, **{spec.size_field: -3}), spec.size_field.replace("_", "-")),
-        ("budget-below-one-update", dict(tiny, total_timesteps=spec.small_budget), "total-timesteps"),
+        ("budget-below-one-update", dict(tiny, total_timesteps=spec.small_budget), "is less than one update ("),
+        ("negative-budget", dict(tiny, total_timesteps=-5), "error: --total-timesteps must be >= 0, got -5"),
         ("zero-budget-without-model", dict(tiny, total_timesteps=0), "model-path"),
         ("missing-model-path", dict(tiny, model_path="no/such/model.pt"), "model-path"),
-        ("model-path-not-a-model", dict(tiny, model_path=str(ROOT / "README.md"), total_timesteps=0), "model-path"),
+        (
+            "model-path-not-a-model",
+            dict(tiny, model_path=str(ROOT / "README.md"), total_timesteps=0),
+            f"README.md is not a checkpoint saved by {spec.name}",
+        ),
         ("negative-seed", dict(tiny, seed=-5), "seed"),
     ]
 
@@ -155,7 +168,7 @@ BAD_CASES = [(s, *case) for s in SCRIPTS for case in bad_inputs(s)]
 def test_bad_input_is_one_error_line_and_exit_2(spec, case, overrides, mentions, tmp_path):
     result = run_cli(spec.name, *cli_flags(**overrides), cwd=tmp_path)
     assert_one_line_error(result, mentions=mentions)
-    assert not (tmp_path / "runs").exists() or case in ("unsupported-action-space", "image-observation")
+    assert list(tmp_path.iterdir()) == [], "bad input, yet something was written"
 
 
 @pytest.mark.parametrize("spec", SCRIPTS, ids=IDS)
@@ -218,3 +231,104 @@ def test_capture_video_without_extras_is_one_error_line(spec, tmp_path):
     env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert_one_line_error(result, mentions="pip install")
+
+
+# ## What a new user hit in the first hour (issue 14)
+def frozen_clock_code(spec, seed: int) -> str:
+    """Python that runs `spec` tiny as `__main__` with `time.time` frozen: every run starts in the same second."""
+    flags = cli_flags(env_id=spec.envs[0], seed=seed, **spec.tiny)
+    return (
+        "import runpy, sys, time\n"
+        "time.time = lambda: 1_800_000_000.0\n"
+        f"sys.argv = [{spec.name!r}, *{flags!r}]\n"
+        f"runpy.run_path({str(ROOT / spec.name)!r}, run_name='__main__')\n"
+    )
+
+
+@pytest.mark.parametrize("spec", SCRIPTS, ids=IDS)
+def test_two_runs_in_the_same_second_get_two_folders(spec, tmp_path, monkeypatch):
+    module = load_script(spec.name)
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_000.0)
+    names = set()
+    for _ in range(2):
+        summary, _ = train_in(tmp_path, module, env_id=spec.envs[0], seed=7, **spec.tiny)
+        names.add(summary["run_name"])
+    assert len(names) == 2 and len(list((tmp_path / "runs").iterdir())) == 2
+    for name in names:
+        assert read_summary(tmp_path / "runs" / name)["run_name"] == name
+
+
+def test_many_processes_started_together_never_share_a_folder(tmp_path):
+    """Six processes, one frozen second: six folders, each with its own complete files."""
+    spec = SCRIPTS[IDS.index("ppo.py")]
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", frozen_clock_code(spec, seed=1)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for _ in range(6)
+    ]
+    for proc in procs:
+        assert proc.wait(timeout=240) == 0, proc.stderr.read()[-2000:]
+    run_dirs = list((tmp_path / "runs").iterdir())
+    assert len(run_dirs) == 6, [d.name for d in run_dirs]
+    for run_dir in run_dirs:
+        assert read_summary(run_dir)["run_name"] == run_dir.name
+        assert read_progress(run_dir)
+
+
+def test_a_budget_that_is_not_whole_updates_is_said_once(tmp_path):
+    spec = SCRIPTS[IDS.index("ppo.py")]
+    overrides = {**spec.tiny, "total_timesteps": spec.tiny["total_timesteps"] + 100}
+    result = run_cli(spec.name, *cli_flags(env_id=spec.envs[0], **overrides), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    said = [line for line in result.stdout.splitlines() if line.startswith("training ")]
+    trained = spec.tiny["total_timesteps"]
+    assert said == [f"training {trained} of the {trained + 100} steps asked: 2 whole updates of 256 steps"], said
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the CPU fallback")
+def test_cuda_without_a_gpu_says_so(tmp_path):
+    spec = SCRIPTS[IDS.index("ppo.py")]
+    result = run_cli(spec.name, *cli_flags(env_id=spec.envs[0], cuda=True, **spec.tiny), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "warning: --cuda given but no GPU is available: running on the CPU" in result.stderr.splitlines()
+
+
+@pytest.mark.parametrize("spec", SCRIPTS, ids=IDS)
+def test_pasted_into_a_notebook_cell(spec, tmp_path):
+    """A cell holds the whole file (with a smaller budget typed in): no `__file__`, Jupyter's argv."""
+    source = (ROOT / spec.name).read_text()
+    source, n = re.subn(r"(?m)^(    total_timesteps: int = )\S+$", rf"\g<1>{spec.tiny['total_timesteps']}", source)
+    assert n == 1, "no `total_timesteps: int = ...` default to edit"
+    for field, value in spec.tiny.items():
+        source = re.sub(rf"(?m)^(    {field}: int = )\S+$", rf"\g<1>{value}", source)
+    code = (
+        "import sys\n"
+        "sys.argv = ['/usr/lib/python3/site-packages/ipykernel_launcher.py', '-f', '/tmp/kernel-1234.json']\n"
+        f"exec(compile({source!r}, '<cell>', 'exec'), {{'__name__': '__main__'}})\n"
+    )
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert EVAL_LINE.match(result.stdout.strip().splitlines()[-1])
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_dir.name.startswith(f"{spec.envs[0]}__{spec.name[:-3]}__1__")  # the defaults' env and seed
+
+
+def test_imported_from_a_notebook(tmp_path):
+    """The README's import route: `import ppo; ppo.train(ppo.Args(...))` returns the summary."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+        "import ppo\n"
+        "summary = ppo.train(ppo.Args(total_timesteps=512, num_envs=2, num_steps=128, eval_episodes=2))\n"
+        "print(sorted(summary))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "'eval_mean_return'" in result.stdout.splitlines()[-1]
