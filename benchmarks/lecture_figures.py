@@ -51,6 +51,16 @@ COLORS = {
 }
 
 
+def finish_row(fig, axes, xlabel: str):
+    """The same x label, grid and legend on every panel of a row; returns the figure."""
+    for ax in axes:
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
 def plt():
     import matplotlib
 
@@ -278,12 +288,7 @@ def draw_critic_gae(d: dict):
     axes[0].set_ylabel(r"$\|E[\hat g] - \nabla_\theta J\|$")
     axes[1].set_ylabel(r"tr Cov$(\hat g)$")
     axes[2].set_ylabel(r"bias$^2$ + variance / N")
-    for ax in axes:
-        ax.set_xlabel(r"GAE $\lambda$  (0: one-step TD, 1: Monte Carlo)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    return fig
+    return finish_row(fig, axes, r"GAE $\lambda$  (0: one-step TD, 1: Monte Carlo)")
 
 
 def read_critic_gae(d: dict) -> str:
@@ -523,12 +528,7 @@ def draw_importance_sampling(d: dict):
     axes[1].set_ylim(0, 1.05)
     axes[2].set_title(f"(c) the estimate of $J(\\theta)$, H = {H}")
     axes[2].set_ylabel(r"importance-weighted estimate of $J(\theta)$")
-    for ax in axes:
-        ax.set_xlabel(r"$KL(\pi_{\theta'} \| \pi_\theta)$ per state")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    return fig
+    return finish_row(fig, axes, r"$KL(\pi_{\theta'} \| \pi_\theta)$ per state")
 
 
 def is_summary(d: dict) -> dict:
