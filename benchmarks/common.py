@@ -25,10 +25,11 @@ class Entry:
     peer: str | None = None
     extra: list[str] = field(default_factory=list)
     peer_timesteps: int | None = None
+    tag: str = ""  # tells apart two entries of one script on one env (e.g. actor_critic's Q and V critics)
 
     @property
     def name(self) -> str:
-        return f"{self.script[:-3]}-{self.env_id}"
+        return f"{self.script[:-3]}-{self.env_id}" + (f"-{self.tag}" if self.tag else "")
 
 
 def jobs_for(entry: Entry, seeds: int, out: Path) -> list[tuple[str, list[str], Path]]:

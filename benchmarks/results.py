@@ -2,6 +2,7 @@
 
     python benchmarks/results.py                 # the whole suite, 5 seeds, ~40 min on 2 cores
     python benchmarks/results.py --only ppo.py   # rerun some scripts' entries, keep the others' runs
+    python benchmarks/results.py --only ppo-LunarLander-v3   # rerun one entry (its name: script-env)
     python benchmarks/results.py --replot        # no training: tables and curves again from the kept runs
 
 Each script runs with its default arguments (unless SUITE names flags) on CartPole-v1 if it takes
@@ -23,10 +24,22 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import REACH_NOTE, ROOT, Entry, collect, jobs_for, run_jobs, summarize, table  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    REACH_NOTE,
+    ROOT,
+    Entry,
+    collect,
+    jobs_for,
+    reach_cells,
+    run_jobs,
+    summarize,
+    table,
+)
 
 OUT = ROOT / "benchmarks" / "out" / "results"  # the runs, kept for --replot
 PAGE, CURVES = ROOT / "benchmarks" / "results.md", ROOT / "benchmarks" / "curves"
+README = ROOT / "README.md"  # its results table lies between these two lines, rewritten by every invocation
+TABLE_START, TABLE_END = "<!-- results table: written by benchmarks/results.py -->", "<!-- end of results table -->"
 
 CARTPOLE, PENDULUM = 475.0, -200.0
 TRPO_PENDULUM = (
@@ -157,17 +170,53 @@ def write_report(runs_dir: Path, seeds: int, generated: str, md: Path, curves: P
         plot(entry, runs, curves / f"{entry.name}.png")
         rel = curves.relative_to(md.parent).as_posix() if curves.is_relative_to(md.parent) else curves.as_posix()
         flags = " ".join(entry.extra) or "defaults"
-        lines += [f"## {entry.script} on {entry.env_id} ({flags})", "", table(rows, entry.env_id, entry.threshold,
+        when = runs_dir / entry.name / "meta.json"  # which invocation ran this entry, kept across `--only` reruns
+        ran = [f"Runs: {json.loads(when.read_text())['ran']}", ""] if when.exists() else []
+        lines += [f"## {entry.script} on {entry.env_id} ({flags})", "", *ran, table(rows, entry.env_id, entry.threshold,
                   entry.window), "", f"![{entry.name}]({rel}/{entry.name}.png)", ""]  # fmt: skip
     md.write_text("\n".join(lines))
     return results
+
+
+def readme_table(results: dict[str, list[dict]]) -> str:
+    """The README's results table: one row per entry, ours and the SB3 peer side by side, in short numbers."""
+    lines = [
+        "| script | env (flags) | ours: eval / seeds that reached it / median steps to it / median s to it / SPS "
+        "| SB3 peer: the same |",
+        "|---|---|---|---|",
+    ]
+    for entry in SUITE:
+        if entry.name not in results:
+            continue
+        cells = []
+        for r in results[entry.name]:
+            reached, steps, seconds = reach_cells(
+                r["reached"], r["n"], r["steps_to_threshold"], r["seconds_to_threshold"]
+            )
+            if steps[0].isdigit():
+                steps = steps_tick(round(float(steps.rstrip("*").replace(",", "")), -3)) + steps[-1].strip("0123456789")
+            peer = f"{r['label']}: " if r["label"].startswith("sb3_") else ""
+            cells.append(f"{peer}{r['eval_mean_return']:.0f} / {reached} / {steps} / {seconds} / {r['sps']:,.0f}")
+        flags = f" ({' '.join(entry.extra)})" if entry.extra else ""
+        lines.append(f"| {entry.script} | {entry.env_id}{flags} | {cells[0]} | {cells[1] if len(cells) > 1 else ''} |")
+    return "\n".join(lines)
+
+
+def rewrite_readme(readme: Path, results: dict[str, list[dict]]) -> None:
+    text = readme.read_text()
+    if TABLE_START not in text or TABLE_END not in text:
+        return
+    head, rest = text.split(TABLE_START, 1)
+    readme.write_text(f"{head}{TABLE_START}\n{readme_table(results)}\n{TABLE_END}{rest.split(TABLE_END, 1)[1]}")
 
 
 def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--only", nargs="*", help="scripts to run (default: all in SUITE)")
+    parser.add_argument(
+        "--only", nargs="*", help="scripts (ppo.py) or entries (ppo-LunarLander-v3) to run (default: all in SUITE)"
+    )
     parser.add_argument(
         "--replot",
         action="store_true",
@@ -186,7 +235,7 @@ def main(argv: list[str] | None = None):
         )
         generated += f" Tables and curves rebuilt from those runs with `--replot` on {today()}."
     else:
-        seeds, rerun = args.seeds, [e for e in SUITE if not args.only or e.script in args.only]
+        seeds, rerun = args.seeds, [e for e in SUITE if not args.only or {e.script, e.name} & set(args.only)]
         for entry in rerun:
             shutil.rmtree(OUT / entry.name, ignore_errors=True)
         flat = [(cmd, cwd) for e in rerun for _, cmd, cwd in jobs_for(e, seeds, OUT / e.name)]
@@ -194,9 +243,15 @@ def main(argv: list[str] | None = None):
         run_jobs(flat, args.jobs)
         OUT.mkdir(parents=True, exist_ok=True)
         generated = generated_by(seeds, args.jobs, args.only)
+        command = f"python benchmarks/results.py --seeds {seeds} --jobs {args.jobs}"
+        for entry in rerun:
+            ran = f"{today()}, `{command}" + (f" --only {' '.join(args.only)}`" if args.only else "`")
+            (OUT / entry.name).mkdir(parents=True, exist_ok=True)
+            (OUT / entry.name / "meta.json").write_text(json.dumps({"ran": ran}))
         meta.write_text(json.dumps({"generated": generated}))
     results = write_report(OUT, seeds, generated, PAGE, CURVES)
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
+    rewrite_readme(README, results)
     print(PAGE.read_text())
 
 

@@ -37,6 +37,33 @@ ZOO = {
         n_envs=1, n_timesteps=20_000, gamma=0.98, buffer_size=200_000, learning_starts=10_000, noise_std=0.1,
         gradient_steps=-1, train_freq=(1, "episode"), learning_rate=1e-3, policy_kwargs=dict(net_arch=[400, 300]),
     ),
+    # Beyond CartPole and Pendulum (issue 15). rl-zoo lists LunarLander as -v2 for PPO, A2C and DDPG and as -v3
+    # for TRPO; the hyperparameters are the same task's. A2C on Pendulum: rl-zoo's "almost tuned" Pendulum-v0
+    # entry, the env's earlier version.
+    ("ppo", "LunarLander-v3"): dict(
+        n_envs=16, n_timesteps=1_000_000, n_steps=1024, batch_size=64, gae_lambda=0.98, gamma=0.999, n_epochs=4,
+        ent_coef=0.01,
+    ),
+    ("ppo", "LunarLanderContinuous-v3"): dict(
+        n_envs=16, n_timesteps=1_000_000, n_steps=1024, batch_size=64, gae_lambda=0.98, gamma=0.999, n_epochs=4,
+        ent_coef=0.01,
+    ),
+    ("trpo", "LunarLander-v3"): dict(
+        n_envs=2, n_timesteps=200_000, n_steps=512, cg_damping=0.01, gae_lambda=0.98, gamma=0.99,
+        learning_rate=1e-3, n_critic_updates=15,
+    ),
+    ("a2c", "LunarLander-v3"): dict(
+        n_envs=8, n_timesteps=200_000, gamma=0.995, n_steps=5, learning_rate="lin_0.00083", ent_coef=1e-5,
+    ),
+    ("a2c", "Pendulum-v1"): dict(
+        normalize=True, n_envs=8, n_timesteps=1_000_000, ent_coef=0.0, max_grad_norm=0.5, n_steps=8, gae_lambda=0.9,
+        vf_coef=0.4, gamma=0.99, use_rms_prop=True, normalize_advantage=False, learning_rate="lin_7e-4",
+        use_sde=True, policy_kwargs=dict(log_std_init=-2, ortho_init=False),
+    ),
+    ("ddpg", "LunarLanderContinuous-v3"): dict(
+        n_envs=1, n_timesteps=300_000, gamma=0.98, buffer_size=200_000, learning_starts=10_000, noise_std=0.1,
+        gradient_steps=-1, train_freq=(1, "episode"), learning_rate=1e-3, policy_kwargs=dict(net_arch=[400, 300]),
+    ),
 }  # fmt: skip
 
 
@@ -59,6 +86,10 @@ def build(algo: str, env_id: str, seed: int, total_timesteps: int | None):
         std = params.pop("noise_std")
         params["action_noise"] = NormalActionNoise(np.zeros(n_actions), std * np.ones(n_actions))
     env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+    if params.pop("normalize", False):  # rl-zoo's `normalize: true`: running mean/std of obs and of returns
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        env = VecNormalize(env, gamma=params.get("gamma", 0.99))
     if algo == "trpo":
         from sb3_contrib import TRPO as cls
     else:
@@ -108,12 +139,13 @@ def main():
     progress.close()
 
     env = gym.make(args.env_id)
+    normalizer = model.get_vec_normalize_env()  # evaluate on the obs statistics frozen at the end of training
     eval_returns = []
     for episode in range(args.eval_episodes):
         obs, _ = env.reset(seed=args.seed + 10_000 + episode)
         done, total_reward = False, 0.0
         while not done:
-            action, _ = model.predict(obs, deterministic=True)
+            action, _ = model.predict(obs if normalizer is None else normalizer.normalize_obs(obs), deterministic=True)
             obs, reward, terminated, truncated, _ = env.step(action)
             total_reward += float(reward)
             done = terminated or truncated
