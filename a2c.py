@@ -161,11 +161,18 @@ class Agent(nn.Module):
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(self.trunk(obs)).squeeze(-1)
 
-    def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor):
-        out = self.actor(self.trunk(obs))
+    def log_prob_entropy_value(self, obs: torch.Tensor, actions: torch.Tensor):
+        r"""$\log\pi(a|s)$, $S[\pi](s)$ and $V(s)$ from one pass through the shared trunk."""
+        phi = self.trunk(obs)
+        out = self.actor(phi)
         if self.discrete:
-            return categorical_log_prob_entropy(out, actions)
-        return gaussian_log_prob_entropy(out, self.log_std, actions)
+            log_prob, entropy = categorical_log_prob_entropy(out, actions)
+        else:
+            log_prob, entropy = gaussian_log_prob_entropy(out, self.log_std, actions)
+        return log_prob, entropy, self.critic(phi).squeeze(-1)
+
+    def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor):
+        return self.log_prob_entropy_value(obs, actions)[:2]
 
     def sample(self, obs: torch.Tensor) -> torch.Tensor:
         # Drawing $a \sim \pi(\cdot|s)$ is the cost of every env step, so no
@@ -277,8 +284,7 @@ def train(args: Args) -> dict:
 
         # ## Update: one gradient step on the whole rollout
         b_obs = torch.from_numpy(obs_buf).to(device)
-        log_prob, entropy = agent.log_prob_entropy(b_obs, torch.from_numpy(actions_buf).to(device))
-        values = agent.value(b_obs)
+        log_prob, entropy, values = agent.log_prob_entropy_value(b_obs, torch.from_numpy(actions_buf).to(device))
         with torch.no_grad():
             next_values = agent.value(torch.from_numpy(next_obs_buf).to(device)).cpu().numpy()
         v = values.detach().cpu().numpy()
@@ -299,8 +305,10 @@ def train(args: Args) -> dict:
         nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
         optimizer.step()
 
-        run.log(global_step, {"charts/learning_rate": optimizer.param_groups[0]["lr"], "losses/policy_loss": pg_loss,
-                              "losses/value_loss": v_loss, "losses/entropy": entropy_mean})  # fmt: skip
+        # The NaN guard, W&B and the status line every 10 updates (and after the last): each costs a GPU sync.
+        if iteration % 10 == 0 or iteration == run.num_iterations or run.interrupted:
+            run.log(global_step, {"charts/learning_rate": optimizer.param_groups[0]["lr"], "losses/policy_loss":
+                                  pg_loss, "losses/value_loss": v_loss, "losses/entropy": entropy_mean})  # fmt: skip
     envs.close()
     return run.finish(global_step, agent.mode)
 
