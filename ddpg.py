@@ -36,6 +36,31 @@ import tyro
 class Args:
     """DDPG: trains a deterministic actor and a Q critic from a replay buffer, for Box (continuous) actions."""
 
+    # DDPG's own settings, under CleanRL's names (its `ddpg_continuous_action.py`); the defaults are for Pendulum-v1.
+    learning_rate: float = 1e-3
+    """Adam's step size alpha, for actor and critic"""
+    num_envs: int = 1
+    """parallel environments (each env step is followed by one gradient step)"""
+    buffer_size: int = 1_000_000
+    """capacity of the replay buffer D (the oldest transitions are overwritten)"""
+    gamma: float = 0.98
+    """discount factor gamma"""
+    tau: float = 0.005
+    """Polyak coefficient tau of the target networks"""
+    batch_size: int = 256
+    """transitions per minibatch drawn from D"""
+    exploration_noise: float = 0.1
+    """std of the Gaussian exploration noise, as a fraction of each action dimension's half-range"""
+    learning_starts: int = 1000
+    """uniformly random actions for this many steps before the first update"""
+    policy_frequency: int = 1
+    """update the actor and the targets every this many critic updates"""
+    hidden_size: int = 64
+    """units in each of the two hidden layers of actor and critic"""
+    num_threads: int = 1
+    """torch CPU threads (1 is fastest for networks this small)"""
+
+    # The fields every script shares (CONVENTIONS.md), same names and meanings in all nine.
     exp_name: str = "ddpg"
     """the name of this experiment (part of the run name)"""
     seed: int = 1
@@ -62,30 +87,6 @@ class Args:
     """environment steps to train for, over all environments"""
     eval_episodes: int = 10
     """episodes of the final, deterministic policy to evaluate"""
-
-    # DDPG's own settings, under CleanRL's names (its `ddpg_continuous_action.py`); the defaults are for Pendulum-v1.
-    learning_rate: float = 1e-3
-    """Adam's step size alpha, for actor and critic"""
-    num_envs: int = 1
-    """parallel environments (each env step is followed by one gradient step)"""
-    buffer_size: int = 1_000_000
-    """capacity of the replay buffer D (the oldest transitions are overwritten)"""
-    gamma: float = 0.98
-    """discount factor gamma"""
-    tau: float = 0.005
-    """Polyak coefficient tau of the target networks"""
-    batch_size: int = 256
-    """transitions per minibatch drawn from D"""
-    exploration_noise: float = 0.1
-    """std of the Gaussian exploration noise, as a fraction of each action dimension's half-range"""
-    learning_starts: int = 1000
-    """uniformly random actions for this many steps before the first update"""
-    policy_frequency: int = 1
-    """update the actor and the targets every this many critic updates"""
-    hidden_size: int = 64
-    """units in each of the two hidden layers of actor and critic"""
-    num_threads: int = 1
-    """torch CPU threads (1 is fastest for networks this small)"""
 
 
 # ## Environments

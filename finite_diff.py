@@ -39,6 +39,21 @@ import tyro
 class Args:
     """Finite-difference policy gradient with a linear policy: trains it for Discrete or Box actions on a gymnasium env."""
 
+    # The method's own fields: the step size, the $\epsilon$ of each perturbation and the rollouts behind each $J$.
+    learning_rate: float = 0.1
+    """Adam's step size alpha"""
+    num_envs: int = 4
+    """episodes per estimate of J (all n+1 estimates run side by side: (n+1) * num_envs environments)"""
+    epsilon: float = 0.1
+    """the perturbation epsilon of each coordinate"""
+    central: bool = False
+    """central differences (2n evaluations, error O(eps^2)) instead of forward ones (n+1, error O(eps))"""
+    common_random_numbers: bool = True
+    """the same env seeds and action noise for J(theta) and every J(theta + eps e_k)"""
+    num_threads: int = 1
+    """torch CPU threads (1 is fastest for a policy this small)"""
+
+    # The fields every script shares (CONVENTIONS.md), same names and meanings in all nine.
     exp_name: str = "finite_diff"
     """the name of this experiment (part of the run name)"""
     seed: int = 1
@@ -65,20 +80,6 @@ class Args:
     """environment steps to train for, over all environments"""
     eval_episodes: int = 10
     """episodes of the final, deterministic policy to evaluate"""
-
-    # The method's own fields: the step size, the $\epsilon$ of each perturbation and the rollouts behind each $J$.
-    learning_rate: float = 0.1
-    """Adam's step size alpha"""
-    num_envs: int = 4
-    """episodes per estimate of J (all n+1 estimates run side by side: (n+1) * num_envs environments)"""
-    epsilon: float = 0.1
-    """the perturbation epsilon of each coordinate"""
-    central: bool = False
-    """central differences (2n evaluations, error O(eps^2)) instead of forward ones (n+1, error O(eps))"""
-    common_random_numbers: bool = True
-    """the same env seeds and action noise for J(theta) and every J(theta + eps e_k)"""
-    num_threads: int = 1
-    """torch CPU threads (1 is fastest for a policy this small)"""
 
 
 # ## Environments

@@ -31,6 +31,25 @@ import tyro
 class Args:
     """REINFORCE (Monte-Carlo policy gradient, no baseline): trains a policy for Discrete or Box actions on a gymnasium env."""
 
+    # The method's own fields: Algorithm 1's step sizes $\alpha_k$, batch size N, and the weights $\Psi_t$.
+    learning_rate: float = 5e-3
+    """Adam's step size alpha"""
+    anneal_lr: bool = True
+    """Algorithm 1's step-size sequence alpha_k: decay the step size linearly to 0 over training"""
+    num_envs: int = 8
+    """N, episodes per batch (one in each of N parallel environments)"""
+    gamma: float = 0.99
+    """discount factor gamma (the lecture's finite-horizon sum is gamma = 1)"""
+    reward_to_go: bool = True
+    """weight grad log pi(a_t|s_t) by the rewards from t on (causality) instead of the whole return"""
+    normalize_returns: bool = False
+    """standardize the weights over the batch: subtracting their mean is a baseline in disguise"""
+    hidden_size: int = 32
+    """units in each of the two hidden layers of the policy"""
+    num_threads: int = 1
+    """torch CPU threads (1 is fastest for networks this small)"""
+
+    # The fields every script shares (CONVENTIONS.md), same names and meanings in all nine.
     exp_name: str = "reinforce"
     """the name of this experiment (part of the run name)"""
     seed: int = 1
@@ -57,24 +76,6 @@ class Args:
     """environment steps to train for, over all environments"""
     eval_episodes: int = 10
     """episodes of the final, deterministic policy to evaluate"""
-
-    # The method's own fields: Algorithm 1's step sizes $\alpha_k$, batch size N, and the weights $\Psi_t$.
-    learning_rate: float = 5e-3
-    """Adam's step size alpha"""
-    anneal_lr: bool = True
-    """Algorithm 1's step-size sequence alpha_k: decay the step size linearly to 0 over training"""
-    num_envs: int = 8
-    """N, episodes per batch (one in each of N parallel environments)"""
-    gamma: float = 0.99
-    """discount factor gamma (the lecture's finite-horizon sum is gamma = 1)"""
-    reward_to_go: bool = True
-    """weight grad log pi(a_t|s_t) by the rewards from t on (causality) instead of the whole return"""
-    normalize_returns: bool = False
-    """standardize the weights over the batch: subtracting their mean is a baseline in disguise"""
-    hidden_size: int = 32
-    """units in each of the two hidden layers of the policy"""
-    num_threads: int = 1
-    """torch CPU threads (1 is fastest for networks this small)"""
 
 
 # ## Environments
@@ -152,8 +153,7 @@ class Agent(nn.Module):
 # Rewards are stored (T, N): time down, one episode per column, zero after the episode ended.
 # Rewards-to-go $G_t = \sum_{t'=t}^T \gamma^{t'-t} r_{t'}$, so $G_1 = G(\tau)$ is the whole return.
 def rewards_to_go(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
-    returns = torch.zeros_like(rewards)
-    running = torch.zeros_like(rewards[0])
+    returns, running = torch.zeros_like(rewards), torch.zeros_like(rewards[0])
     for t in reversed(range(rewards.shape[0])):
         running = rewards[t] + gamma * running
         returns[t] = running

@@ -35,7 +35,29 @@ import tyro
 class Args:
     """REINFORCE with a baseline (mean, learned V(s) or optimal): trains a policy for Discrete or Box actions on a gymnasium env."""
 
-    # The fields every script shares, with the same names and meaning in all nine.
+    # The method's own fields: Algorithm 1's step sizes $\alpha_k$, batch size N, the baseline $b$ and its $V(s)$.
+    learning_rate: float = 1e-2
+    """Adam's step size alpha"""
+    anneal_lr: bool = True
+    """Algorithm 1's step-size sequence alpha_k: decay the step size linearly to 0 over training"""
+    num_envs: int = 8
+    """N, episodes per batch (one in each of N parallel environments)"""
+    gamma: float = 0.99
+    """discount factor gamma (the lecture's finite-horizon sum is gamma = 1)"""
+    baseline: Literal["mean", "value", "optimal"] = "value"
+    """b: the mean return of the other episodes, a learned V(s_t), or the variance-minimizing b per parameter"""
+    reward_to_go: bool = True
+    """weight by the rewards from t on (causality); the optimal baseline is derived for, and always uses, G(tau)"""
+    hidden_size: int = 32
+    """units in each of the two hidden layers of the policy (and of V)"""
+    vf_learning_rate: float = 1e-2
+    """Adam's step size for V(s) (--baseline value)"""
+    vf_epochs: int = 20
+    """full-batch regression steps of V(s) on each batch's returns (--baseline value)"""
+    num_threads: int = 1
+    """torch CPU threads (1 is fastest for networks this small)"""
+
+    # The fields every script shares (CONVENTIONS.md), same names and meanings in all nine.
     exp_name: str = "reinforce_baseline"
     """the name of this experiment (part of the run name)"""
     seed: int = 1
@@ -62,28 +84,6 @@ class Args:
     """environment steps to train for, over all environments"""
     eval_episodes: int = 10
     """episodes of the final, deterministic policy to evaluate"""
-
-    # The method's own fields: Algorithm 1's step sizes $\alpha_k$, batch size N, the baseline $b$ and its $V(s)$.
-    learning_rate: float = 1e-2
-    """Adam's step size alpha"""
-    anneal_lr: bool = True
-    """Algorithm 1's step-size sequence alpha_k: decay the step size linearly to 0 over training"""
-    num_envs: int = 8
-    """N, episodes per batch (one in each of N parallel environments)"""
-    gamma: float = 0.99
-    """discount factor gamma (the lecture's finite-horizon sum is gamma = 1)"""
-    baseline: Literal["mean", "value", "optimal"] = "value"
-    """b: the mean return of the other episodes, a learned V(s_t), or the variance-minimizing b per parameter"""
-    reward_to_go: bool = True
-    """weight by the rewards from t on (causality); the optimal baseline is derived for, and always uses, G(tau)"""
-    hidden_size: int = 32
-    """units in each of the two hidden layers of the policy (and of V)"""
-    vf_learning_rate: float = 1e-2
-    """Adam's step size for V(s) (--baseline value)"""
-    vf_epochs: int = 20
-    """full-batch regression steps of V(s) on each batch's returns (--baseline value)"""
-    num_threads: int = 1
-    """torch CPU threads (1 is fastest for networks this small)"""
 
 
 # ## Environments
