@@ -53,10 +53,12 @@ class Args:
     """discount factor gamma"""
     gae_lambda: float = 1.0
     """lambda of GAE; 1 gives the paper's n-step returns"""
-    norm_adv: bool = False
+    norm_adv: bool = True
     """normalize the advantages of each batch"""
     ent_coef: float = 0.0
     """c2, weight of the entropy bonus S (0: off by default)"""
+    scale_rewards: bool = True
+    """divide rewards by the running std of the discounted return (keeps V's targets near 1)"""
     vf_coef: float = 0.25
     """c1, weight of the value loss (times the 1/2 of the squared error: 0.125 by default)"""
     max_grad_norm: float = 0.5
@@ -232,6 +234,38 @@ def a2c_loss(log_prob, entropy, values, advantages, returns, vf_coef: float, ent
     return pg_loss + vf_coef * v_loss - ent_coef * entropy_mean, pg_loss, v_loss, entropy_mean
 
 
+class RunningMeanStd:
+    """Mean and variance of a stream of batches (Chan et al.'s parallel update)."""
+
+    def __init__(self, shape=()):
+        self.mean, self.var, self.count = np.zeros(shape), np.ones(shape), 1e-4
+
+    def update(self, batch: np.ndarray):
+        b_mean, b_var, b_count = batch.mean(0), batch.var(0), batch.shape[0]
+        delta, total = b_mean - self.mean, self.count + b_count
+        self.mean = self.mean + delta * b_count / total
+        m2 = self.var * self.count + b_var * b_count + delta**2 * self.count * b_count / total
+        self.var, self.count = m2 / total, total
+
+
+# ## Reward scaling
+# $\tilde{r}_t = r_t / \sqrt{\text{Var}[G] + 10^{-8}}$, with $G_t = \gamma G_{t-1} + r_t$ the discounted
+# sum of the running episode's past rewards (Engstrom et al. 2020), its variance taken over all
+# rollouts so far. The mean is not subtracted: that would change which policy is optimal.
+# Not in the A3C paper; on by default: without it a2c ends Acrobot-v1 at its worst return (-500).
+class RewardScaler:
+    def __init__(self, num_envs: int, gamma: float):
+        self.rms, self.gamma, self.G = RunningMeanStd(), gamma, np.zeros(num_envs)
+
+    def __call__(self, rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
+        G = np.zeros_like(rewards)
+        for t in range(len(rewards)):
+            G[t] = self.G = self.G * self.gamma + rewards[t]
+            self.G = self.G * (1.0 - dones[t])
+        self.rms.update(G.reshape(-1))
+        return (rewards / np.sqrt(self.rms.var + 1e-8)).astype(np.float32)
+
+
 def check_args(args: Args) -> None:
     sizes = ("num_envs", "num_steps", "hidden_size", "num_threads")
     for name in (*sizes, "learning_rate", "optimizer_eps", "max_grad_norm"):
@@ -253,8 +287,9 @@ def train(args: Args) -> dict:
         )
     else:
         optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.optimizer_eps)
+    reward_scaler = RewardScaler(args.num_envs, args.gamma)
     T, N = args.num_steps, args.num_envs
-    run.start(T * N, agent=agent)  # loads --model-path, opens the run folder
+    run.start(T * N, agent=agent, reward_rms=reward_scaler.rms)  # loads --model-path, opens the run folder
 
     # Rollout storage, on the CPU as numpy: the env lives there. One batch of
     # `num_steps` x `num_envs` transitions $(s_t, a_t, r_t, s_{t+1})$.
@@ -283,16 +318,17 @@ def train(args: Args) -> dict:
             run.record(global_step, reward, done)
 
         # ## Update: one gradient step on the whole rollout
+        rewards = reward_scaler(rewards_buf, dones_buf) if args.scale_rewards else rewards_buf
         b_obs = torch.from_numpy(obs_buf).to(device)
         log_prob, entropy, values = agent.log_prob_entropy_value(b_obs, torch.from_numpy(actions_buf).to(device))
         with torch.no_grad():
             next_values = agent.value(torch.from_numpy(next_obs_buf).to(device)).cpu().numpy()
         v = values.detach().cpu().numpy()
         if args.gae_lambda == 1.0:
-            returns = nstep_returns(rewards_buf, next_values, terminated_buf, dones_buf, args.gamma)
+            returns = nstep_returns(rewards, next_values, terminated_buf, dones_buf, args.gamma)
             advantages = returns - v  # $\hat{A}_t = G_t - V(s_t)$
         else:
-            advantages = gae(rewards_buf, v, next_values, terminated_buf, dones_buf, args.gamma, args.gae_lambda)
+            advantages = gae(rewards, v, next_values, terminated_buf, dones_buf, args.gamma, args.gae_lambda)
             returns = advantages + v
         if args.norm_adv:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)

@@ -14,6 +14,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from tests import fake_envs
+from tests import wiring_ppo_common as wiring
 from tests.helpers import load_script, make_args, read_progress, train_in
 from tests.test_ppo import naive_gae, random_batch
 
@@ -366,6 +367,10 @@ def expected_update(run: SimpleNamespace, k: int) -> dict:
         values = net.value(obs).double().numpy()
         next_values = net.value(torch.from_numpy(clock["next_obs"])).double().numpy()
     r, term, dones = clock["rewards"], clock["terminated"], clock["dones"]
+    if args.scale_rewards:  # $r_t$ over the std of the discounted returns $G_t$ of all rollouts so far, this one's too
+        seen = clock_rollout((k + 1) * T_CLOCK, N_CLOCK)
+        G = [wiring.discounted_returns(seen["rewards"][:, i], seen["dones"][:, i], args.gamma) for i in range(N_CLOCK)]
+        r = r / np.sqrt(wiring.running_moments(np.concatenate(G))[1] + 1e-8)
     if args.gae_lambda == 1.0:
         returns = naive_nstep_returns(r, next_values, term, dones, args.gamma)
         advantages = returns - values
@@ -374,7 +379,7 @@ def expected_update(run: SimpleNamespace, k: int) -> dict:
         returns = advantages + values
     if args.norm_adv:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-    return {**clock, "net": net, "sampled_obs": obs, "actions": actions, "values": values, "next_values": next_values,
+    return {**clock, "rewards": r, "net": net, "sampled_obs": obs, "actions": actions, "values": values, "next_values": next_values,
             "returns": returns, "advantages": advantages}  # fmt: skip
 
 
@@ -388,18 +393,20 @@ def test_rollout_acts_in_s_t_with_the_policy_of_the_update(tmp_path, monkeypatch
             assert torch.equal(p, before), f"step {t} acted with parameters other than those of its update"
 
 
-@pytest.mark.parametrize("gae_lambda", [1.0, 0.8])
-def test_returns_get_rewards_masks_and_v_of_the_true_next_state(gae_lambda, tmp_path, monkeypatch):
+@pytest.mark.parametrize("gae_lambda,scale_rewards", [(1.0, True), (0.8, False)])
+def test_returns_get_rewards_masks_and_v_of_the_true_next_state(gae_lambda, scale_rewards, tmp_path, monkeypatch):
     """Catches a reset observation bootstrapped at a truncation, terminated/done masks swapped or
-    dropped, V(s_t) in place of V(s_{t+1}), and gamma or lambda not passed through."""
-    run = clock_run(tmp_path, monkeypatch, spied=("nstep_returns", "gae"), iterations=2, gae_lambda=gae_lambda)
+    dropped, V(s_t) in place of V(s_{t+1}), gamma or lambda not passed through, and rewards not divided
+    (or divided when told not to) by the running std of the discounted return."""
+    run = clock_run(tmp_path, monkeypatch, spied=("nstep_returns", "gae"), iterations=2, gae_lambda=gae_lambda,
+                    scale_rewards=scale_rewards)  # fmt: skip
     calls = run.calls["nstep_returns"] + run.calls["gae"]  # GAE(1) is the n-step advantage: either will do
     assert len(calls) == 2 and (gae_lambda == 1.0 or len(run.calls["gae"]) == 2)
     for k, call in enumerate(calls):
         expected = expected_update(run, k)
-        for key in ("rewards", "terminated", "dones"):
+        for key in ("terminated", "dones"):
             np.testing.assert_array_equal(call[key], expected[key], err_msg=f"update {k}: {key}")
-        for key in ("next_values", "values") if "values" in call else ("next_values",):
+        for key in ("rewards", "next_values", "values") if "values" in call else ("rewards", "next_values"):
             np.testing.assert_allclose(call[key], expected[key], rtol=1e-5, atol=1e-6, err_msg=f"update {k}: {key}")
         assert call["gamma"] == 0.9 and call.get("gae_lambda", 1.0) == gae_lambda
 
@@ -501,7 +508,7 @@ def test_box_env_gets_the_clipped_action(tmp_path, monkeypatch):
     """Catches the env stepped with the unclipped action (the loss gets the sampled one: tested above)."""
     run = traced_train(
         tmp_path, monkeypatch, a2c, ("nstep_returns",), env_id="tests.fake_envs:BanditBox-v0", num_envs=8,
-        num_steps=5, total_timesteps=40, eval_episodes=0,
+        num_steps=5, total_timesteps=40, eval_episodes=0, scale_rewards=False,
     )  # fmt: skip
     actions = torch.stack([c["result"] for c in run.samples])[..., 0].numpy()
     assert (np.abs(actions) > 1).any(), "no sample fell outside the box: the test cannot see the clipping"
