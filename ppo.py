@@ -39,11 +39,11 @@ class Args:
     """decay the step size linearly to 0 over training"""
     num_envs: int = 8
     """parallel environments"""
-    num_steps: int = 64
+    num_steps: int = 128
     """steps per environment in each rollout"""
-    gamma: float = 0.98
-    """discount factor gamma"""
-    gae_lambda: float = 0.9
+    gamma: float = 0.999
+    """discount factor gamma (0.999: a reward hundreds of steps away, as LunarLander's landing, still counts)"""
+    gae_lambda: float = 0.98
     """lambda of GAE (1: Monte-Carlo returns, 0: one-step TD)"""
     num_minibatches: int = 4
     """minibatches per epoch"""
@@ -55,8 +55,8 @@ class Args:
     """the clip range epsilon of L^CLIP"""
     clip_vloss: bool = False
     """clip the value loss as in the PPO code release (often no help: Andrychowicz et al. 2021)"""
-    ent_coef: float = 0.0
-    """c2, weight of the entropy bonus S (0: off by default)"""
+    ent_coef: float = 0.01
+    """c2, weight of the entropy bonus S (keeps exploring where the reward comes late)"""
     vf_coef: float = 0.5
     """c1, weight of the value loss L^VF"""
     max_grad_norm: float = 0.5

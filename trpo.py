@@ -50,9 +50,9 @@ class Args:
     """parallel environments"""
     num_steps: int = 128
     """steps per environment in each rollout"""
-    gamma: float = 0.99
-    """discount factor gamma"""
-    gae_lambda: float = 0.95
+    gamma: float = 0.999
+    """discount factor gamma (0.999: a reward hundreds of steps away, as LunarLander's landing, still counts)"""
+    gae_lambda: float = 0.98
     """lambda of GAE (1: Monte-Carlo returns, 0: one-step TD)"""
     norm_adv: bool = True
     """normalize the advantages of each rollout"""

@@ -1,5 +1,7 @@
 """ppo.py's math, each piece against a second computation of the same thing, and the wiring of its `train`."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -167,6 +169,13 @@ def test_nan_stops_the_run_naming_the_step(tmp_path):
     with pytest.raises(FloatingPointError, match="global_step="):
         train_in(tmp_path, ppo, env_id="tests.fake_envs:NaNReward-v0", total_timesteps=512, num_envs=2,
                  num_steps=64, eval_episodes=1)  # fmt: skip
+
+
+@pytest.mark.skipif(importlib.util.find_spec("Box2D") is None, reason='needs pip install "gymnasium[box2d]"')
+def test_tiny_run_on_lunar_lander(tmp_path):
+    summary, _ = train_in(tmp_path, ppo, env_id="LunarLander-v3", total_timesteps=512, num_envs=2, num_steps=64,
+                          num_minibatches=2, eval_episodes=1)  # fmt: skip
+    assert summary["global_step"] == 512 and np.isfinite(summary["eval_mean_return"])
 
 
 UPHILL = {"num_envs": 8, "num_steps": 8, "total_timesteps": 128, "update_epochs": 4, "num_minibatches": 2,
