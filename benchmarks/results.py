@@ -5,8 +5,9 @@
     python benchmarks/results.py --only ppo-LunarLander-v3   # rerun one entry (its name: script-env)
     python benchmarks/results.py --replot        # no training: tables and curves again from the kept runs
 
-Each script runs with its default arguments (unless SUITE names flags) on CartPole-v1 if it takes
-Discrete actions and on Pendulum-v1 if it takes Box actions, over `--seeds` seeds, beside the
+Each script runs with its default arguments (unless SUITE names flags: the documented command for that
+env) on CartPole-v1 and LunarLander-v3 if it takes Discrete actions and on Pendulum-v1 and
+LunarLanderContinuous-v3 if it takes Box actions (those two need `box2d`), over `--seeds` seeds, beside the
 Stable-Baselines3 / sb3-contrib peer with rl-zoo's hyperparameters where one exists. All runs share
 one pool of `--jobs` processes, ours and the peers interleaved, so every figure comes from the
 same invocation on the same load. Curves: mean of the last `window` training episodes against env
@@ -41,10 +42,15 @@ PAGE, CURVES = ROOT / "benchmarks" / "results.md", ROOT / "benchmarks" / "curves
 README = ROOT / "README.md"  # its results table lies between these two lines, rewritten by every invocation
 TABLE_START, TABLE_END = "<!-- results table: written by benchmarks/results.py -->", "<!-- end of results table -->"
 
-CARTPOLE, PENDULUM = 475.0, -200.0
+CARTPOLE, PENDULUM, LUNAR = 475.0, -200.0, 200.0
 TRPO_PENDULUM = (
     "--gamma 0.9 --gae-lambda 0.9 --target-kl 0.03 --anneal-kl --num-minibatches 8 --critic-epochs 20".split()
 )
+# The short horizons the defaults had before issue 15: faster on CartPole and Pendulum, lost on LunarLander.
+PPO_SHORT = "--num-steps 64 --gamma 0.98 --gae-lambda 0.9 --ent-coef 0".split()
+A2C_UNSCALED = "--no-scale-rewards --no-norm-adv".split()
+A2C_PENDULUM = "--gamma 0.9 --gae-lambda 0.9 --no-norm-adv --total-timesteps 1000000".split()
+MILLION = "--total-timesteps 1000000".split()
 SUITE = [
     Entry("finite_diff.py", "CartPole-v1", CARTPOLE),
     Entry("finite_diff.py", "Pendulum-v1", PENDULUM),
@@ -53,15 +59,23 @@ SUITE = [
     Entry("reinforce_baseline.py", "CartPole-v1", CARTPOLE),
     Entry("reinforce_baseline.py", "Pendulum-v1", PENDULUM),
     Entry("actor_critic.py", "CartPole-v1", CARTPOLE),
+    Entry("actor_critic.py", "CartPole-v1", CARTPOLE, extra="--critic q --learning-rate 1e-4".split(), tag="q"),
     Entry("actor_critic.py", "Pendulum-v1", PENDULUM),
-    Entry("a2c.py", "CartPole-v1", CARTPOLE, peer="a2c"),
-    Entry("a2c.py", "Pendulum-v1", PENDULUM),
+    Entry("a2c.py", "CartPole-v1", CARTPOLE, peer="a2c", extra=A2C_UNSCALED),
+    Entry("a2c.py", "Pendulum-v1", PENDULUM, peer="a2c", extra=A2C_PENDULUM),
+    Entry("a2c.py", "LunarLander-v3", 150.0, peer="a2c", extra=MILLION),
     Entry("ddpg.py", "Pendulum-v1", PENDULUM, window=10, peer="ddpg"),
+    Entry(
+        "ddpg.py", "LunarLanderContinuous-v3", LUNAR, window=10, peer="ddpg", extra="--total-timesteps 300000".split()
+    ),
     Entry("trpo.py", "CartPole-v1", CARTPOLE, peer="trpo"),
     Entry("trpo.py", "Pendulum-v1", PENDULUM, peer="trpo", extra=TRPO_PENDULUM),
+    Entry("trpo.py", "LunarLander-v3", LUNAR, peer="trpo", extra=MILLION),
     Entry("ppo.py", "CartPole-v1", CARTPOLE, peer="ppo"),
-    Entry("ppo.py", "Pendulum-v1", PENDULUM, peer="ppo"),
+    Entry("ppo.py", "Pendulum-v1", PENDULUM, peer="ppo", extra=PPO_SHORT),
+    Entry("ppo.py", "LunarLander-v3", LUNAR, peer="ppo", extra=MILLION),
     Entry("ppo_continuous.py", "Pendulum-v1", PENDULUM, peer="ppo"),
+    Entry("ppo_continuous.py", "LunarLanderContinuous-v3", LUNAR, peer="ppo", extra=MILLION),
 ]
 
 
@@ -179,7 +193,8 @@ def write_report(runs_dir: Path, seeds: int, generated: str, md: Path, curves: P
 
 
 def readme_table(results: dict[str, list[dict]]) -> str:
-    """The README's results table: one row per entry, ours and the SB3 peer side by side, in short numbers."""
+    """The README's results table (one row per entry, ours and the SB3 peer side by side, in short numbers), then
+    the entries' curves."""
     lines = [
         "| script | env (flags) | ours: eval / seeds that reached it / median steps to it / median s to it / SPS "
         "| SB3 peer: the same |",
@@ -199,6 +214,8 @@ def readme_table(results: dict[str, list[dict]]) -> str:
             cells.append(f"{peer}{r['eval_mean_return']:.0f} / {reached} / {steps} / {seconds} / {r['sps']:,.0f}")
         flags = f" ({' '.join(entry.extra)})" if entry.extra else ""
         lines.append(f"| {entry.script} | {entry.env_id}{flags} | {cells[0]} | {cells[1] if len(cells) > 1 else ''} |")
+    lines.append("")
+    lines += [f"![{name}](benchmarks/curves/{name}.png)" for name in (e.name for e in SUITE) if name in results]
     return "\n".join(lines)
 
 

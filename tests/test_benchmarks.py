@@ -117,13 +117,15 @@ def test_replot_rebuilds_the_results_page_from_kept_runs(monkeypatch, kept_runs,
     assert (tmp_path / "curves" / f"{PPO_CARTPOLE.name}.png").stat().st_size > 10_000
     assert [p.name for p in (tmp_path / "curves").iterdir()] == [f"{PPO_CARTPOLE.name}.png"]
     assert [r["reached"] for r in json.loads((kept_runs / "results.json").read_text())[PPO_CARTPOLE.name]] == [5, 2]
-    assert (tmp_path / "README.md").read_text().splitlines()[2:7] == [
+    assert (tmp_path / "README.md").read_text().splitlines()[2:9] == [
         results.TABLE_START,
         "| script | env (flags) | ours: eval / seeds that reached it / median steps to it / median s to it / SPS "
         "| SB3 peer: the same |",
         "|---|---|---|---|",
         "| ppo.py | CartPole-v1 | 500 / 5 of 5 / 100k / 10.0 / 10,000 | sb3_ppo: 300 / 2 of 5 / not defined / not defined"
         " / 10,000 |",
+        "",
+        f"![{PPO_CARTPOLE.name}](benchmarks/curves/{PPO_CARTPOLE.name}.png)",
         results.TABLE_END,
     ]
 
