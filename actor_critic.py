@@ -37,7 +37,7 @@ class Args:
 
     # The method's own fields.
     critic: Literal["q", "v"] = "v"
-    """the critic: Q(s,a) with the actor weighted by Q (Algorithm 2), or V(s) with the TD error as advantage"""
+    """the critic: Q(s,a) with the actor weighted by Q (Algorithm 2; learns with --learning-rate 1e-4), or V(s) with the TD error as advantage"""
     learning_rate: float = 5e-4
     """the actor's step size alpha_theta (Adam)"""
     critic_learning_rate: float = 1e-3

@@ -148,6 +148,6 @@ def test_curves_have_short_ticks_a_labelled_threshold_and_each_budget(kept_runs)
     steps_axis = fig.axes[0]
     ticks = [t.get_text() for t in steps_axis.get_xticklabels() if t.get_text()]
     assert "100k" in ticks and all(re.fullmatch(r"-?[\d.]+[kM]?", t) and len(t) <= 5 for t in ticks), ticks
-    legend = [t.get_text() for t in steps_axis.get_legend().get_texts()]
+    legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
     assert legend == ["ppo: 5 seeds, 200k steps", "sb3_ppo: 5 seeds, 100k steps (rl-zoo budget)", "threshold 475"]
     plt.close(fig)
