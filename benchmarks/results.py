@@ -1,6 +1,6 @@
 """Regenerate benchmarks/results.md and the learning curves for every script, in one invocation.
 
-    python benchmarks/results.py                 # the whole suite, 5 seeds, ~40 min on 2 cores
+    python benchmarks/results.py                 # the whole suite, 5 seeds: hours on 2 cores (LunarLander's peers)
     python benchmarks/results.py --only ppo.py   # rerun some scripts' entries, keep the others' runs
     python benchmarks/results.py --only ppo-LunarLander-v3   # rerun one entry (its name: script-env)
     python benchmarks/results.py --replot        # no training: tables and curves again from the kept runs
