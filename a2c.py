@@ -173,9 +173,6 @@ class Agent(nn.Module):
             log_prob, entropy = gaussian_log_prob_entropy(out, self.log_std, actions)
         return log_prob, entropy, self.critic(phi).squeeze(-1)
 
-    def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor):
-        return self.log_prob_entropy_value(obs, actions)[:2]
-
     def sample(self, obs: torch.Tensor) -> torch.Tensor:
         # Drawing $a \sim \pi(\cdot|s)$ is the cost of every env step, so no
         # torch.distributions here. Softmax: Gumbel-max, $\arg\max_a (z_a + g_a)$ with
@@ -330,7 +327,7 @@ def train(args: Args) -> dict:
         else:
             advantages = gae(rewards, v, next_values, terminated_buf, dones_buf, args.gamma, args.gae_lambda)
             returns = advantages + v
-        if args.norm_adv:
+        if args.norm_adv:  # not in the paper; with the reward scaling it keeps CartPole learning
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         advantages, returns = torch.from_numpy(advantages).to(device), torch.from_numpy(returns).to(device)
         loss, pg_loss, v_loss, entropy_mean = a2c_loss(

@@ -110,8 +110,7 @@ def test_both_losses_reach_the_shared_trunk(discrete):
 
     def grads(which: str) -> dict:
         agent.zero_grad()
-        log_prob, entropy = agent.log_prob_entropy(obs, actions)
-        values = agent.value(obs)
+        log_prob, entropy, values = agent.log_prob_entropy_value(obs, actions)
         _, pg, vl, _ = a2c.a2c_loss(log_prob, entropy, values, returns - values, returns, 0.5, 0.0)
         (pg if which == "policy" else vl).backward()
         return {name: p.grad for name, p in agent.named_parameters()}
@@ -124,8 +123,15 @@ def test_both_losses_reach_the_shared_trunk(discrete):
     # and each head only gets the gradient of its own loss
     assert all(value[n] is None or value[n].abs().sum() == 0 for n in value if n.startswith("actor."))
     assert all(policy[n] is None or policy[n].abs().sum() == 0 for n in policy if n.startswith("critic."))
-    # `value` and `log_prob_entropy` go through the same trunk
-    torch.testing.assert_close(agent.value(obs), agent.critic(agent.trunk(obs)).squeeze(-1))
+    # the one-pass heads are the actor's and the critic's on the same trunk
+    phi = agent.trunk(obs)
+    log_prob, entropy, values = agent.log_prob_entropy_value(obs, actions)
+    torch.testing.assert_close(values, agent.critic(phi).squeeze(-1))
+    torch.testing.assert_close(agent.value(obs), values)
+    out = agent.actor(phi)
+    want = a2c.categorical_log_prob_entropy(out, actions) if discrete else a2c.gaussian_log_prob_entropy(
+        out, agent.log_std, actions)  # fmt: skip
+    torch.testing.assert_close((log_prob, entropy), want)
 
 
 def assert_samples_follow_the_policy(agent, obs: torch.Tensor, num_actions: int = 1, n: int = 40_000):
@@ -135,12 +141,12 @@ def assert_samples_follow_the_policy(agent, obs: torch.Tensor, num_actions: int 
     with torch.no_grad():
         draws = agent.sample(obs.expand(n, -1))
         if agent.discrete:
-            probs = agent.log_prob_entropy(obs.expand(num_actions, -1), torch.arange(num_actions))[0].exp()
+            probs = agent.log_prob_entropy_value(obs.expand(num_actions, -1), torch.arange(num_actions))[0].exp()
             freq = torch.bincount(draws, minlength=num_actions).double() / n
             torch.testing.assert_close(freq, probs.double(), atol=0.01, rtol=0)
         else:
             mean = agent.mode(obs)
-            std = torch.exp(-agent.log_prob_entropy(obs, mean)[0] - 0.5 * np.log(2 * np.pi))
+            std = torch.exp(-agent.log_prob_entropy_value(obs, mean)[0] - 0.5 * np.log(2 * np.pi))
             torch.testing.assert_close(draws.mean(0), mean[0], atol=0.02 * std.item(), rtol=0)
             torch.testing.assert_close(draws.std(0), std, atol=0, rtol=0.02)
 
@@ -423,7 +429,7 @@ def test_loss_gets_log_pi_of_the_taken_action_and_the_advantages(env, gae_lambda
     )  # fmt: skip
     (call,) = run.calls["a2c_loss"]
     expected = expected_update(run, 0)
-    log_prob, entropy = expected["net"].log_prob_entropy(expected["sampled_obs"], expected["actions"])
+    log_prob, entropy, _ = expected["net"].log_prob_entropy_value(expected["sampled_obs"], expected["actions"])
     close = {"rtol": 1e-4, "atol": 1e-5}
     torch.testing.assert_close(call["log_prob"].detach(), log_prob.detach(), **close)
     torch.testing.assert_close(call["entropy"].detach(), entropy.detach(), **close)
@@ -457,7 +463,7 @@ def test_each_update_is_one_clipped_descent_step_on_the_a2c_loss(overrides, tmp_
     expected_grads, clipped = [], []
     for k in range(2):
         e = expected_update(run, k)
-        log_prob, entropy = e["net"].log_prob_entropy(e["sampled_obs"], e["actions"])
+        log_prob, entropy, _ = e["net"].log_prob_entropy_value(e["sampled_obs"], e["actions"])
         values = e["net"].value(e["sampled_obs"])
         advantages, returns = torch.from_numpy(e["advantages"]).float(), torch.from_numpy(e["returns"]).float()
         loss = (
@@ -525,7 +531,7 @@ def bandit_policy(tmp_path, monkeypatch, module, env_id: str, seed: int, **overr
     with torch.no_grad():
         if run.agent.discrete:
             best = torch.tensor([fake_envs.BanditEnv.BEST_ARM])
-            return tuple(net.log_prob_entropy(obs, best)[0].exp().item() for net in nets)
+            return tuple(net.log_prob_entropy_value(obs, best)[0].exp().item() for net in nets)
         return tuple(net.mode(obs).item() for net in nets)
 
 
