@@ -252,6 +252,9 @@ def main(argv: list[str] | None = None):
         )
         generated += f" Tables and curves rebuilt from those runs with `--replot` on {today()}."
     else:
+        unknown = set(args.only or ()) - {name for e in SUITE for name in (e.script, e.name)}
+        if unknown:
+            parser.exit(2, f"error: --only {' '.join(sorted(unknown))}: no such script or entry in SUITE\n")
         seeds, rerun = args.seeds, [e for e in SUITE if not args.only or {e.script, e.name} & set(args.only)]
         for entry in rerun:
             shutil.rmtree(OUT / entry.name, ignore_errors=True)

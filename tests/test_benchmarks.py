@@ -151,3 +151,14 @@ def test_curves_have_short_ticks_a_labelled_threshold_and_each_budget(kept_runs)
     legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
     assert legend == ["ppo: 5 seeds, 200k steps", "sb3_ppo: 5 seeds, 100k steps (rl-zoo budget)", "threshold 475"]
     plt.close(fig)
+
+
+def test_only_with_a_name_not_in_the_suite_is_one_error_line(monkeypatch, tmp_path, capsys):
+    """A typo in --only must not run nothing and rewrite the page: one error line, exit 2, nothing deleted."""
+    monkeypatch.setattr(results, "OUT", tmp_path / "out")
+    monkeypatch.setattr(results, "run_jobs", None)  # training anything would fail
+    with pytest.raises(SystemExit) as stop:
+        results.main(["--only", "ppo.py", "ppo-LunarLander-v2"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == "error: --only ppo-LunarLander-v2: no such script or entry in SUITE\n"
+    assert not (tmp_path / "out").exists()
