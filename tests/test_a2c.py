@@ -134,6 +134,12 @@ def test_both_losses_reach_the_shared_trunk(discrete):
     torch.testing.assert_close((log_prob, entropy), want)
 
 
+def log_pi(agent: torch.nn.Module, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """$\\log\\pi(a|s)$ of an a2c Agent (one pass with V) or of an actor_critic one: the helpers below serve both."""
+    one_pass = getattr(agent, "log_prob_entropy_value", None)
+    return (one_pass or agent.log_prob_entropy)(obs, actions)[0]
+
+
 def assert_samples_follow_the_policy(agent, obs: torch.Tensor, num_actions: int = 1, n: int = 40_000):
     r"""`agent.sample` in state `obs` (1 x obs_dim) against the policy's own probabilities, or its mean and std
     (one action dimension: the density at the mean is $1/(\sigma\sqrt{2\pi})$)."""
@@ -141,12 +147,12 @@ def assert_samples_follow_the_policy(agent, obs: torch.Tensor, num_actions: int 
     with torch.no_grad():
         draws = agent.sample(obs.expand(n, -1))
         if agent.discrete:
-            probs = agent.log_prob_entropy_value(obs.expand(num_actions, -1), torch.arange(num_actions))[0].exp()
+            probs = log_pi(agent, obs.expand(num_actions, -1), torch.arange(num_actions)).exp()
             freq = torch.bincount(draws, minlength=num_actions).double() / n
             torch.testing.assert_close(freq, probs.double(), atol=0.01, rtol=0)
         else:
             mean = agent.mode(obs)
-            std = torch.exp(-agent.log_prob_entropy_value(obs, mean)[0] - 0.5 * np.log(2 * np.pi))
+            std = torch.exp(-log_pi(agent, obs, mean) - 0.5 * np.log(2 * np.pi))
             torch.testing.assert_close(draws.mean(0), mean[0], atol=0.02 * std.item(), rtol=0)
             torch.testing.assert_close(draws.std(0), std, atol=0, rtol=0.02)
 
@@ -531,7 +537,7 @@ def bandit_policy(tmp_path, monkeypatch, module, env_id: str, seed: int, **overr
     with torch.no_grad():
         if run.agent.discrete:
             best = torch.tensor([fake_envs.BanditEnv.BEST_ARM])
-            return tuple(net.log_prob_entropy_value(obs, best)[0].exp().item() for net in nets)
+            return tuple(log_pi(net, obs, best).exp().item() for net in nets)
         return tuple(net.mode(obs).item() for net in nets)
 
 
