@@ -111,7 +111,7 @@ def linear_policy(thetas: torch.Tensor, obs: torch.Tensor, action_dim: int):
 # Forward: $\theta$, then $\theta + \epsilon e_k$ for k = 1..n. Central: $\theta \pm \epsilon e_k$, then $\theta$
 # (not needed for the gradient, it is the policy we report). Rows of a (K, n) matrix.
 def perturbed_parameters(theta: torch.Tensor, epsilon: float, central: bool) -> torch.Tensor:
-    steps = epsilon * torch.eye(theta.shape[0], dtype=theta.dtype)
+    steps = epsilon * torch.eye(theta.shape[0], dtype=theta.dtype, device=theta.device)
     zero = torch.zeros_like(steps[:1])
     offsets = torch.cat([steps, -steps, zero]) if central else torch.cat([zero, steps])
     return theta + offsets
@@ -130,7 +130,7 @@ def finite_difference_gradient(J: torch.Tensor, epsilon: float, central: bool) -
 # The evaluation's policy: the most likely action of $\pi_\theta$, for a batch of observations.
 def greedy_policy(theta: torch.Tensor, action_dim: int, discrete: bool):
     def policy(obs: torch.Tensor) -> torch.Tensor:
-        f, _ = linear_policy(theta.detach()[None], obs.to("cpu", theta.dtype)[None], action_dim)
+        f, _ = linear_policy(theta.detach()[None], obs.to(theta.device, theta.dtype)[None], action_dim)
         return f[0].argmax(-1) if discrete else f[0]
 
     return policy
@@ -146,14 +146,14 @@ def train(args: Args) -> dict:
     check_args(args)
     run = Run(args, "finite_diff", (gym.spaces.Discrete, gym.spaces.Box))  # checks, seeds, device
     rng = np.random.default_rng(args.seed)
-    discrete, obs_dim, action_dim = run.discrete, run.obs_dim, run.action_dim
+    device, discrete, obs_dim, action_dim = run.device, run.discrete, run.obs_dim, run.action_dim
     n = num_params(obs_dim, action_dim, discrete)
     K, M = (2 * n + 1 if args.central else n + 1), args.num_envs
     # One update runs K * M whole episodes, of at least one step each.
     if 0 < args.total_timesteps < K * M:
         raise ArgError(f"--total-timesteps {args.total_timesteps} is less than one update ({K * M} steps)")
     # $\theta = 0$: the uniform policy (discrete) or $\mathbb{N}(0, I)$ (continuous)
-    theta = torch.zeros(n, dtype=torch.float64, requires_grad=True)
+    theta = torch.zeros(n, dtype=torch.float64, device=run.device, requires_grad=True)
     optimizer = torch.optim.Adam([theta], lr=args.learning_rate)
     envs = make_envs(args.env_id, K * M, args.seed)
     run.start(1, theta=theta)  # loads --model-path, opens the run folder
@@ -172,15 +172,17 @@ def train(args: Args) -> dict:
         # progress.csv gets every one of these K * M episodes, those of the perturbed policies $\theta + \epsilon e_k$
         # included: its returns are not those of $\pi_\theta$ alone (`charts/J_theta` is, for W&B).
         while active.any() and global_step + active.sum() <= args.total_timesteps:
-            f, log_std = linear_policy(thetas, torch.from_numpy(obs).to(thetas.dtype).view(K, M, obs_dim), action_dim)
-            noise = torch.rand(1 if args.common_random_numbers else K, M, action_dim, dtype=thetas.dtype)
+            s = torch.from_numpy(obs).to(device, thetas.dtype).view(K, M, obs_dim)
+            f, log_std = linear_policy(thetas, s, action_dim)
+            # The noise is drawn on the CPU, also with --cuda: the same seed gives the same draws on either device.
+            noise = torch.rand(1 if args.common_random_numbers else K, M, action_dim, dtype=thetas.dtype).to(device)
             if discrete:
                 # Gumbel-max: $\arg\max_a (f_a(s) - \log(-\log u_a))$ samples the softmax from noise $u$ the groups can share
-                action = torch.argmax(f - torch.log(-torch.log(noise)), dim=-1).view(-1).numpy()
+                action = torch.argmax(f - torch.log(-torch.log(noise)), dim=-1).view(-1).cpu().numpy()
             else:
                 # $f(s) + \sigma \xi$, with $\xi = \Phi^{-1}(u)$ standard normal
                 xi = torch.special.ndtri(noise)
-                action = (f + torch.exp(log_std) * xi).view(K * M, action_dim).numpy()
+                action = (f + torch.exp(log_std) * xi).view(K * M, action_dim).cpu().numpy()
                 action = np.clip(action, run.action_low, run.action_high).astype(np.float32)
             obs, reward, terminated, truncated, _ = envs.step(action)
             global_step += int(active.sum())
@@ -191,7 +193,7 @@ def train(args: Args) -> dict:
             break  # the budget ran out inside this batch: no update from half the estimates
 
         # ## Gradient ascent $\theta \leftarrow \theta + \alpha \hat{\nabla}_\theta J(\theta)$ (through Adam)
-        J = torch.from_numpy(ep_return).view(K, M).mean(1)
+        J = torch.from_numpy(ep_return).to(device).view(K, M).mean(1)
         grad = finite_difference_gradient(J, args.epsilon, args.central)
         theta.grad = -grad
         optimizer.step()
