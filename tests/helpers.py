@@ -65,7 +65,8 @@ def cli_flags(**overrides) -> list[str]:
 
 def run_cli(script: str, *args: str, cwd: Path, env: dict | None = None, timeout: float = 240):
     """Run `python ROOT/script args...` in cwd, with the repository root importable."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline", **(env or {})}
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    full_env = {**os.environ, "PYTHONPATH": path, "WANDB_MODE": "offline", **(env or {})}
     return subprocess.run(
         [sys.executable, str(ROOT / script), *args],
         cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
