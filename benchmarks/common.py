@@ -26,6 +26,8 @@ class Entry:
     extra: list[str] = field(default_factory=list)
     peer_timesteps: int | None = None
     tag: str = ""  # tells apart two entries of one script on one env (e.g. actor_critic's Q and V critics)
+    seeds: int | None = None  # this many seeds whatever --seeds says (MuJoCo's 1M-step runs: 3)
+    published: dict[str, float] = field(default_factory=dict)  # figures from elsewhere, shown beside ours
 
     @property
     def name(self) -> str:
@@ -35,7 +37,7 @@ class Entry:
 def jobs_for(entry: Entry, seeds: int, out: Path) -> list[tuple[str, list[str], Path]]:
     """(label, command, working directory) per run; ours and the peer interleaved seed by seed."""
     jobs = []
-    for seed in range(1, seeds + 1):
+    for seed in range(1, (entry.seeds or seeds) + 1):
         cmd = [sys.executable, str(ROOT / entry.script), "--env-id", entry.env_id, "--seed", str(seed), *entry.extra]
         jobs.append((entry.script[:-3], cmd, out / entry.script[:-3] / f"seed{seed}"))
         if entry.peer:
@@ -106,6 +108,7 @@ def summarize(label: str, runs: list[dict], threshold: float, window: int) -> di
         "seconds_to_threshold": median([x and x[1] for x in reach]),
         "sps": median([r["sps"] for r in runs]),
         "wall_time_s": median([r["wall_time_s"] for r in runs]),
+        "train_last": median([sum(r["returns"][-window:]) / len(r["returns"][-window:]) for r in runs if r["returns"]]),
         "per_seed": [
             {"seed": r["seed"], "eval": r["eval_mean_return"], "reach": x, "sps": r["sps"], "wall": r["wall_time_s"]}
             for r, x in zip(runs, reach)

@@ -4,6 +4,7 @@
     python benchmarks/results.py --only ppo.py   # rerun some scripts' entries, keep the others' runs
     python benchmarks/results.py --only ppo-LunarLander-v3   # rerun one entry (its name: script-env)
     python benchmarks/results.py --replot        # no training: tables and curves again from the kept runs
+    python benchmarks/results.py --mujoco --jobs 2   # the MuJoCo entries instead (1M steps, 3 seeds: many hours)
 
 Each script runs with its default arguments (unless SUITE names flags: the documented command for that
 env) on CartPole-v1 and LunarLander-v3 if it takes Discrete actions and on Pendulum-v1 and
@@ -41,6 +42,7 @@ OUT = ROOT / "benchmarks" / "out" / "results"  # the runs, kept for --replot
 PAGE, CURVES = ROOT / "benchmarks" / "results.md", ROOT / "benchmarks" / "curves"
 README = ROOT / "README.md"  # its results table lies between these two lines, rewritten by every invocation
 TABLE_START, TABLE_END = "<!-- results table: written by benchmarks/results.py -->", "<!-- end of results table -->"
+MUJOCO_START, MUJOCO_END = "<!-- mujoco table: written by benchmarks/results.py -->", "<!-- end of mujoco table -->"
 
 CARTPOLE, PENDULUM, LUNAR = 475.0, -200.0, 200.0
 TRPO_PENDULUM = (
@@ -77,6 +79,39 @@ SUITE = [
     Entry("ppo_continuous.py", "Pendulum-v1", PENDULUM, peer="ppo"),
     Entry("ppo_continuous.py", "LunarLanderContinuous-v3", LUNAR, peer="ppo", extra=MILLION),
 ]
+
+# ## MuJoCo at one million steps (issue 16)
+# One set of flags per script, the same on all three envs; 3 seeds; no peer runs here: the figures published
+# for 1M steps stand beside ours, labelled as published (rl-zoo: one run each, deterministic evaluation, gym v3
+# envs; CleanRL: training returns, 3 seeds, v4 envs). An entry's threshold is the figure it is compared with.
+MUJOCO_ENVS = ["Hopper-v5", "HalfCheetah-v5", "Walker2d-v5"]
+PUBLISHED = {
+    "Hopper-v5": {"SB3 PPO (rl-zoo)": 2410, "sb3-contrib TRPO (rl-zoo)": 3618, "CleanRL DDPG": 1577, "TD3 paper's DDPG": 1860},
+    "HalfCheetah-v5": {"SB3 PPO (rl-zoo)": 5819, "sb3-contrib TRPO (rl-zoo)": 1785, "CleanRL DDPG": 10374, "TD3 paper's DDPG": 8577},
+    "Walker2d-v5": {"SB3 PPO (rl-zoo)": 3479, "sb3-contrib TRPO (rl-zoo)": 4933, "CleanRL DDPG": 1240, "TD3 paper's DDPG": 3098},
+}  # fmt: skip
+# CleanRL's ppo_continuous_action.py settings (ours normalizes observations and scales rewards by default, as it does).
+PPO_MUJOCO = (
+    "--num-envs 1 --num-steps 2048 --num-minibatches 32 --update-epochs 10 --learning-rate 3e-4 --gamma 0.99".split()
+)
+# rl-zoo's sb3-contrib TRPO settings for MuJoCo, in our flags.
+TRPO_MUJOCO = (
+    "--num-envs 2 --num-steps 1024 --gamma 0.99 --gae-lambda 0.95 --critic-epochs 20 --num-minibatches 16".split()
+)
+# CleanRL's ddpg_continuous_action.py settings.
+DDPG_MUJOCO = "--learning-rate 3e-4 --gamma 0.99 --hidden-size 256 --learning-starts 25000 --policy-frequency 2".split()
+MUJOCO = (
+    [Entry("ppo_continuous.py", env, PUBLISHED[env]["SB3 PPO (rl-zoo)"], extra=PPO_MUJOCO + MILLION, seeds=3,
+           published={k: v for k, v in PUBLISHED[env].items() if "PPO" in k}) for env in MUJOCO_ENVS]
+    + [Entry("trpo.py", env, PUBLISHED[env]["sb3-contrib TRPO (rl-zoo)"], extra=TRPO_MUJOCO + MILLION, seeds=3,
+             published={k: v for k, v in PUBLISHED[env].items() if "TRPO" in k}) for env in MUJOCO_ENVS]
+    + [Entry("ddpg.py", env, PUBLISHED[env]["TD3 paper's DDPG"], window=10, seeds=3, tag="300k",
+             extra=DDPG_MUJOCO + ["--total-timesteps", "300000"],
+             published={k: v for k, v in PUBLISHED[env].items() if "DDPG" in k}) for env in MUJOCO_ENVS]
+    + [Entry("ddpg.py", "HalfCheetah-v5", PUBLISHED["HalfCheetah-v5"]["TD3 paper's DDPG"], window=10, seeds=1,
+             tag="1M", extra=DDPG_MUJOCO + MILLION,
+             published={k: v for k, v in PUBLISHED["HalfCheetah-v5"].items() if "DDPG" in k})]
+)  # fmt: skip
 
 
 def rolling(returns: list[float], window: int) -> list[float]:
@@ -121,7 +156,9 @@ def figure(entry: Entry, runs: dict[str, list[dict]]):
             ax.plot(grid, np.nanmedian(ys, 0), label=curve_label(entry, label, label_runs))
             ax.fill_between(grid, np.nanpercentile(ys, 25, 0), np.nanpercentile(ys, 75, 0), alpha=0.25)
     for ax, xlabel in zip(axes, ("env steps", "wall time (s)")):
-        ax.axhline(entry.threshold, color="grey", lw=0.8, ls="--", label=f"threshold {entry.threshold:g}")
+        published = [name for name, value in entry.published.items() if value == entry.threshold]
+        mark = f"{published[0]}, published: {entry.threshold:g}" if published else f"threshold {entry.threshold:g}"
+        ax.axhline(entry.threshold, color="grey", lw=0.8, ls="--", label=mark)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"mean return, last {entry.window} episodes")
         ax.grid(alpha=0.3)
@@ -175,10 +212,12 @@ def write_report(runs_dir: Path, seeds: int, generated: str, md: Path, curves: P
     lines = ["# Benchmark results", "", intro(generated, seeds), ""]
     results = {}
     curves.mkdir(parents=True, exist_ok=True)
-    for entry in SUITE:
+    for entry in SUITE + MUJOCO:
         runs = collect(jobs_for(entry, seeds, runs_dir / entry.name))
         if not any(runs.values()):
             continue
+        if entry in MUJOCO and not any(e.name in results for e in MUJOCO):
+            lines += ["# MuJoCo, one million steps", "", MUJOCO_NOTE, ""]
         rows = [summarize(label, r, entry.threshold, entry.window) for label, r in runs.items() if r]
         results[entry.name] = rows
         plot(entry, runs, curves / f"{entry.name}.png")
@@ -186,8 +225,9 @@ def write_report(runs_dir: Path, seeds: int, generated: str, md: Path, curves: P
         flags = " ".join(entry.extra) or "defaults"
         when = runs_dir / entry.name / "meta.json"  # which invocation ran this entry, kept across `--only` reruns
         ran = [f"Runs: {json.loads(when.read_text())['ran']}", ""] if when.exists() else []
-        lines += [f"## {entry.script} on {entry.env_id} ({flags})", "", *ran, table(rows, entry.env_id, entry.threshold,
-                  entry.window), "", f"![{entry.name}]({rel}/{entry.name}.png)", ""]  # fmt: skip
+        published = [f"Published, not measured here: {published_cells(entry)}.", ""] if entry.published else []
+        lines += [f"## {entry.script} on {entry.env_id} ({flags})", "", *ran, *published, table(rows, entry.env_id,
+                  entry.threshold, entry.window), "", f"![{entry.name}]({rel}/{entry.name}.png)", ""]  # fmt: skip
     md.write_text("\n".join(lines))
     return results
 
@@ -219,18 +259,52 @@ def readme_table(results: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+MUJOCO_NOTE = (
+    "Each script with one set of flags on all three envs (each section's title gives them), 1M env steps (DDPG "
+    "also 300k), evaluated with its deterministic policy. No peer runs here: the figures published for 1M steps "
+    "stand beside ours (rl-zoo: one run each, deterministic evaluation, gym v3 envs; CleanRL: training returns, 3 "
+    "seeds, v4 envs; the TD3 paper: its re-tuned DDPG, v1 envs), and an entry's threshold is the figure it is "
+    "compared with."
+)
+
+
+def published_cells(entry: Entry) -> str:
+    return "; ".join(f"{name} {value:,.0f}" for name, value in entry.published.items())
+
+
+def mujoco_table(results: dict[str, list[dict]]) -> str:
+    """The README's MuJoCo table: ours (medians over seeds) beside the published figures."""
+    lines = [
+        "| script | env (budget) | seeds | median eval | median last training mean | median SPS "
+        "| published, not measured here |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    if not any(entry.name in results for entry in MUJOCO):
+        return "No MuJoCo runs kept yet: `python benchmarks/results.py --mujoco` makes them (many hours on 2 cores)."
+    for entry in MUJOCO:
+        for r in results.get(entry.name, []):
+            budget = int(entry.extra[entry.extra.index("--total-timesteps") + 1])
+            lines.append(
+                f"| {entry.script} | {entry.env_id} ({budget:,} steps) | {r['n']} | {r['eval_mean_return']:,.0f} "
+                f"| {r['train_last']:,.0f} | {r['sps']:,.0f} | {published_cells(entry)} |"
+            )
+    return "\n".join(lines)
+
+
 def rewrite_readme(readme: Path, results: dict[str, list[dict]]) -> None:
     text = readme.read_text()
-    if TABLE_START not in text or TABLE_END not in text:
-        return
-    head, rest = text.split(TABLE_START, 1)
-    readme.write_text(f"{head}{TABLE_START}\n{readme_table(results)}\n{TABLE_END}{rest.split(TABLE_END, 1)[1]}")
+    for start, end, write in ((TABLE_START, TABLE_END, readme_table), (MUJOCO_START, MUJOCO_END, mujoco_table)):
+        if start in text and end in text:
+            head, rest = text.split(start, 1)
+            text = f"{head}{start}\n{write(results)}\n{end}{rest.split(end, 1)[1]}"
+    readme.write_text(text)
 
 
 def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--mujoco", action="store_true", help="run the MuJoCo entries (1M steps, 3 seeds) instead")
     parser.add_argument(
         "--only", nargs="*", help="scripts (ppo.py) or entries (ppo-LunarLander-v3) to run (default: all in SUITE)"
     )
@@ -252,10 +326,12 @@ def main(argv: list[str] | None = None):
         )
         generated += f" Tables and curves rebuilt from those runs with `--replot` on {today()}."
     else:
-        unknown = set(args.only or ()) - {name for e in SUITE for name in (e.script, e.name)}
+        suite = MUJOCO if args.mujoco else SUITE
+        unknown = set(args.only or ()) - {name for e in suite for name in (e.script, e.name)}
         if unknown:
-            parser.exit(2, f"error: --only {' '.join(sorted(unknown))}: no such script or entry in SUITE\n")
-        seeds, rerun = args.seeds, [e for e in SUITE if not args.only or {e.script, e.name} & set(args.only)]
+            where = "MUJOCO" if args.mujoco else "SUITE (MuJoCo's entries need --mujoco)"
+            parser.exit(2, f"error: --only {' '.join(sorted(unknown))}: no such script or entry in {where}\n")
+        seeds, rerun = args.seeds, [e for e in suite if not args.only or {e.script, e.name} & set(args.only)]
         for entry in rerun:
             shutil.rmtree(OUT / entry.name, ignore_errors=True)
         flat = [(cmd, cwd) for e in rerun for _, cmd, cwd in jobs_for(e, seeds, OUT / e.name)]
@@ -263,7 +339,9 @@ def main(argv: list[str] | None = None):
         run_jobs(flat, args.jobs)
         OUT.mkdir(parents=True, exist_ok=True)
         generated = generated_by(seeds, args.jobs, args.only)
-        command = f"python benchmarks/results.py --seeds {seeds} --jobs {args.jobs}"
+        command = f"python benchmarks/results.py --seeds {seeds} --jobs {args.jobs}" + (
+            " --mujoco" if args.mujoco else ""
+        )
         for entry in rerun:
             ran = f"{today()}, `{command}" + (f" --only {' '.join(args.only)}`" if args.only else "`")
             (OUT / entry.name).mkdir(parents=True, exist_ok=True)

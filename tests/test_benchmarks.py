@@ -92,13 +92,14 @@ def kept_runs(tmp_path) -> Path:
     return out
 
 
-def replot(monkeypatch, tmp_path, kept: Path) -> str:
+def replot(monkeypatch, tmp_path, kept: Path, readme: Path | None = None) -> str:
     """`results.py --replot` on the runs kept in `kept`, writing the page and curves under tmp_path; the page."""
     monkeypatch.setattr(results, "OUT", kept)
     monkeypatch.setattr(results, "PAGE", tmp_path / "results.md")
     monkeypatch.setattr(results, "CURVES", tmp_path / "curves")
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# Title\n\n{results.TABLE_START}\nold table\n{results.TABLE_END}\n\n## Next\n")
+    if readme is None:
+        readme = tmp_path / "README.md"
+        readme.write_text(f"# Title\n\n{results.TABLE_START}\nold table\n{results.TABLE_END}\n\n## Next\n")
     monkeypatch.setattr(results, "README", readme)
     monkeypatch.setattr(results, "run_jobs", None)  # training anything would fail
     results.main(["--replot"])
@@ -160,5 +161,53 @@ def test_only_with_a_name_not_in_the_suite_is_one_error_line(monkeypatch, tmp_pa
     with pytest.raises(SystemExit) as stop:
         results.main(["--only", "ppo.py", "ppo-LunarLander-v2"])
     assert stop.value.code == 2
-    assert capsys.readouterr().err == "error: --only ppo-LunarLander-v2: no such script or entry in SUITE\n"
+    err = "error: --only ppo-LunarLander-v2: no such script or entry in SUITE (MuJoCo's entries need --mujoco)\n"
+    assert capsys.readouterr().err == err
     assert not (tmp_path / "out").exists()
+
+
+# ## The MuJoCo suite: its own seeds, its own section of results.md and its own README table
+HOPPER = next(e for e in results.MUJOCO if e.name == "ppo_continuous-Hopper-v5")
+
+
+def test_mujoco_entries_run_their_own_seeds_and_need_mujoco_to_run(monkeypatch, tmp_path, capsys):
+    from benchmarks.common import jobs_for
+
+    assert [cwd.name for _, _, cwd in jobs_for(HOPPER, 5, tmp_path)] == ["seed1", "seed2", "seed3"]
+    assert {"--total-timesteps", "1000000"} <= set(HOPPER.extra)
+    monkeypatch.setattr(results, "OUT", tmp_path / "out")
+    monkeypatch.setattr(results, "run_jobs", None)  # training anything would fail
+    with pytest.raises(SystemExit) as stop:
+        results.main(["--only", HOPPER.name])  # without --mujoco: not an entry of the main suite
+    assert stop.value.code == 2 and "need --mujoco" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        results.main(["--mujoco", "--only", "ppo-CartPole-v1"])
+    assert stop.value.code == 2 and "no such script or entry in MUJOCO" in capsys.readouterr().err
+
+
+def test_replot_gives_mujoco_its_section_and_its_readme_table(monkeypatch, tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed: pip install -r requirements-dev.txt")
+    out = tmp_path / "out"
+    for seed in range(1, 4):
+        write_run(out / HOPPER.name / "ppo_continuous", seed, 1_000_000, 2000.0 + 100 * seed)
+    write_run(out / PPO_CARTPOLE.name / "ppo", 1, 200_000, 500.0)
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        f"# Title\n\n{results.TABLE_START}\nold\n{results.TABLE_END}\n\n## MuJoCo\n\n"
+        f"{results.MUJOCO_START}\nold\n{results.MUJOCO_END}\n\n## Next\n"
+    )
+    text = replot(monkeypatch, tmp_path, out, readme)
+    main, mujoco = text.split("# MuJoCo, one million steps\n")
+    assert "ppo.py on CartPole-v1" in main and "Hopper" not in main
+    assert f"## ppo_continuous.py on Hopper-v5 ({' '.join(HOPPER.extra)})" in mujoco
+    assert "Published, not measured here: SB3 PPO (rl-zoo) 2,410." in mujoco
+    assert (
+        "| ppo_continuous | 3 | 2200.0 | 0 of 3 | never |" in mujoco
+    )  # median eval; the ramp tops out at 2,300 < 2,410
+    lines = readme.read_text().splitlines()
+    start = lines.index(results.MUJOCO_START)
+    assert lines[start + 3 : start + 5] == [
+        "| ppo_continuous.py | Hopper-v5 (1,000,000 steps) | 3 | 2,200 | 2,200 | 10,000 | SB3 PPO (rl-zoo) 2,410 |",
+        results.MUJOCO_END,
+    ]
+    assert lines[-1] == "## Next" and "| ppo.py | CartPole-v1 |" in readme.read_text()
