@@ -17,8 +17,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 def record_optimizer_steps(monkeypatch) -> list[set[str]]:
     """Every optimizer step a run takes records the devices of the parameters it moves and of their gradients.
 
-    The nine scripts update through Adam (a2c through RMSprop by default; TRPO its critic, its actor's
-    natural-gradient step is checked through the checkpoint).
+    The nine scripts update through Adam (a2c through RMSprop by default; TRPO only its critic: its actor's
+    natural-gradient step is covered by the test's check that every network lives on the GPU).
     """
     devices = []
     for cls in (torch.optim.Adam, torch.optim.RMSprop):
