@@ -153,7 +153,7 @@ def train(args: Args) -> dict:
     if 0 < args.total_timesteps < K * M:
         raise ArgError(f"--total-timesteps {args.total_timesteps} is less than one update ({K * M} steps)")
     # $\theta = 0$: the uniform policy (discrete) or $\mathbb{N}(0, I)$ (continuous)
-    theta = torch.zeros(n, dtype=torch.float64, device=run.device, requires_grad=True)
+    theta = torch.zeros(n, dtype=torch.float64, device=device, requires_grad=True)
     optimizer = torch.optim.Adam([theta], lr=args.learning_rate)
     envs = make_envs(args.env_id, K * M, args.seed)
     run.start(1, theta=theta)  # loads --model-path, opens the run folder
