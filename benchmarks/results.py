@@ -274,13 +274,13 @@ def published_cells(entry: Entry) -> str:
 
 def mujoco_table(results: dict[str, list[dict]]) -> str:
     """The README's MuJoCo table: ours (medians over seeds) beside the published figures."""
+    if not any(entry.name in results for entry in MUJOCO):
+        return "No MuJoCo runs kept yet: `python benchmarks/results.py --mujoco` makes them (many hours on 2 cores)."
     lines = [
         "| script | env (budget) | seeds | median eval | median last training mean | median SPS "
         "| published, not measured here |",
         "|---|---|---|---|---|---|---|",
     ]
-    if not any(entry.name in results for entry in MUJOCO):
-        return "No MuJoCo runs kept yet: `python benchmarks/results.py --mujoco` makes them (many hours on 2 cores)."
     for entry in MUJOCO:
         for r in results.get(entry.name, []):
             budget = int(entry.extra[entry.extra.index("--total-timesteps") + 1])
@@ -339,11 +339,11 @@ def main(argv: list[str] | None = None):
         run_jobs(flat, args.jobs)
         OUT.mkdir(parents=True, exist_ok=True)
         generated = generated_by(seeds, args.jobs, args.only)
-        command = f"python benchmarks/results.py --seeds {seeds} --jobs {args.jobs}" + (
-            " --mujoco" if args.mujoco else ""
-        )
-        for entry in rerun:
-            ran = f"{today()}, `{command}" + (f" --only {' '.join(args.only)}`" if args.only else "`")
+        only = f" --only {' '.join(args.only)}" if args.only else ""
+        for entry in rerun:  # an entry with its own seed count ignores --seeds: its line says how many ran
+            how = f"--seeds {seeds} --jobs {args.jobs}" if not entry.seeds else f"--jobs {args.jobs}"
+            ran = f"{today()}, `python benchmarks/results.py {how}{' --mujoco' if args.mujoco else ''}{only}`"
+            ran += f" ({entry.seeds} seeds, the entry's own)" if entry.seeds else ""
             (OUT / entry.name).mkdir(parents=True, exist_ok=True)
             (OUT / entry.name / "meta.json").write_text(json.dumps({"ran": ran}))
         meta.write_text(json.dumps({"generated": generated}))

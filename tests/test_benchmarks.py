@@ -211,3 +211,21 @@ def test_replot_gives_mujoco_its_section_and_its_readme_table(monkeypatch, tmp_p
         results.MUJOCO_END,
     ]
     assert lines[-1] == "## Next" and "| ppo.py | CartPole-v1 |" in readme.read_text()
+
+
+def test_a_mujoco_entrys_runs_line_says_how_many_seeds_ran(monkeypatch, tmp_path):
+    """Its 3 seeds, not the invocation's --seeds it ignores."""
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed: pip install -r requirements-dev.txt")
+
+    def fake_run_jobs(jobs, parallel):  # each job's folder gets a finished run instead of training
+        for _, cwd in jobs:
+            write_run(cwd.parent, int(cwd.name.removeprefix("seed")), 1_000_000, 2000.0)
+
+    for name, value in (("OUT", tmp_path / "out"), ("PAGE", tmp_path / "results.md"), ("CURVES", tmp_path / "c")):
+        monkeypatch.setattr(results, name, value)
+    monkeypatch.setattr(results, "README", tmp_path / "README.md")
+    (tmp_path / "README.md").write_text("# Title\n")
+    monkeypatch.setattr(results, "run_jobs", fake_run_jobs)
+    results.main(["--mujoco", "--seeds", "5", "--jobs", "2", "--only", HOPPER.name])
+    ran = f"`python benchmarks/results.py --jobs 2 --mujoco --only {HOPPER.name}` (3 seeds, the entry's own)"
+    assert ran in results.PAGE.read_text()
