@@ -80,6 +80,17 @@ def read_progress(run_dir: Path) -> list[dict]:
         return list(reader)
 
 
+def runs_of_seeds(tmp_path: Path, module, seeds: list[int], **overrides) -> list[tuple[list, float]]:
+    """Train once per seed (each in its own folder); per run, its (global_step, return) episodes and eval mean."""
+    runs = []
+    for i, seed in enumerate(seeds):
+        (tmp_path / str(i)).mkdir()
+        summary, run_dir = train_in(tmp_path / str(i), module, seed=seed, **overrides)
+        episodes = [(r["global_step"], r["episodic_return"]) for r in read_progress(run_dir)]
+        runs.append((episodes, summary["eval_mean_return"]))
+    return runs
+
+
 def read_summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 

@@ -18,6 +18,7 @@ from tests.helpers import (
     read_progress,
     read_summary,
     run_cli,
+    runs_of_seeds,
     train_in,
 )
 from tests.scripts import IDS, SCRIPTS
@@ -88,12 +89,7 @@ def test_tiny_run_writes_progress_and_summary(spec, env_id, tmp_path):
 
 @pytest.mark.parametrize("spec", SCRIPTS, ids=IDS)
 def test_same_seed_same_returns(spec, tmp_path):
-    module = load_script(spec.name)
-    runs = []
-    for i, seed in enumerate([5, 5, 6]):
-        (tmp_path / str(i)).mkdir()
-        summary, run_dir = train_in(tmp_path / str(i), module, env_id=spec.envs[0], seed=seed, **spec.tiny)
-        runs.append(([r["episodic_return"] for r in read_progress(run_dir)], summary["eval_mean_return"]))
+    runs = runs_of_seeds(tmp_path, load_script(spec.name), [5, 5, 6], env_id=spec.envs[0], **spec.tiny)
     assert runs[0] == runs[1]
     assert runs[0] != runs[2], "a different seed gave the same run: is the seed used?"
 

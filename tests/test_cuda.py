@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tests.helpers import cli_flags, load_script, read_progress, read_summary, run_cli, spy, train_in
+from tests.helpers import cli_flags, load_script, read_progress, read_summary, run_cli, runs_of_seeds, spy, train_in
 from tests.scripts import IDS, SCRIPTS
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -73,13 +73,7 @@ def test_a_cuda_run_writes_what_a_cpu_run_writes_and_its_model_loads_on_the_cpu(
 
 @pytest.mark.parametrize("spec", SCRIPTS, ids=IDS)
 def test_same_seed_same_run_on_the_gpu(spec, tmp_path):
-    module = load_script(spec.name)
-    runs = []
-    for i, seed in enumerate([5, 5, 6]):
-        (tmp_path / str(i)).mkdir()
-        summary, run_dir = train_in(tmp_path / str(i), module, env_id=spec.envs[0], seed=seed, cuda=True, **spec.tiny)
-        rows = read_progress(run_dir)
-        runs.append(([(r["global_step"], r["episodic_return"]) for r in rows], summary["eval_mean_return"]))
+    runs = runs_of_seeds(tmp_path, load_script(spec.name), [5, 5, 6], env_id=spec.envs[0], cuda=True, **spec.tiny)
     assert runs[0] == runs[1]
     assert runs[0] != runs[2], "a different seed gave the same run: is the seed used?"
 
