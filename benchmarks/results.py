@@ -53,13 +53,22 @@ PPO_SHORT = "--num-steps 64 --gamma 0.98 --gae-lambda 0.9 --ent-coef 0".split()
 A2C_UNSCALED = "--no-scale-rewards --no-norm-adv".split()
 A2C_PENDULUM = "--gamma 0.9 --gae-lambda 0.9 --no-norm-adv --total-timesteps 1000000".split()
 MILLION = "--total-timesteps 1000000".split()
+# REINFORCE with a learned V baseline on Pendulum: a short horizon (gamma 0.9, as a2c and trpo use there) and 1M steps.
+# Seed 1: eval -174 (defaults, gamma 0.99: -723; gamma 0.95 with 16 episodes a batch: -837).
+RB_PENDULUM = "--gamma 0.9 --total-timesteps 1000000".split()
+# ppo_continuous on LunarLanderContinuous: a long horizon (the reward comes at the landing), many short rollouts,
+# small steps. Seeds 1-3 ended at eval 260, 269, 262; its defaults (tuned on Pendulum) do not land.
+PPO_LLC = (
+    "--gamma 0.999 --gae-lambda 0.98 --learning-rate 3e-4 --update-epochs 10 --num-envs 16 --num-steps 128 "
+    "--num-minibatches 32"
+).split()
 SUITE = [
     Entry("finite_diff.py", "CartPole-v1", CARTPOLE),
     Entry("finite_diff.py", "Pendulum-v1", PENDULUM),
     Entry("reinforce.py", "CartPole-v1", CARTPOLE),
     Entry("reinforce.py", "Pendulum-v1", PENDULUM),
     Entry("reinforce_baseline.py", "CartPole-v1", CARTPOLE),
-    Entry("reinforce_baseline.py", "Pendulum-v1", PENDULUM),
+    Entry("reinforce_baseline.py", "Pendulum-v1", PENDULUM, extra=RB_PENDULUM),
     Entry("actor_critic.py", "CartPole-v1", CARTPOLE),
     Entry("actor_critic.py", "CartPole-v1", CARTPOLE, extra="--critic q --learning-rate 1e-4".split(), tag="q"),
     Entry("actor_critic.py", "Pendulum-v1", PENDULUM),
@@ -77,7 +86,7 @@ SUITE = [
     Entry("ppo.py", "Pendulum-v1", PENDULUM, peer="ppo", extra=PPO_SHORT),
     Entry("ppo.py", "LunarLander-v3", LUNAR, peer="ppo", extra=MILLION),
     Entry("ppo_continuous.py", "Pendulum-v1", PENDULUM, peer="ppo"),
-    Entry("ppo_continuous.py", "LunarLanderContinuous-v3", LUNAR, peer="ppo", extra=MILLION),
+    Entry("ppo_continuous.py", "LunarLanderContinuous-v3", LUNAR, peer="ppo", extra=PPO_LLC + MILLION),
 ]
 
 # ## MuJoCo at one million steps (issue 16)
