@@ -27,6 +27,7 @@ class Entry:
     peer_timesteps: int | None = None
     tag: str = ""  # tells apart two entries of one script on one env (e.g. actor_critic's Q and V critics)
     seeds: int | None = None  # this many seeds whatever --seeds says (MuJoCo's 1M-step runs: 3)
+    peer_seeds: int | None = None  # the peer on seeds 1 to this only (where one peer run takes most of an hour)
     published: dict[str, float] = field(default_factory=dict)  # figures from elsewhere, shown beside ours
 
     @property
@@ -40,7 +41,7 @@ def jobs_for(entry: Entry, seeds: int, out: Path) -> list[tuple[str, list[str], 
     for seed in range(1, (entry.seeds or seeds) + 1):
         cmd = [sys.executable, str(ROOT / entry.script), "--env-id", entry.env_id, "--seed", str(seed), *entry.extra]
         jobs.append((entry.script[:-3], cmd, out / entry.script[:-3] / f"seed{seed}"))
-        if entry.peer:
+        if entry.peer and seed <= (entry.peer_seeds or seed):
             cmd = [sys.executable, str(ROOT / "benchmarks" / "sb3_peer.py"), "--algo", entry.peer,
                    "--env-id", entry.env_id, "--seed", str(seed)]  # fmt: skip
             if entry.peer_timesteps:

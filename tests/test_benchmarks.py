@@ -166,6 +166,20 @@ def test_only_with_a_name_not_in_the_suite_is_one_error_line(monkeypatch, tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+def test_an_entry_can_run_its_peer_on_fewer_seeds_than_its_own(tmp_path):
+    """ddpg on LunarLanderContinuous: SB3 DDPG takes about 40 min a seed on one core, so it runs 3 seeds beside 5."""
+    from benchmarks.common import Entry, jobs_for
+
+    entry = Entry("ddpg.py", "LunarLanderContinuous-v3", 200.0, peer="ddpg", peer_seeds=3)
+    runs = [(label, cwd.name) for label, _, cwd in jobs_for(entry, 5, tmp_path)]
+    assert runs == [("ddpg", "seed1"), ("sb3_ddpg", "seed1"), ("ddpg", "seed2"), ("sb3_ddpg", "seed2"),
+                    ("ddpg", "seed3"), ("sb3_ddpg", "seed3"), ("ddpg", "seed4"), ("ddpg", "seed5")]  # fmt: skip
+    entry.peer_seeds = None
+    assert [cwd.name for label, _, cwd in jobs_for(entry, 5, tmp_path) if label == "sb3_ddpg"] == [
+        f"seed{k}" for k in range(1, 6)
+    ]
+
+
 # ## The MuJoCo suite: its own seeds, its own section of results.md and its own README table
 HOPPER = next(e for e in results.MUJOCO if e.name == "ppo_continuous-Hopper-v5")
 
