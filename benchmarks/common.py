@@ -27,7 +27,7 @@ class Entry:
     peer_timesteps: int | None = None
     tag: str = ""  # tells apart two entries of one script on one env (e.g. actor_critic's Q and V critics)
     seeds: int | None = None  # this many seeds whatever --seeds says (MuJoCo's 1M-step runs: 3)
-    peer_seeds: int | None = None  # the peer on seeds 1 to this only (where one peer run takes most of an hour)
+    peer_seeds: int | None = None  # the peer on seeds 1 to this only (where one peer run takes over an hour)
     published: dict[str, float] = field(default_factory=dict)  # figures from elsewhere, shown beside ours
 
     @property

@@ -167,7 +167,7 @@ def test_only_with_a_name_not_in_the_suite_is_one_error_line(monkeypatch, tmp_pa
 
 
 def test_an_entry_can_run_its_peer_on_fewer_seeds_than_its_own(tmp_path):
-    """ddpg on LunarLanderContinuous: SB3 DDPG takes about 40 min a seed on one core, so it runs 3 seeds beside 5."""
+    """ddpg on LunarLanderContinuous: SB3 DDPG takes 80 min a seed on one core here, so it runs fewer seeds than ours."""
     from benchmarks.common import Entry, jobs_for
 
     entry = Entry("ddpg.py", "LunarLanderContinuous-v3", 200.0, peer="ddpg", peer_seeds=3)
