@@ -58,7 +58,7 @@ MILLION = "--total-timesteps 1000000".split()
 # seeds 2, 3, 4: lr 7e-4 alone 96, 4, 45; lr 8.3e-4 with gamma 0.995 (rl-zoo) 164, -32, -94; these flags with 16-step
 # rollouts -119, -110, -134; seed 2 only: gamma 0.99 with 16 envs -4, these flags with 128 hidden units 38.
 # Seeds 1, 5, 4: gamma 0.99 at lr 2e-3 -103, -136, 158; at lr 1e-3 -18, 197, 35; these flags with vf-coef 0.5
-# -25, -63, -35, with ent-coef 0.01 -76, 107, 77.
+# -25, -63, -35, with ent-coef 0.01 -76, 107, 77. Seeds 1, 5: Adam at lr 3e-4 with gamma 0.99 9, 99.
 A2C_LUNAR = "--learning-rate 7e-4 --gamma 0.99 --total-timesteps 1000000".split()
 # actor_critic on Pendulum: a short horizon and 8 envs, each step one update on their mean, so 1M steps take minutes
 # (one env: 700 SPS). Seed 1, eval: gamma 0.95 -137, gamma 0.9 -172 (with critic lr 3e-3: -158; actor lr 1e-3: -157).
@@ -150,7 +150,7 @@ def curve_label(entry: Entry, label: str, runs: list[dict]) -> str:
     """Legend text: seeds and training budget, and where the budget is rl-zoo's rather than ours, so a curve
     that stops early says why."""
     budget = max(r["global_step"] for r in runs)
-    text = f"{label}: {len(runs)} seeds, {steps_tick(round(budget, -3) or budget)} steps"
+    text = f"{label}: {len(runs)} seed{'s' if len(runs) != 1 else ''}, {steps_tick(round(budget, -3) or budget)} steps"
     return text + (" (rl-zoo budget)" if label.startswith("sb3_") and not entry.peer_timesteps else "")
 
 
@@ -364,7 +364,8 @@ def main(argv: list[str] | None = None):
             how = f"--seeds {seeds} --jobs {args.jobs}" if not entry.seeds else f"--jobs {args.jobs}"
             ran = f"{today()}, `python benchmarks/results.py {how}{' --mujoco' if args.mujoco else ''}{only}`"
             ran += f" ({entry.seeds} seeds, the entry's own)" if entry.seeds else ""
-            ran += f" (the peer on seeds 1-{entry.peer_seeds} only)" if entry.peer_seeds else ""
+            peers = "seed 1" if entry.peer_seeds == 1 else f"seeds 1-{entry.peer_seeds}"
+            ran += f" (the peer on {peers} only)" if entry.peer_seeds else ""
             (OUT / entry.name).mkdir(parents=True, exist_ok=True)
             (OUT / entry.name / "meta.json").write_text(json.dumps({"ran": ran}))
         meta.write_text(json.dumps({"generated": generated}))
