@@ -178,6 +178,9 @@ def test_an_entry_can_run_its_peer_on_fewer_seeds_than_its_own(tmp_path):
     assert [cwd.name for label, _, cwd in jobs_for(entry, 5, tmp_path) if label == "sb3_ddpg"] == [
         f"seed{k}" for k in range(1, 6)
     ]
+    assert results.curve_label(entry, "sb3_ddpg", [{"global_step": 300_000}]) == (
+        "sb3_ddpg: 1 seed, 300k steps (rl-zoo budget)"
+    )
 
 
 # ## The MuJoCo suite: its own seeds, its own section of results.md and its own README table
