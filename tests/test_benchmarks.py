@@ -230,8 +230,21 @@ def test_replot_gives_mujoco_its_section_and_its_readme_table(monkeypatch, tmp_p
     assert lines[-1] == "## Next" and "| ppo.py | CartPole-v1 |" in readme.read_text()
 
 
-def test_a_mujoco_entrys_runs_line_says_how_many_seeds_ran(monkeypatch, tmp_path):
-    """Its 3 seeds, not the invocation's --seeds it ignores."""
+@pytest.mark.parametrize(
+    "args, ran",
+    [  # a MuJoCo entry: its 3 seeds, not the invocation's --seeds it ignores
+        (
+            ["--mujoco", "--only", HOPPER.name],
+            f"results.py --jobs 2 --mujoco --only {HOPPER.name}` (3 seeds, the entry's own)",
+        ),
+        # ddpg on LunarLanderContinuous: its SB3 peer (80 min a run) on seed 1 beside our 5
+        (
+            ["--only", "ddpg-LunarLanderContinuous-v3"],
+            "results.py --seeds 5 --jobs 2 --only ddpg-LunarLanderContinuous-v3` (the peer on seed 1 only)",
+        ),
+    ],
+)
+def test_an_entrys_runs_line_says_how_many_seeds_ran(monkeypatch, tmp_path, args, ran):
     pytest.importorskip("matplotlib", reason="matplotlib is not installed: pip install -r requirements-dev.txt")
 
     def fake_run_jobs(jobs, parallel):  # each job's folder gets a finished run instead of training
@@ -243,6 +256,5 @@ def test_a_mujoco_entrys_runs_line_says_how_many_seeds_ran(monkeypatch, tmp_path
     monkeypatch.setattr(results, "README", tmp_path / "README.md")
     (tmp_path / "README.md").write_text("# Title\n")
     monkeypatch.setattr(results, "run_jobs", fake_run_jobs)
-    results.main(["--mujoco", "--seeds", "5", "--jobs", "2", "--only", HOPPER.name])
-    ran = f"`python benchmarks/results.py --jobs 2 --mujoco --only {HOPPER.name}` (3 seeds, the entry's own)"
+    results.main(["--seeds", "5", "--jobs", "2", *args])
     assert ran in results.PAGE.read_text()
