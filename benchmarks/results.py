@@ -321,6 +321,9 @@ def rewrite_readme(readme: Path, results: dict[str, list[dict]]) -> None:
     readme.write_text(text)
 
 
+KEPT = "; the peer's runs kept from: "
+
+
 def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
@@ -333,6 +336,12 @@ def main(argv: list[str] | None = None):
         "--replot",
         action="store_true",
         help="train nothing: rebuild results.md and the curves from the runs kept in benchmarks/out/results",
+    )
+    parser.add_argument(
+        "--keep-peers",
+        action="store_true",
+        help="with --only: rerun our script's seeds and keep the SB3 peer's runs from last time (our flags do not "
+        "change them; SB3 DDPG on LunarLanderContinuous takes 80 min a run)",
     )
     args = parser.parse_args(argv)
     meta = OUT / "meta.json"
@@ -353,20 +362,33 @@ def main(argv: list[str] | None = None):
             where = "MUJOCO" if args.mujoco else "SUITE (MuJoCo's entries need --mujoco)"
             parser.exit(2, f"error: --only {' '.join(sorted(unknown))}: no such script or entry in {where}\n")
         seeds, rerun = args.seeds, [e for e in suite if not args.only or {e.script, e.name} & set(args.only)]
+        kept = {}  # entry name -> the runs line of the invocation whose peer runs --keep-peers keeps
         for entry in rerun:
-            shutil.rmtree(OUT / entry.name, ignore_errors=True)
-        flat = [(cmd, cwd) for e in rerun for _, cmd, cwd in jobs_for(e, seeds, OUT / e.name)]
+            if args.keep_peers and entry.peer:
+                if not args.only or not (OUT / entry.name / f"sb3_{entry.peer}").is_dir():
+                    parser.exit(2, f"error: --keep-peers: no kept peer runs for {entry.name} (it needs --only)\n")
+                ran = json.loads((OUT / entry.name / "meta.json").read_text())["ran"]
+                kept[entry.name] = ran.split(KEPT)[-1]  # kept twice: still the invocation that ran them
+            shutil.rmtree(OUT / entry.name / entry.script[:-3] if entry.name in kept else OUT / entry.name, True)
+        flat = [
+            (cmd, cwd)
+            for e in rerun
+            for label, cmd, cwd in jobs_for(e, seeds, OUT / e.name)
+            if not (e.name in kept and label.startswith("sb3_"))
+        ]
         print(f"{len(flat)} runs, {args.jobs} at a time, in {OUT}", flush=True)
         run_jobs(flat, args.jobs)
         OUT.mkdir(parents=True, exist_ok=True)
         generated = generated_by(seeds, args.jobs, args.only)
         only = f" --only {' '.join(args.only)}" if args.only else ""
+        only += " --keep-peers" if args.keep_peers else ""
         for entry in rerun:  # an entry with its own seed count ignores --seeds: its line says how many ran
             how = f"--seeds {seeds} --jobs {args.jobs}" if not entry.seeds else f"--jobs {args.jobs}"
             ran = f"{today()}, `python benchmarks/results.py {how}{' --mujoco' if args.mujoco else ''}{only}`"
             ran += f" ({entry.seeds} seeds, the entry's own)" if entry.seeds else ""
             peers = "seed 1" if entry.peer_seeds == 1 else f"seeds 1-{entry.peer_seeds}"
-            ran += f" (the peer on {peers} only)" if entry.peer_seeds else ""
+            ran += f"{KEPT}{kept[entry.name]}" if entry.name in kept else ""
+            ran += f" (the peer on {peers} only)" if entry.peer_seeds and entry.name not in kept else ""
             (OUT / entry.name).mkdir(parents=True, exist_ok=True)
             (OUT / entry.name / "meta.json").write_text(json.dumps({"ran": ran}))
         meta.write_text(json.dumps({"generated": generated}))

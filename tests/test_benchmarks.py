@@ -258,3 +258,37 @@ def test_an_entrys_runs_line_says_how_many_seeds_ran(monkeypatch, tmp_path, args
     monkeypatch.setattr(results, "run_jobs", fake_run_jobs)
     results.main(["--seeds", "5", "--jobs", "2", *args])
     assert ran in results.PAGE.read_text()
+
+
+def test_keep_peers_reruns_our_seeds_and_keeps_the_peers_runs_and_says_from_when(monkeypatch, tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed: pip install -r requirements-dev.txt")
+    entry = next(e for e in SUITE if e.name == "ddpg-LunarLanderContinuous-v3")
+    out, asked = tmp_path / "out", []
+
+    def fake_run_jobs(jobs, parallel):  # each job's folder gets a finished run instead of training
+        asked.extend(cwd for _, cwd in jobs)
+        for _, cwd in jobs:
+            write_run(cwd.parent, int(cwd.name.removeprefix("seed")), 300_000, 200.0)
+
+    for name, value in (("OUT", out), ("PAGE", tmp_path / "results.md"), ("CURVES", tmp_path / "c")):
+        monkeypatch.setattr(results, name, value)
+    monkeypatch.setattr(results, "README", tmp_path / "README.md")
+    (tmp_path / "README.md").write_text("# Title\n")
+    monkeypatch.setattr(results, "run_jobs", fake_run_jobs)
+    with pytest.raises(SystemExit) as exit:  # nothing kept yet
+        results.main(["--only", entry.name, "--keep-peers"])
+    assert exit.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+    write_run(out / entry.name / "ddpg", 1, 300_000, -50.0)  # the last invocation's runs: ours, and the peer's
+    write_run(out / entry.name / "sb3_ddpg", 1, 300_000, 101.0)
+    (out / entry.name / "meta.json").write_text(json.dumps({"ran": "2026-11-26, `old command` (the peer on seed 1)"}))
+    for _ in range(2):  # kept twice: still from the invocation that ran them
+        asked.clear()
+        results.main(["--seeds", "3", "--only", entry.name, "--keep-peers"])
+        assert sorted(p.relative_to(out).as_posix() for p in asked) == [f"{entry.name}/ddpg/seed{s}" for s in (1, 2, 3)]
+    page = results.PAGE.read_text()
+    assert f"--only {entry.name} --keep-peers`; the peer's runs kept from: 2026-11-26, `old command`" in page
+    assert page.count("the peer's runs kept from") == 1
+    rows = [line for line in page.splitlines() if line.startswith("| ")]
+    assert any("sb3_ddpg" in r and "101" in r for r in rows) and any(
+        r.startswith("| ddpg ") and "200" in r for r in rows
+    )
