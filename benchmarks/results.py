@@ -227,11 +227,11 @@ def today() -> str:
 def intro(generated: str, seeds: int) -> str:
     """The paragraph above the tables: where the runs come from and how to read a row and a curve."""
     return (
-        f"{generated} Medians over {seeds} seeds, or the count a table's seeds column gives. 'reached' counts the seeds whose mean of the last `window` "
-        "training episodes came to the threshold; 'steps to it' and 's to it' are env steps and training wall time "
-        f"until it first did. {REACH_NOTE} Curves: that mean against env steps and against wall time, median over "
-        "seeds with the 25-75% band; each curve ends where its shortest run ends, and the legend gives each one's "
-        "budget (the SB3 peers train for rl-zoo's budget)."
+        f"{generated} Medians over {seeds} seeds, or the count a table's seeds column gives. 'reached' counts the "
+        "seeds whose mean of the last `window` training episodes came to the threshold; 'steps to it' and 's to it' "
+        f"are env steps and training wall time until it first did. {REACH_NOTE} Curves: that mean against env steps "
+        "and against wall time, median over seeds with the 25-75% band; each curve ends where its shortest run "
+        "ends, and the legend gives each one's budget (the SB3 peers train for rl-zoo's budget)."
     )
 
 
@@ -348,8 +348,8 @@ def main(argv: list[str] | None = None):
     parser.add_argument(
         "--keep-peers",
         action="store_true",
-        help="with --only: rerun our script's seeds and keep the SB3 peer's runs from last time (our flags do not "
-        "change them; SB3 DDPG on LunarLanderContinuous takes 80 min a run)",
+        help="rerun our script's seeds and keep the SB3 peer's runs from last time (our flags do not change them; "
+        "SB3 DDPG on LunarLanderContinuous takes 80 min a run)",
     )
     args = parser.parse_args(argv)
     meta = OUT / "meta.json"
@@ -373,9 +373,10 @@ def main(argv: list[str] | None = None):
         kept = {}  # entry name -> the runs line of the invocation whose peer runs --keep-peers keeps
         for entry in rerun:
             if args.keep_peers and entry.peer:
-                if not args.only or not (OUT / entry.name / f"sb3_{entry.peer}").is_dir():
-                    parser.exit(2, f"error: --keep-peers: no kept peer runs for {entry.name} (it needs --only)\n")
-                ran = json.loads((OUT / entry.name / "meta.json").read_text())["ran"]
+                ran_before = OUT / entry.name / "meta.json"
+                if not (OUT / entry.name / f"sb3_{entry.peer}").is_dir() or not ran_before.exists():
+                    parser.exit(2, f"error: --keep-peers: no kept peer runs for {entry.name}; run it once without\n")
+                ran = json.loads(ran_before.read_text())["ran"]
                 kept[entry.name] = ran.split(KEPT)[-1]  # kept twice: still the invocation that ran them
             shutil.rmtree(OUT / entry.name / entry.script[:-3] if entry.name in kept else OUT / entry.name, True)
         flat = [
