@@ -375,7 +375,9 @@ def main(argv: list[str] | None = None):
             if args.keep_peers and entry.peer:
                 ran_before = OUT / entry.name / "meta.json"
                 if not (OUT / entry.name / f"sb3_{entry.peer}").is_dir() or not ran_before.exists():
-                    parser.exit(2, f"error: --keep-peers: no kept peer runs for {entry.name}; run it once without\n")
+                    parser.exit(
+                        2, f"error: --keep-peers: no peer runs kept for {entry.name}; run it once without the flag\n"
+                    )
                 ran = json.loads(ran_before.read_text())["ran"]
                 kept[entry.name] = ran.split(KEPT)[-1]  # kept twice: still the invocation that ran them
             shutil.rmtree(OUT / entry.name / entry.script[:-3] if entry.name in kept else OUT / entry.name, True)

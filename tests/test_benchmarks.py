@@ -275,14 +275,23 @@ def test_keep_peers_reruns_our_seeds_and_keeps_the_peers_runs_and_says_from_when
     monkeypatch.setattr(results, "README", tmp_path / "README.md")
     (tmp_path / "README.md").write_text("# Title\n")
     monkeypatch.setattr(results, "run_jobs", fake_run_jobs)
-    for kept in ("nothing", "runs with no record of the invocation that ran them"):
+    meta = out / entry.name / "meta.json"
+    for kept in (
+        "nothing",
+        "a record of an invocation but no peer runs",
+        "peer runs but no record of their invocation",
+    ):
+        if kept == "a record of an invocation but no peer runs":
+            meta.parent.mkdir(parents=True)
+            meta.write_text(json.dumps({"ran": "2026-11-26, `old command` (the peer on seed 1)"}))
+        if kept == "peer runs but no record of their invocation":
+            meta.unlink()
+            write_run(out / entry.name / "ddpg", 1, 300_000, -50.0)  # the last invocation's runs: ours, the peer's
+            write_run(out / entry.name / "sb3_ddpg", 1, 300_000, 101.0)
         with pytest.raises(SystemExit) as exit:
             results.main(["--only", entry.name, "--keep-peers"])
         assert exit.value.code == 2 and capsys.readouterr().err.count("\n") == 1, kept
-        if kept == "nothing":
-            write_run(out / entry.name / "ddpg", 1, 300_000, -50.0)  # the last invocation's runs: ours, the peer's
-            write_run(out / entry.name / "sb3_ddpg", 1, 300_000, 101.0)
-    (out / entry.name / "meta.json").write_text(json.dumps({"ran": "2026-11-26, `old command` (the peer on seed 1)"}))
+    meta.write_text(json.dumps({"ran": "2026-11-26, `old command` (the peer on seed 1)"}))
     for _ in range(2):  # kept twice: still from the invocation that ran them
         asked.clear()
         results.main(["--seeds", "3", "--only", entry.name, "--keep-peers"])
