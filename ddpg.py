@@ -39,6 +39,8 @@ class Args:
     # DDPG's own settings, under CleanRL's names (its `ddpg_continuous_action.py`); the defaults are for Pendulum-v1.
     learning_rate: float = 1e-3
     """Adam's step size alpha, for actor and critic"""
+    anneal_lr: bool = False
+    """decay both step sizes linearly to 0 over training (steadies the final policy; used on LunarLanderContinuous)"""
     num_envs: int = 1
     """parallel environments (each env step is followed by one gradient step)"""
     buffer_size: int = 1_000_000
@@ -252,6 +254,10 @@ def train(args: Args) -> dict:
     obs, _ = envs.reset(seed=args.seed)
     obs = obs.astype(np.float32)
     for iteration in run.iterations():  # one iteration: one step of each of the N envs
+        # `--anneal-lr`, as in ppo.py: the last updates take ever smaller steps, so training ends on a settled policy.
+        if args.anneal_lr:
+            for optimizer in (critic_optimizer, actor_optimizer):
+                optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1) / run.num_iterations)
         # ## Acting: uniform random actions first, then $\pi(s_t;\theta)$ plus noise
         if global_step < args.learning_starts:
             actions = rng.uniform(low, high, size=(N, action_dim)).astype(np.float32)

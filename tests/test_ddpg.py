@@ -288,6 +288,11 @@ def clock_run(tmp_path_factory) -> Timeline:
     return run_recorded(tmp_path_factory.mktemp("clock"), **CLOCK_ARGS)
 
 
+@pytest.fixture(scope="module")
+def annealed_clock_run(tmp_path_factory) -> Timeline:
+    return run_recorded(tmp_path_factory.mktemp("annealed"), **CLOCK_ARGS, anneal_lr=True)
+
+
 def clock_transitions(steps: int) -> list[tuple]:
     """$(s_t, r_t, s_{t+1}, \\text{terminated}_t)$ of one Clock env, from its rules alone."""
     rows, t, k = [], 0, 0
@@ -410,13 +415,20 @@ def test_targets_start_as_copies_and_follow_by_polyak_after_each_actor_step(cloc
                 expected[name] = [tau * o + (1 - tau) * t for o, t in zip(online, expected[name])]
 
 
-def test_each_optimizer_step_is_adam_descending_its_own_networks_gradient(clock_run):
+@pytest.mark.parametrize("run_name", ["clock_run", "annealed_clock_run"])
+def test_each_optimizer_step_is_adam_descending_its_own_networks_gradient(run_name, request):
     """Catches the actor step changing the critic or the critic step the actor, an online net pulled toward
-    its target, a wrong learning rate, or a step up the loss instead of down."""
-    role, lr = clock_run.roles(), CLOCK_ARGS["learning_rate"]
+    its target, a wrong learning rate, or a step up the loss instead of down; with `--anneal-lr`, a step size
+    not alpha (1 - (k - 1) / K) in vector step k of K (off by one step, one optimizer left out, or not annealed)."""
+    run = request.getfixturevalue(run_name)
+    role, annealed = run.roles(), run_name == "annealed_clock_run"
+    num_iterations = CLOCK_ARGS["total_timesteps"] // CLOCK_ARGS["num_envs"]
     beta1, beta2, eps = 0.9, 0.999, 1e-8  # Adam's defaults
     moments = {}  # per network: first and second moments of its gradients, and its step count
-    for (kind, data, before), (_, _, after) in zip(clock_run.events, clock_run.events[1:]):
+    k = 0  # the vector step the loop is in
+    for (kind, data, before), (_, _, after) in zip(run.events, run.events[1:]):
+        k += kind == "step"
+        lr = CLOCK_ARGS["learning_rate"] * (1 - (k - 1) / num_iterations if annealed else 1)
         for name in ("actor", "critic"):
             expected = before[role[name]]
             if kind == f"{name}_step":
