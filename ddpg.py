@@ -17,6 +17,7 @@ $\mathcal{L}(\phi) = \mathbb{E}_{(s_t, a_t, r_t, s_{t+1}) \sim U(D)}[(r_t + \gam
 with the targets following slowly, $\theta^- \leftarrow \tau\theta + (1-\tau)\theta^-$.
 
 Run: python ddpg.py --env-id Pendulum-v1
+LunarLanderContinuous-v3: python ddpg.py --env-id LunarLanderContinuous-v3 --anneal-lr --total-timesteps 500000
 """
 
 import os
