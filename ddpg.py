@@ -41,7 +41,7 @@ class Args:
     learning_rate: float = 1e-3
     """Adam's step size alpha, for actor and critic"""
     anneal_lr: bool = False
-    """decay both step sizes linearly to 0 over training (steadies the final policy; used on LunarLanderContinuous)"""
+    """decay both step sizes linearly to 0 over training (for a steadier final policy; the LunarLander command uses it)"""
     num_envs: int = 1
     """parallel environments (each env step is followed by one gradient step)"""
     buffer_size: int = 1_000_000
