@@ -402,7 +402,7 @@ def main(argv: list[str] | None = None):
         for entry in rerun:  # an entry with its own seed count ignores --seeds: its line says how many ran
             how = f"--seeds {seeds} --jobs {args.jobs}" if not entry.seeds else f"--jobs {args.jobs}"
             ran = f"{today()}, `python benchmarks/results.py {how}{' --mujoco' if args.mujoco else ''}{only}`"
-            ran += f" ({entry.seeds} seeds, the entry's own)" if entry.seeds else ""
+            ran += f" ({entry.seeds} seed{'s' if entry.seeds != 1 else ''}, the entry's own)" if entry.seeds else ""
             peers = "seed 1" if entry.peer_seeds == 1 else f"seeds 1-{entry.peer_seeds}"
             ran += f"{KEPT}{kept[entry.name]}" if entry.name in kept else ""
             ran += f" (the peer on {peers} only)" if entry.peer_seeds and entry.name not in kept else ""

@@ -237,6 +237,11 @@ def test_replot_gives_mujoco_its_section_and_its_readme_table(monkeypatch, tmp_p
             ["--mujoco", "--only", HOPPER.name],
             f"results.py --jobs 2 --mujoco --only {HOPPER.name}` (3 seeds, the entry's own)",
         ),
+        # ddpg's one HalfCheetah run at 1M steps: one seed, said in the singular
+        (
+            ["--mujoco", "--only", "ddpg-HalfCheetah-v5-1M"],
+            "results.py --jobs 2 --mujoco --only ddpg-HalfCheetah-v5-1M` (1 seed, the entry's own)",
+        ),
         # ddpg on LunarLanderContinuous: its SB3 peer (80 min a run) on seed 1 beside our 5
         (
             ["--only", "ddpg-LunarLanderContinuous-v3"],
