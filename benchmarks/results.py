@@ -358,6 +358,8 @@ def main(argv: list[str] | None = None):
         "SB3 DDPG on LunarLanderContinuous takes 80 min a run)",
     )
     args = parser.parse_args(argv)
+    if args.replot and (args.only is not None or args.keep_peers):  # they choose what to train: replot trains nothing
+        parser.exit(2, "error: --replot trains nothing and rebuilds every entry: drop --only and --keep-peers\n")
     meta = OUT / "meta.json"
     if args.replot:
         seeds = max((int(p.name.removeprefix("seed")) for p in OUT.glob("*/*/seed*")), default=0)

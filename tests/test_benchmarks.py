@@ -138,6 +138,18 @@ def test_replot_without_kept_runs_is_one_error_line(monkeypatch, tmp_path, capsy
     assert not (tmp_path / "results.md").exists()
 
 
+@pytest.mark.parametrize("flags", [["--only", "ppo.py"], ["--keep-peers"], ["--only"]])
+def test_replot_with_flags_that_choose_what_to_train_is_one_error_line(monkeypatch, kept_runs, tmp_path, capsys, flags):
+    for name, value in (("OUT", kept_runs), ("PAGE", tmp_path / "results.md"), ("CURVES", tmp_path / "c")):
+        monkeypatch.setattr(results, name, value)
+    monkeypatch.setattr(results, "README", tmp_path / "README.md")  # not the project's, should the check let it by
+    with pytest.raises(SystemExit) as stop:
+        results.main(["--replot", *flags])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("error: --replot trains nothing") and err.count("\n") == 1
+    assert not (tmp_path / "results.md").exists()
+
+
 def test_curves_have_short_ticks_a_labelled_threshold_and_each_budget(kept_runs):
     pytest.importorskip("matplotlib", reason="matplotlib is not installed: pip install -r requirements-dev.txt")
     import matplotlib.pyplot as plt
