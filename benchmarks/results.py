@@ -64,14 +64,15 @@ MILLION = "--total-timesteps 1000000".split()
 # ent-coef 0.01 -76, 107, 77. Seeds 1, 5: Adam at lr 3e-4 with gamma 0.99 9, 99. Gamma 0.99, lr 7e-4 unless named, seeds
 # 1, 4, 5: lr 3e-4 8, 177 (1, 4); no advantage normalization -110, 202 (1, 4); 16 envs 209, -39, -24; 16 envs at lr 5e-4
 # -239, 102, -166; 32 envs -49, 48, 152; Adam, 16 envs 23, 112, 43; 16 envs of 16-step rollouts, GAE lambda 0.95, lr
-# 1e-3 -93, -117, -109. The training mean swings by 150 within 100k steps in most of these runs. This command with
-# one change, on seeds 1-10 (2, 10, 6, 9 first, the ones it fails): 64 envs -140, 0, -55, 195, -91, 192, 131, 204,
-# 131, -24 (seeds 1-10 in order; median 65 against its 113); gamma 0.995, seeds 2, 10, 6, 9: -14, -963, -25, 68;
-# gamma 0.999, seeds 1-4: -606, 218, -145, -111; a critic with its own two layers instead of the shared trunk,
-# seeds 2, 10, 6, 9: -178, -169, -59, -148. Why seeds fail, from the final policies of seeds 1-10
-# (30 episodes each, greedy and sampled): sampling does not rescue them (medians over seeds 83 greedy, 114 sampled);
-# on seeds 2 and 10 the policy hovers until the 1000-step time limit in 19 of 20 greedy episodes (returns -58 to
-# 14), on 6 and 9 in 3 of 10 each, landing or crashing in the rest. The last training means there: -20, -16, 53, 22.
+# 1e-3 -93, -117, -109. The training mean swings by 150 within 100k steps in most of these runs. This command with one
+# change, on seeds 1-10 (2, 10, 6, 9 first, the ones it fails): 64 envs -140, 0, -55, 195, -91, 192, 131, 204, 131, -24
+# (seeds 1-10 in order; median 65 against its 113); gamma 0.995, seeds 2, 10, 6, 9: -14, -963, -25, 68; gamma 0.999,
+# seeds 1-4: -606, 218, -145, -111; a critic with its own two layers instead of the shared trunk, seeds 2, 10, 6, 9:
+# -178, -169, -59, -148; an entropy bonus (--ent-coef 0.01) there: 6, 109, 158, -117. Why seeds fail, from the final
+# policies of seeds 1-10 (30 episodes each, greedy and sampled): sampling does not rescue them (medians over seeds 83
+# greedy, 114 sampled); on seeds 2 and 10 the policy hovers until the 1000-step time limit in 19 of 20 greedy episodes
+# (returns -58 to 14), on 6 and 9 in 3 of 10 each, landing or crashing in the rest. The last training means there: -20,
+# -16, 53, 22.
 A2C_LUNAR = "--optimizer adam --learning-rate 7e-4 --gamma 0.99 --num-envs 32 --total-timesteps 2000000".split()
 # actor_critic on Pendulum: a short horizon and 8 envs, each step one update on their mean, so 1M steps take minutes
 # (one env: 700 SPS). Seed 1, eval: gamma 0.95 -137, gamma 0.9 -172 (with critic lr 3e-3: -158; actor lr 1e-3: -157).
