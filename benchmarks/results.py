@@ -263,7 +263,7 @@ def write_report(runs_dir: Path, seeds: int, generated: str, md: Path, curves: P
         rel = curves.relative_to(md.parent).as_posix() if curves.is_relative_to(md.parent) else curves.as_posix()
         flags = " ".join(entry.extra) or "defaults"
         when = runs_dir / entry.name / "meta.json"  # which invocation ran this entry, kept across `--only` reruns
-        ran = [f"Runs: {json.loads(when.read_text())['ran']}", ""] if when.exists() else []
+        ran = [f"Runs: {read_meta(when, 'ran')}", ""] if when.exists() else []
         published = [f"Published, not measured here: {published_cells(entry)}.", ""] if entry.published else []
         lines += [f"## {entry.script} on {entry.env_id} ({flags})", "", *ran, *published, table(rows, entry.env_id,
                   entry.threshold, entry.window), "", f"![{entry.name}]({rel}/{entry.name}.png)", ""]  # fmt: skip
@@ -342,6 +342,20 @@ def rewrite_readme(readme: Path, results: dict[str, list[dict]]) -> None:
 KEPT = "; the peer's runs kept from: "
 
 
+def read_meta(path: Path, key: str) -> str:
+    """The `key` line of a meta.json that main() wrote. One edited or cut short by hand is one error line and exit
+    status 2, not a traceback: main() reads them all before it trains anything."""
+    try:
+        value = json.loads(path.read_text())[key]
+    except (ValueError, KeyError, TypeError):  # not JSON (or not UTF-8), no such key, not an object
+        value = None
+    if not isinstance(value, str):
+        print(f"error: {path} is not the record results.py writes (a JSON object with a string {key!r}): delete it "
+              "(the page then loses only the line it gave) or rerun that entry", file=sys.stderr)  # fmt: skip
+        raise SystemExit(2)
+    return value
+
+
 def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
@@ -365,15 +379,14 @@ def main(argv: list[str] | None = None):
     if args.replot and (args.only is not None or args.keep_peers):  # they choose what to train: replot trains nothing
         parser.exit(2, "error: --replot trains nothing and rebuilds every entry: drop --only and --keep-peers\n")
     meta = OUT / "meta.json"
+    for path in (meta, *sorted(OUT.glob("*/meta.json"))):  # the records of earlier invocations, read before training
+        if path.exists():
+            read_meta(path, "generated" if path == meta else "ran")
     if args.replot:
         seeds = max((int(p.name.removeprefix("seed")) for p in OUT.glob("*/*/seed*")), default=0)
         if not seeds:
             parser.exit(2, f"error: no runs kept in {OUT} to replot; run python benchmarks/results.py first\n")
-        generated = (
-            json.loads(meta.read_text())["generated"]
-            if meta.exists()
-            else "Machine and command of these runs not recorded."
-        )
+        generated = read_meta(meta, "generated") if meta.exists() else "Machine and command of these runs not recorded."
         generated += f" Tables and curves rebuilt from those runs with `--replot` on {today()}."
     else:
         suite = MUJOCO if args.mujoco else SUITE
@@ -390,7 +403,7 @@ def main(argv: list[str] | None = None):
                     parser.exit(
                         2, f"error: --keep-peers: no peer runs kept for {entry.name}; run it once without the flag\n"
                     )
-                ran = json.loads(ran_before.read_text())["ran"]
+                ran = read_meta(ran_before, "ran")
                 kept[entry.name] = ran.split(KEPT)[-1]  # kept twice: still the invocation that ran them
             shutil.rmtree(OUT / entry.name / entry.script[:-3] if entry.name in kept else OUT / entry.name, True)
         flat = [
