@@ -68,11 +68,11 @@ MILLION = "--total-timesteps 1000000".split()
 # change, on seeds 1-10 (2, 10, 6, 9 first, the ones it fails): 64 envs -140, 0, -55, 195, -91, 192, 131, 204, 131, -24
 # (seeds 1-10 in order; median 65 against its 113); gamma 0.995, seeds 2, 10, 6, 9: -14, -963, -25, 68; gamma 0.999,
 # seeds 1-4: -606, 218, -145, -111; a critic with its own two layers instead of the shared trunk, seeds 2, 10, 6, 9:
-# -178, -169, -59, -148; an entropy bonus (--ent-coef 0.01), same seeds: 6, 109, 158, -117. Why seeds fail, from the
-# final policies of seeds 1-10 (30 episodes each, greedy and sampled): sampling does not rescue them (medians over seeds
-# 83 greedy, 114 sampled); on seeds 2 and 10 the policy hovers until the 1000-step time limit in 19 of 20 greedy
-# episodes (returns -58 to 14), on 6 and 9 in 3 of 10 each, landing or crashing in the rest. The last training means
-# there: -20, -16, 53, 22.
+# -178, -169, -59, -148; an entropy bonus (--ent-coef 0.01, A3C's), seeds 1-10: -44, 6, 27, 236, 65, 158, 52, 132, -117,
+# 109 (median 58). Why seeds fail, from the final policies of seeds 1-10 (30 episodes each, greedy and sampled):
+# sampling does not rescue them (medians over seeds 83 greedy, 114 sampled); on seeds 2 and 10 the policy hovers until
+# the 1000-step time limit in 19 of 20 greedy episodes (returns -58 to 14), on 6 and 9 in 3 of 10 each, landing or
+# crashing in the rest. The last training means there: -20, -16, 53, 22.
 A2C_LUNAR = "--optimizer adam --learning-rate 7e-4 --gamma 0.99 --num-envs 32 --total-timesteps 2000000".split()
 # actor_critic on Pendulum: a short horizon and 8 envs, each step one update on their mean, so 1M steps take minutes
 # (one env: 700 SPS). Seed 1, eval: gamma 0.95 -137, gamma 0.9 -172 (with critic lr 3e-3: -158; actor lr 1e-3: -157).
