@@ -392,11 +392,17 @@ def ship_models(runs_dir: Path, seeds: int, models: Path) -> None:
         old = rows.get(target.name)
         if old and old["seed"] == run["seed"] and target.exists() and target.read_bytes() == saved[0].read_bytes():
             continue  # shipped from this very run already: no need to evaluate it again
+        flags = without_budget(entry.extra)
+        with tempfile.TemporaryDirectory() as tmp:  # the file evaluated where it lies, before anything is copied
+            try:
+                check = model_eval_return(
+                    model_eval_command(entry.script, saved[0], entry.env_id, run["seed"], flags), tmp
+                )
+            except RuntimeError as e:  # the runs and tables stand; this entry's row waits for a --replot
+                print(f"{entry.name}: its checkpoint did not evaluate, models/ unchanged: {e}", flush=True)
+                continue
         models.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(saved[0], target)
-        flags = without_budget(entry.extra)
-        with tempfile.TemporaryDirectory() as tmp:
-            check = model_eval_return(model_eval_command(entry.script, target, entry.env_id, run["seed"], flags), tmp)
         rows[target.name] = {
             "file": target.name, "script": entry.script, "env_id": entry.env_id, "flags": flags, "seed": run["seed"],
             "eval": run["eval_mean_return"], "eval_episodes": run["eval_episodes"], "check": check,

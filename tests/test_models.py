@@ -132,3 +132,13 @@ def test_without_budget_drops_only_the_budget():
         "--gamma", "0.9", "--num-envs", "8"
     ]  # fmt: skip
     assert without_budget([]) == []
+
+
+def test_a_median_checkpoint_that_does_not_evaluate_ships_nothing_and_stops_nothing(tmp_path, capsys):
+    """After hours of runs, one unloadable file must not end results.py with a traceback: a line, models/ as it was."""
+    out, models = tmp_path / "out", tmp_path / "models"
+    write_run(out / "ppo-CartPole-v1" / "ppo", 1, 1024, 20.0)
+    (next((out / "ppo-CartPole-v1" / "ppo" / "seed1" / "runs").iterdir()) / "ppo.pt").write_bytes(b"not a model")
+    ship_models(out, 1, models)
+    assert "ppo-CartPole-v1: its checkpoint did not evaluate, models/ unchanged" in capsys.readouterr().out
+    assert not models.exists()
