@@ -13,7 +13,8 @@ Stable-Baselines3 / sb3-contrib peer with rl-zoo's hyperparameters where one exi
 one pool of `--jobs` processes, ours and the peers interleaved, so every figure comes from the
 same invocation on the same load. Curves: mean of the last `window` training episodes against env
 steps and against wall time, median over seeds with the 25-75% band. The runs stay in
-benchmarks/out/results/<entry>/<label>/seed<k>/, so `--replot` can rebuild everything from them.
+benchmarks/out/results/<entry>/<label>/seed<k>/, so `--replot` can rebuild everything from them. Our runs save
+their weights: the median seed's checkpoint of each entry goes to models/<entry>.pt, with its row of models/README.md.
 """
 
 import argparse
@@ -23,19 +24,27 @@ import os
 import platform
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (  # noqa: E402
+    MODEL_EVAL_EPISODES,
+    MODEL_HEADER,
     REACH_NOTE,
     ROOT,
     Entry,
     collect,
     jobs_for,
+    model_eval_command,
+    model_eval_return,
+    model_row,
     reach_cells,
+    read_model_rows,
     run_jobs,
     summarize,
     table,
+    without_budget,
 )
 
 OUT = ROOT / "benchmarks" / "out" / "results"  # the runs, kept for --replot
@@ -43,6 +52,7 @@ PAGE, CURVES = ROOT / "benchmarks" / "results.md", ROOT / "benchmarks" / "curves
 README = ROOT / "README.md"  # its results table lies between these two lines, rewritten by every invocation
 TABLE_START, TABLE_END = "<!-- results table: written by benchmarks/results.py -->", "<!-- end of results table -->"
 MUJOCO_START, MUJOCO_END = "<!-- mujoco table: written by benchmarks/results.py -->", "<!-- end of mujoco table -->"
+MODELS = ROOT / "models"  # one checkpoint per entry run (its median seed's) and README.md, the table of them
 
 CARTPOLE, PENDULUM, LUNAR = 475.0, -200.0, 200.0
 TRPO_PENDULUM = (
@@ -339,6 +349,72 @@ def rewrite_readme(readme: Path, results: dict[str, list[dict]]) -> None:
     readme.write_text(text)
 
 
+MODELS_INTRO = f"""# Trained agents
+
+One checkpoint per benchmark entry, written by `python benchmarks/results.py` with the runs of
+[benchmarks/results.md](../benchmarks/results.md): of the entry's seeds, the one whose evaluation after training is
+the median (with an even number of seeds, the lower of the two middle ones), trained with the entry's flags. Watch
+one, with the row's env, flags and seed (`--capture-video` writes the episodes under `videos/`):
+
+    python ppo.py --model-path models/ppo-CartPole-v1.pt --total-timesteps 0 --env-id CartPole-v1 --seed 1
+
+'eval return' is the seed's own evaluation after training (mean over the episodes in brackets); 'eval of the file'
+is the mean return of the first {MODEL_EVAL_EPISODES} of those episodes (the same episode seeds) from loading the
+file with `--total-timesteps 0 --eval-episodes {MODEL_EVAL_EPISODES}`, which tests/test_models.py repeats. The
+flags are the training command's less its budget.
+"""
+
+
+def median_run(runs: list[dict]) -> dict | None:
+    """The run whose evaluation is the median of `runs`: the lower of the two middle ones for an even count, a tie
+    broken by the lower seed; None when no run was evaluated (all interrupted)."""
+    evaluated = sorted(
+        (r for r in runs if r.get("eval_mean_return") is not None), key=lambda r: (r["eval_mean_return"], r["seed"])
+    )
+    return evaluated[(len(evaluated) - 1) // 2] if evaluated else None
+
+
+def ship_models(runs_dir: Path, seeds: int, models: Path) -> None:
+    """For every entry with runs kept under `runs_dir`: its median seed's checkpoint to models/<entry>.pt and that
+    entry's row of models/README.md (the other rows kept). Our script's runs only, never the peer's. An entry whose
+    median seed saved no checkpoint (runs kept from before `--save-model`) keeps what models/ had."""
+    readme = models / "README.md"
+    rows = read_model_rows(readme)
+    for entry in SUITE + MUJOCO:
+        run = median_run(collect(jobs_for(entry, seeds, runs_dir / entry.name)).get(entry.script[:-3], []))
+        if run is None:
+            continue
+        saved = sorted(Path(run["run_dir"]).glob("*.pt"))
+        if not saved:
+            print(f"{entry.name}: seed {run['seed']}, the median, saved no checkpoint; models/ unchanged", flush=True)
+            continue
+        target = models / f"{entry.name}.pt"
+        old = rows.get(target.name)
+        if old and old["seed"] == run["seed"] and target.exists() and target.read_bytes() == saved[0].read_bytes():
+            continue  # shipped from this very run already: no need to evaluate it again
+        flags = without_budget(entry.extra)
+        with tempfile.TemporaryDirectory() as tmp:  # the file evaluated where it lies, before anything is copied
+            try:
+                check = model_eval_return(
+                    model_eval_command(entry.script, saved[0], entry.env_id, run["seed"], flags), tmp
+                )
+            except RuntimeError as e:  # the runs and tables stand; this entry's row waits for a --replot
+                print(f"{entry.name}: its checkpoint did not evaluate, models/ unchanged: {e}", flush=True)
+                continue
+        models.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(saved[0], target)
+        rows[target.name] = {
+            "file": target.name, "script": entry.script, "env_id": entry.env_id, "flags": flags, "seed": run["seed"],
+            "eval": run["eval_mean_return"], "eval_episodes": run["eval_episodes"], "check": check,
+            "kb": target.stat().st_size / 1000,
+        }  # fmt: skip
+    if rows == read_model_rows(readme):
+        return  # nothing shipped: models/README.md stays as it is
+    order = [f"{e.name}.pt" for e in SUITE + MUJOCO]
+    names = sorted(rows, key=lambda name: (order.index(name) if name in order else len(order), name))
+    readme.write_text(MODELS_INTRO + "\n" + "\n".join([*MODEL_HEADER, *(model_row(rows[n]) for n in names)]) + "\n")
+
+
 KEPT = "; the peer's runs kept from: "
 
 
@@ -409,7 +485,7 @@ def main(argv: list[str] | None = None):
         flat = [
             (cmd, cwd)
             for e in rerun
-            for label, cmd, cwd in jobs_for(e, seeds, OUT / e.name)
+            for label, cmd, cwd in jobs_for(e, seeds, OUT / e.name, save_model=True)
             if not (e.name in kept and label.startswith("sb3_"))
         ]
         print(f"{len(flat)} runs, {args.jobs} at a time, in {OUT}", flush=True)
@@ -431,6 +507,7 @@ def main(argv: list[str] | None = None):
     results = write_report(OUT, seeds, generated, PAGE, CURVES)
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     rewrite_readme(README, results)
+    ship_models(OUT, seeds, MODELS)
     print(PAGE.read_text())
 
 

@@ -14,6 +14,12 @@ from benchmarks.common import first_reach, median, reach_cells
 from benchmarks.results import SUITE, figure, steps_tick
 
 
+@pytest.fixture(autouse=True)
+def scratch_models(monkeypatch, tmp_path):
+    """What results.main ships (models/<entry>.pt, models/README.md) goes to tmp_path, never to the project's models/."""
+    monkeypatch.setattr(results, "MODELS", tmp_path / "models")
+
+
 def naive_first_reach(steps, walls, returns, threshold, window):
     for i in range(window - 1, len(returns)):
         if sum(returns[i - window + 1 : i + 1]) / window >= threshold:
