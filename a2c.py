@@ -270,6 +270,8 @@ def check_args(args: Args) -> None:
             raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if not (0 <= args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
         raise ArgError(f"--gamma and --gae-lambda must lie in [0, 1], got {args.gamma}, {args.gae_lambda}")
+    if args.norm_adv and args.num_envs * args.num_steps < 2:  # one advantage has no std
+        raise ArgError("--norm-adv needs num_envs * num_steps >= 2 advantages in each update")
 
 
 def train(args: Args) -> dict:

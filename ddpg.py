@@ -220,6 +220,9 @@ def check_args(args: Args) -> None:
     first_update = args.num_envs * (args.learning_starts // args.num_envs + 1)
     if 0 < args.total_timesteps < first_update:
         raise ArgError(f"--total-timesteps {args.total_timesteps} is less than one update ({first_update} steps)")
+    if args.buffer_size < max(args.batch_size, args.num_envs):
+        raise ArgError(f"--buffer-size {args.buffer_size} must hold a minibatch (--batch-size {args.batch_size}) "
+                       f"and a step of every env (--num-envs {args.num_envs})")  # fmt: skip
 
 
 def train(args: Args) -> dict:

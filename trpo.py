@@ -86,7 +86,7 @@ class Args:
     """load weights from this file before training (with --total-timesteps 0: only evaluate)"""
     env_id: str = "CartPole-v1"
     """the gymnasium environment id"""
-    total_timesteps: int = 100_000
+    total_timesteps: int = 99_328
     """environment steps to train for, over all environments"""
     eval_episodes: int = 10
     """episodes of the final, deterministic policy to evaluate"""
