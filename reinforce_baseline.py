@@ -650,15 +650,14 @@ def evaluate(policy, run: Run) -> list[float]:
     args = run.args
     # `render_mode` only when recording: a user's own env need not take one. SDL (pygame's drawing) gets its
     # off-screen driver meanwhile, so a machine without a display prints no complaint about XDG_RUNTIME_DIR.
-    sdl_driver = os.environ.get("SDL_VIDEODRIVER")
-    if args.capture_video:
-        os.environ["SDL_VIDEODRIVER"] = sdl_driver or "dummy"
-        env = gym.make(args.env_id, render_mode="rgb_array")
-        env = gym.wrappers.RecordVideo(env, f"videos/{run.name}", episode_trigger=lambda e: True)
-    else:
-        env = gym.make(args.env_id)
-    returns = []
+    sdl_driver, env, returns = os.environ.get("SDL_VIDEODRIVER"), None, []
     try:
+        if args.capture_video:
+            os.environ["SDL_VIDEODRIVER"] = sdl_driver or "dummy"
+            env = gym.make(args.env_id, render_mode="rgb_array")
+            env = gym.wrappers.RecordVideo(env, f"videos/{run.name}", episode_trigger=lambda e: True)
+        else:
+            env = gym.make(args.env_id)
         for episode in range(args.eval_episodes):
             obs, _ = env.reset(seed=args.seed + 10_000 + episode)
             done, total = False, 0.0
@@ -673,7 +672,8 @@ def evaluate(policy, run: Run) -> list[float]:
                 done = terminated or truncated
             returns.append(total)
     finally:
-        env.close()
+        if env is not None:
+            env.close()
         if sdl_driver is None:
             os.environ.pop("SDL_VIDEODRIVER", None)
     return returns

@@ -320,3 +320,17 @@ def test_a_size_relation_on_the_command_line_is_one_line_and_nothing_written(tmp
     assert code == 2
     assert "--buffer-size 10 must hold a minibatch (--batch-size 32)" in one_error_line(err)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(
+    not all(__import__("importlib").util.find_spec(m) for m in ("moviepy", "pygame")), reason="needs moviepy, pygame"
+)
+def test_recording_an_env_that_cannot_render_fails_the_evaluation_only(tmp_path, monkeypatch):
+    """It trains; the evaluation fails (no render_mode to record with), and SDL's driver setting is put back."""
+    monkeypatch.delenv("SDL_VIDEODRIVER", raising=False)
+    ppo = load_script("ppo.py")
+    with pytest.raises(ppo.EvaluationError, match="the evaluation failed \\(TypeError: "):
+        train_in(tmp_path, ppo, env_id="tests.fake_envs:NoRenderMode-v0", capture_video=True, **tiny("ppo.py"))
+    assert "SDL_VIDEODRIVER" not in os.environ
+    summary = read_summary(the_run(tmp_path))
+    assert summary["error"].startswith("TypeError: ") and summary["global_step"] > 0
