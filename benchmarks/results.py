@@ -6,6 +6,13 @@
     python benchmarks/results.py --replot        # no training: tables and curves again from the kept runs
     python benchmarks/results.py --mujoco --jobs 2   # the MuJoCo entries instead (1M steps, 3 seeds: many hours)
 
+On more than one machine, results.py hands the grid to a scheduler and trains nothing itself (--only, --seeds and
+--mujoco choose the runs as above); the checkout and DIR must be at the same paths wherever the commands run:
+
+    python benchmarks/results.py --print-commands --out DIR | parallel -j 8   # one shell line a run
+    python benchmarks/results.py --slurm benchmarks/slurm_template.sh --out DIR   # DIR/results.slurm, then sbatch it
+    python benchmarks/results.py --collect DIR   # results.md, the README tables, the curves, models/ from DIR's runs
+
 Each script runs with its default arguments (unless SUITE names flags: the documented command for that
 env) on CartPole-v1 and LunarLander-v3 if it takes Discrete actions and on Pendulum-v1 and
 LunarLanderContinuous-v3 if it takes Box actions (those two need `box2d`), over `--seeds` seeds, beside the
@@ -465,13 +472,14 @@ def handoff(args, rerun: list[Entry], template: str | None) -> None:
         (out / entry.name / "meta.json").write_text(json.dumps({"ran": ran_line(entry, how, {})}))
     (out / "meta.json").write_text(json.dumps({"generated": (
         f"Runs from the commands of `{command} --seeds {args.seeds}` on {today()}, one a run, each on whatever "
-        "machine its scheduler gave it (not recorded here); every run on one CPU core."
+        "machine its scheduler gave it (not recorded here)."
     )}))  # fmt: skip
     if template is not None:
         script = out / "results.slurm"
         script.write_text(slurm_script(template, lines, out))
-        print(f"{script}: a Slurm job array of {len(lines)} tasks, one a run. Submit it with: sbatch {script}")
-        print(f"Then: python benchmarks/results.py --collect {out}")
+        to = sys.stderr if args.print_commands else sys.stdout  # stdout: the printed commands alone, for a pipe
+        print(f"{script}: a Slurm job array of {len(lines)} tasks, one a run. Submit it with: sbatch {script}", file=to)
+        print(f"Then: python benchmarks/results.py --collect {out}", file=to)
     if args.print_commands:
         print("\n".join(lines))
 

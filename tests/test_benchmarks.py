@@ -1,5 +1,6 @@
-"""The benchmark runner's arithmetic, against naive recomputation; the words of its tables; and the
-curves and results page rebuilt from kept runs (`results.py --replot`) without training anything."""
+"""The benchmark runner's arithmetic, against naive recomputation; the words of its tables; the
+curves and results page rebuilt from kept runs (`results.py --replot`) without training anything; and the grid
+handed to a scheduler (`--print-commands`, `--slurm`) and collected back (`--collect`)."""
 
 import json
 import math
