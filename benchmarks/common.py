@@ -4,6 +4,7 @@
 import csv
 import json
 import math
+import shlex
 import statistics
 import subprocess
 import sys
@@ -68,6 +69,27 @@ def run_jobs(jobs: list[tuple[list[str], Path]], parallel: int) -> list[int]:
                 del running[i]
         time.sleep(0.05)
     return codes
+
+
+def shell_line(cmd: list[str], cwd: Path) -> str:
+    """One (command, cwd) job as one shell command line, for a scheduler to run on any machine that sees this
+    checkout and `cwd` at the same paths: what run_jobs does with it (the folder made, the output to log.txt there),
+    after removing the runs an earlier try of the same line left in it, so a task run again replaces its run."""
+    where = shlex.quote(str(cwd))
+    return f"mkdir -p {where} && cd {where} && rm -rf runs && {shlex.join(cmd)} > log.txt 2>&1"
+
+
+# ## A Slurm job array of those lines, from a template in the style of CleanRL's benchmark utility
+SLURM_ARRAY, SLURM_COMMANDS = "{{array}}", "{{commands}}"  # a template must hold both
+
+
+def slurm_script(template: str, lines: list[str], out: Path) -> str:
+    """`template` with {{array}} as 0-(N-1) (one array task per line), {{commands}} as the N lines (one quoted
+    bash word each, for a bash array that SLURM_ARRAY_TASK_ID indexes), {{len_commands}} as N and {{out}} as the
+    folder the runs write to."""
+    words = "\n".join(shlex.quote(line) for line in lines)
+    text = template.replace(SLURM_ARRAY, f"0-{len(lines) - 1}").replace("{{len_commands}}", str(len(lines)))
+    return text.replace("{{out}}", str(out)).replace(SLURM_COMMANDS, words)
 
 
 def read_run(run_dir: Path) -> dict:
