@@ -199,14 +199,11 @@ def check_args(args: Args) -> None:
 
 # ## Training: Algorithm 1 of the "The REINFORCE Algorithm" slide
 def train(args: Args) -> dict:
-    # The method's arguments, then the run's: `Run` checks the env id and its spaces, so a bad one
-    # is one error line before anything is written.
+    # A bad argument, env id or space is one error line before anything is written (`Run` checks)
     check_args(args)
     run = Run(args, "reinforce", (gym.spaces.Discrete, gym.spaces.Box))
 
-    # ### Seeds and device
-    # Same seed, same machine: the same run. `torch_deterministic` sets cuDNN's flag; one CPU thread
-    # is the fastest for networks this small.
+    # ### Seeds and device: same seed, same machine, same run
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -221,16 +218,12 @@ def train(args: Args) -> dict:
     obs_dim = envs.single_observation_space.shape[0]
     action_space = envs.single_action_space
     discrete = isinstance(action_space, gym.spaces.Discrete)
-    if discrete:
-        action_dim = int(action_space.n)
-    else:
-        action_dim = action_space.shape[0]
-        action_low = action_space.low
-        action_high = action_space.high
+    action_dim = int(action_space.n) if discrete else action_space.shape[0]
+    action_low = None if discrete else action_space.low
+    action_high = None if discrete else action_space.high
 
     # One update needs N whole episodes: up to N times the env's time limit in steps (N without one).
-    max_episode_steps = envs.envs[0].spec.max_episode_steps or 1
-    update_steps = args.num_envs * max_episode_steps
+    update_steps = args.num_envs * (envs.envs[0].spec.max_episode_steps or 1)
     if 0 < args.total_timesteps < update_steps:
         budget = args.total_timesteps
         raise ArgError(f"--total-timesteps {budget} is less than one update ({update_steps} steps)")
@@ -249,9 +242,9 @@ def train(args: Args) -> dict:
             optimizer.param_groups[0]["lr"] = args.learning_rate * fraction_left
 
         # ### Generate N trajectories $\tau_i \sim p_\theta(\tau)$ (the dataset $D_k$)
-        # Every env starts a fresh episode. The first reset is seeded, the later ones go on from
-        # there (a seed at every reset would replay the same episodes). `active`: which envs are
-        # still in their episode; a batch that would overrun the budget is dropped.
+        # Each env starts a fresh episode; only the first reset is seeded (a seed at every reset
+        # would replay the same episodes). `active`: the envs still in their episode. A batch that
+        # would overrun the budget is dropped.
         obs, _ = envs.reset(seed=args.seed if global_step == 0 else None)
         active = np.ones(args.num_envs, dtype=bool)
         obs_list = []
@@ -267,10 +260,7 @@ def train(args: Args) -> dict:
             obs_list.append(obs)
             action_list.append(action)
             mask_list.append(active.copy())
-            if discrete:
-                env_action = action
-            else:
-                env_action = np.clip(action, action_low, action_high)
+            env_action = action if discrete else np.clip(action, action_low, action_high)
 
             # $r_t$ counts while episode i runs; after its end the env's steps count for nothing
             obs, reward, terminated, truncated, _ = envs.step(env_action)
