@@ -162,9 +162,9 @@ def train(args: Args) -> dict:
 
     # ### The sizes of the spaces, and the n parameters of the linear policy
     # One env, made and closed, tells them: how many envs run side by side depends on n.
-    probe = gym.make(args.env_id)
-    obs_dim = probe.observation_space.shape[0]
-    action_space = probe.action_space
+    probe = make_envs(args.env_id, 1)
+    obs_dim = probe.single_observation_space.shape[0]
+    action_space = probe.single_action_space
     probe.close()
     discrete = isinstance(action_space, gym.spaces.Discrete)
     action_dim = int(action_space.n) if discrete else action_space.shape[0]
