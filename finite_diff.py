@@ -61,7 +61,7 @@ class Args:
     seed: int = 1
     """seed of random, numpy, torch and the environments"""
     torch_deterministic: bool = True
-    """torch.backends.cudnn.deterministic: deterministic cuDNN kernels (this policy uses none)"""
+    """set torch.backends.cudnn.deterministic (only cuDNN reads it; this policy never uses cuDNN)"""
     cuda: bool = False
     """use the GPU when one is available"""
     track: bool = False

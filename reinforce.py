@@ -56,7 +56,7 @@ class Args:
     seed: int = 1
     """seed of random, numpy, torch and the environments"""
     torch_deterministic: bool = True
-    """torch.backends.cudnn.deterministic: deterministic cuDNN kernels (these MLPs use none)"""
+    """set torch.backends.cudnn.deterministic (only cuDNN reads it; these MLPs never use cuDNN)"""
     cuda: bool = False
     """use the GPU when one is available"""
     track: bool = False
