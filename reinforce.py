@@ -137,10 +137,13 @@ class Agent(nn.Module):
         return gaussian_log_prob(out, self.log_std, actions)
 
     def sample(self, obs: torch.Tensor) -> torch.Tensor:
-        r"""$a \sim \pi(\cdot|s;\theta)$, one action per observation, by `torch.distributions`."""
+        r"""$a \sim \pi(\cdot|s;\theta)$, one action per observation."""
         out = self.actor(obs)
         if self.discrete:
-            return torch.distributions.Categorical(logits=out).sample()
+            # Gumbel-max, $\arg\max_a (z_a - \log(-\log u_a))$ with $u_a \sim U(0, 1)$, samples the softmax.
+            # A speed trick: `Categorical(logits=z).sample()` made a whole default run (CartPole, 300k steps)
+            # take 1.5x the CPU time (5 alternating pairs of runs).
+            return torch.argmax(out - torch.log(-torch.log(torch.rand_like(out))), dim=-1)
         return torch.distributions.Normal(out, torch.exp(self.log_std)).sample()
 
     def mode(self, obs: torch.Tensor) -> torch.Tensor:
