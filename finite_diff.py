@@ -1,16 +1,18 @@
 r"""Finite-difference policy gradient with a linear policy, for Discrete and Box actions.
 
-Lecture: slide "Finite Differences" (then gradient ascent, $\theta_{t+1} = \theta_t + \alpha \nabla_\theta J(\theta_t)$,
-from "Policy Gradient Methods"). See also Peters and Schaal, "Reinforcement learning of motor
-skills with policy gradients", Neural Networks 21 (2008), section 3.1.
+Lecture: slide "Finite Differences" (then gradient ascent,
+$\theta_{t+1} = \theta_t + \alpha \nabla_\theta J(\theta_t)$, from "Policy Gradient Methods").
+See also Peters and Schaal, "Reinforcement learning of motor skills with policy gradients",
+Neural Networks 21 (2008), section 3.1.
 
 The partial derivative along each of the n coordinates of $\theta$ is estimated from rollouts,
 
 $\frac{\partial J(\theta)}{\partial \theta_k} \approx \frac{J(\theta + \epsilon e_k) - J(\theta)}{\epsilon}$
 (or, with `--central`, $\frac{J(\theta + \epsilon e_k) - J(\theta - \epsilon e_k)}{2\epsilon}$),
 
-with $J$ the mean undiscounted return of `num_envs` episodes, so one gradient costs n+1 (2n)
-policy evaluations: the policy is linear to keep n small. No $\nabla \log \pi$ is needed.
+with $J$ the mean undiscounted return of `num_envs` episodes, so one gradient costs n+1 policy
+evaluations (with `--central` 2n+1: the 2n of the formula, and $\theta$ itself, the policy that is
+reported): the policy is linear to keep n small. No $\nabla \log \pi$ is needed.
 
 Common random numbers (on by default): every $J(\theta + \epsilon e_k)$ runs on the same env seeds
 and the same action noise as $J(\theta)$. The difference of two noisy estimates has variance
@@ -37,29 +39,29 @@ import tyro
 
 @dataclass
 class Args:
-    """Finite-difference policy gradient with a linear policy: trains it for Discrete or Box actions on a gymnasium env."""
+    """Finite-difference policy gradient with a linear policy, for Discrete or Box actions."""
 
     # The method's own fields: the step size, the $\epsilon$ of each perturbation and the rollouts behind each $J$.
     learning_rate: float = 0.1
     """Adam's step size alpha"""
     num_envs: int = 4
-    """episodes per estimate of J (all n+1 estimates run side by side: (n+1) * num_envs environments)"""
+    """M, episodes per estimate of J (the K = n+1, or 2n+1, estimates run in K * M envs)"""
     epsilon: float = 0.1
     """the perturbation epsilon of each coordinate"""
     central: bool = False
-    """central differences (2n evaluations, error O(eps^2)) instead of forward ones (n+1, error O(eps))"""
+    """central differences (2n+1 estimates of J, error O(eps^2)), not forward (n+1, O(eps))"""
     common_random_numbers: bool = True
     """the same env seeds and action noise for J(theta) and every J(theta + eps e_k)"""
     num_threads: int = 1
     """torch CPU threads (1 is fastest for a policy this small)"""
 
-    # The fields every script shares (CONVENTIONS.md), same names and meanings in all nine.
+    # The fields every script shares (CONTRIBUTING.md), same names and meanings in all nine.
     exp_name: str = "finite_diff"
     """the name of this experiment (part of the run name)"""
     seed: int = 1
     """seed of random, numpy, torch and the environments"""
     torch_deterministic: bool = True
-    """make torch pick deterministic algorithms (same seed, same machine: same run)"""
+    """set torch.backends.cudnn.deterministic (only cuDNN reads it; this policy never uses cuDNN)"""
     cuda: bool = False
     """use the GPU when one is available"""
     track: bool = False
@@ -85,11 +87,9 @@ class Args:
 # ## Environments
 # Gymnasium 1.x vector envs with `SAME_STEP` autoreset. An estimate of $J$ needs whole episodes, so each batch
 # resets every env, runs it until its episode ends, and masks out the steps after that (a new episode, unused, uncounted).
-def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv:
+def make_envs(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
     env_fns = [lambda: gym.make(env_id) for _ in range(num_envs)]
-    envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    envs.action_space.seed(seed)
-    return envs
+    return gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
 # ## The linear policy, for K parameter vectors at once
@@ -107,7 +107,7 @@ def linear_policy(thetas: torch.Tensor, obs: torch.Tensor, action_dim: int):
     return torch.einsum("kai,kmi->kma", W, obs) + c[:, None], log_std[:, None]
 
 
-# ## The n+1 parameter vectors to evaluate
+# ## The K parameter vectors to evaluate (K = n+1, or 2n+1 central)
 # Forward: $\theta$, then $\theta + \epsilon e_k$ for k = 1..n. Central: $\theta \pm \epsilon e_k$, then $\theta$
 # (not needed for the gradient, it is the policy we report). Rows of a (K, n) matrix.
 def perturbed_parameters(theta: torch.Tensor, epsilon: float, central: bool) -> torch.Tensor:
@@ -130,7 +130,8 @@ def finite_difference_gradient(J: torch.Tensor, epsilon: float, central: bool) -
 # The evaluation's policy: the most likely action of $\pi_\theta$, for a batch of observations.
 def greedy_policy(theta: torch.Tensor, action_dim: int, discrete: bool):
     def policy(obs: torch.Tensor) -> torch.Tensor:
-        f, _ = linear_policy(theta.detach()[None], obs.to(theta.device, theta.dtype)[None], action_dim)
+        obs = obs.to(theta.device, theta.dtype)
+        f, _ = linear_policy(theta.detach()[None], obs[None], action_dim)
         return f[0].argmax(-1) if discrete else f[0]
 
     return policy
@@ -138,52 +139,89 @@ def greedy_policy(theta: torch.Tensor, action_dim: int, discrete: bool):
 
 def check_args(args: Args) -> None:
     for name in ("num_envs", "num_threads", "learning_rate", "epsilon"):
-        if not getattr(args, name) > 0:
-            raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+        value = getattr(args, name)
+        if not value > 0:
+            raise ArgError(f"--{name.replace('_', '-')} must be positive, got {value}")
 
 
+# ## Training: gradient ascent along the finite-difference gradient of the slide "Finite Differences"
 def train(args: Args) -> dict:
+    # A bad argument, env id or space is one error line before anything is written (`Run` checks)
     check_args(args)
-    run = Run(args, "finite_diff", (gym.spaces.Discrete, gym.spaces.Box))  # checks, seeds, device
+    run = Run(args, "finite_diff", (gym.spaces.Discrete, gym.spaces.Box))
+
+    # ### Seeds and device: same seed, same machine, same run
+    # `rng` draws the env seeds of every batch.
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.num_threads)
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     rng = np.random.default_rng(args.seed)
-    device, discrete, obs_dim, action_dim = run.device, run.discrete, run.obs_dim, run.action_dim
+
+    # ### The sizes of the spaces, and the n parameters of the linear policy
+    # One env, made and closed, tells them: how many envs run side by side depends on n.
+    probe = make_envs(args.env_id, 1)
+    obs_dim = probe.single_observation_space.shape[0]
+    action_space = probe.single_action_space
+    probe.close()
+    discrete = isinstance(action_space, gym.spaces.Discrete)
+    action_dim = int(action_space.n) if discrete else action_space.shape[0]
+    action_low = None if discrete else action_space.low
+    action_high = None if discrete else action_space.high
     n = num_params(obs_dim, action_dim, discrete)
-    K, M = (2 * n + 1 if args.central else n + 1), args.num_envs
+
+    # K estimates of $J$ per gradient (n+1 forward, 2n+1 central), each the mean of M episodes.
     # One update runs K * M whole episodes, of at least one step each.
+    K = 2 * n + 1 if args.central else n + 1
+    M = args.num_envs
     if 0 < args.total_timesteps < K * M:
-        raise ArgError(f"--total-timesteps {args.total_timesteps} is less than one update ({K * M} steps)")
-    # $\theta = 0$: the uniform policy (discrete) or $\mathbb{N}(0, I)$ (continuous)
+        budget = args.total_timesteps
+        raise ArgError(f"--total-timesteps {budget} is less than one update ({K * M} steps)")
+
+    # ### Initialize $\theta = 0$: the uniform policy (discrete) or $\mathbb{N}(0, I)$ (continuous)
     theta = torch.zeros(n, dtype=torch.float64, device=device, requires_grad=True)
     optimizer = torch.optim.Adam([theta], lr=args.learning_rate)
-    envs = make_envs(args.env_id, K * M, args.seed)
+    envs = make_envs(args.env_id, K * M)
     run.start(1, theta=theta)  # loads --model-path, opens the run folder
     print(f"policy parameters n = {n}: each gradient costs {K} estimates of J, {K * M} episodes")
 
+    # ### Until the budget is spent: one batch of K * M episodes, then one step
     global_step = 0
     while global_step < args.total_timesteps and not run.interrupted:
-        # ## Estimate $J$ at all K parameter vectors, side by side (env k * M + m runs vector k)
+        # ### Estimate $J$ at all K parameter vectors, side by side (env k * M + m runs vector k)
         # Common random numbers: one set of M env seeds and one stream of action noise, shared by
         # the K groups; otherwise every one of the K * M environments gets its own.
         thetas = perturbed_parameters(theta.detach(), args.epsilon, args.central)
-        n_seeds = M if args.common_random_numbers else K * M
-        seeds = rng.integers(0, 2**31 - 1, size=n_seeds)
-        obs, _ = envs.reset(seed=[int(x) for x in np.tile(seeds, K if args.common_random_numbers else 1)])
-        active, ep_return = np.ones(K * M, dtype=bool), np.zeros(K * M)
-        # progress.csv gets every one of these K * M episodes, those of the perturbed policies $\theta + \epsilon e_k$
-        # included: its returns are not those of $\pi_\theta$ alone (`charts/J_theta` is, for W&B).
+        crn = args.common_random_numbers
+        seeds = rng.integers(0, 2**31 - 1, size=M if crn else K * M)
+        env_seeds = np.tile(seeds, K if crn else 1)
+        obs, _ = envs.reset(seed=[int(x) for x in env_seeds])
+        active = np.ones(K * M, dtype=bool)
+        ep_return = np.zeros(K * M)
+        # progress.csv gets every one of these K * M episodes, those of the perturbed policies
+        # $\theta + \epsilon e_k$ included: its returns are not those of $\pi_\theta$ alone
+        # (`charts/J_theta` is, for W&B).
         while active.any() and global_step + active.sum() <= args.total_timesteps:
+            # $f(s) = W s + c$ of each group's $\theta$, on its M envs' observations
             s = torch.from_numpy(obs).to(device, thetas.dtype).view(K, M, obs_dim)
             f, log_std = linear_policy(thetas, s, action_dim)
-            # The noise is drawn on the CPU, also with --cuda: the same seed gives the same draws on either device.
-            noise = torch.rand(1 if args.common_random_numbers else K, M, action_dim, dtype=thetas.dtype).to(device)
+            # The noise $u \sim U(0, 1)$ is drawn here, not inside `torch.distributions`, so the
+            # groups can share it; on the CPU, also with --cuda, so either device draws the same.
+            noise_groups = 1 if crn else K
+            noise = torch.rand(noise_groups, M, action_dim, dtype=thetas.dtype).to(device)
             if discrete:
-                # Gumbel-max: $\arg\max_a (f_a(s) - \log(-\log u_a))$ samples the softmax from noise $u$ the groups can share
-                action = torch.argmax(f - torch.log(-torch.log(noise)), dim=-1).view(-1).cpu().numpy()
+                # Gumbel-max: $\arg\max_a (f_a(s) - \log(-\log u_a))$ samples the softmax
+                gumbel = -torch.log(-torch.log(noise))
+                action = torch.argmax(f + gumbel, dim=-1).view(-1).cpu().numpy()
             else:
-                # $f(s) + \sigma \xi$, with $\xi = \Phi^{-1}(u)$ standard normal
+                # $f(s) + \sigma \xi$, with $\xi = \Phi^{-1}(u)$ standard normal, clipped to the bounds
                 xi = torch.special.ndtri(noise)
                 action = (f + torch.exp(log_std) * xi).view(K * M, action_dim).cpu().numpy()
-                action = np.clip(action, run.action_low, run.action_high).astype(np.float32)
+                action = np.clip(action, action_low, action_high).astype(np.float32)
+
+            # $J$ sums each episode's rewards until its end; the steps after it count for nothing
             obs, reward, terminated, truncated, _ = envs.step(action)
             global_step += int(active.sum())
             ep_return += np.where(active, reward, 0.0)
@@ -192,7 +230,8 @@ def train(args: Args) -> dict:
         if active.any():
             break  # the budget ran out inside this batch: no update from half the estimates
 
-        # ## Gradient ascent $\theta \leftarrow \theta + \alpha \hat{\nabla}_\theta J(\theta)$ (through Adam)
+        # ### Gradient ascent $\theta \leftarrow \theta + \alpha \hat{\nabla}_\theta J(\theta)$ (through Adam)
+        # $J$ of group k: the mean return of its M episodes; Adam descends, so it gets $-\hat{g}$
         J = torch.from_numpy(ep_return).to(device).view(K, M).mean(1)
         grad = finite_difference_gradient(J, args.epsilon, args.central)
         theta.grad = -grad

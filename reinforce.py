@@ -1,8 +1,9 @@
-r"""REINFORCE: Monte-Carlo policy gradient on batches of whole episodes, for Discrete and Box actions.
+r"""REINFORCE: Monte-Carlo policy gradient on batches of whole episodes, Discrete and Box actions.
 
-Paper: Williams. "Simple statistical gradient-following algorithms for connectionist reinforcement learning",
-Machine Learning 8, 229-256 (1992). Lecture: slides "The REINFORCE Algorithm" (Algorithm 1, causality / rewards-to-go),
-"Automatic Policy Differentiation" (the surrogate loss), and the output layers of "Policy Gradient Methods".
+Paper: Williams. "Simple statistical gradient-following algorithms for connectionist reinforcement
+learning", Machine Learning 8, 229-256 (1992). Lecture: slides "The REINFORCE Algorithm" (Algorithm
+1, causality / rewards-to-go), "Automatic Policy Differentiation" (the surrogate loss), and the
+output layers of "Policy Gradient Methods".
 
 Each iteration runs N episodes with $\pi_{\theta_k}$ (one per environment) and steps along
 
@@ -29,19 +30,19 @@ import tyro
 
 @dataclass
 class Args:
-    """REINFORCE (Monte-Carlo policy gradient, no baseline): trains a policy for Discrete or Box actions on a gymnasium env."""
+    """REINFORCE (Monte-Carlo policy gradient, no baseline) for Discrete or Box actions."""
 
     # The method's own fields: Algorithm 1's step sizes $\alpha_k$, batch size N, and the weights $\Psi_t$.
     learning_rate: float = 5e-3
     """Adam's step size alpha"""
     anneal_lr: bool = True
-    """Algorithm 1's step-size sequence alpha_k: decay the step size linearly to 0 over training"""
+    """the step sizes alpha_k of the slide "The REINFORCE Algorithm": decay linearly to 0"""
     num_envs: int = 8
     """N, episodes per batch (one in each of N parallel environments)"""
     gamma: float = 0.99
     """discount factor gamma (the lecture's finite-horizon sum is gamma = 1)"""
     reward_to_go: bool = True
-    """weight grad log pi(a_t|s_t) by the rewards from t on (causality) instead of the whole return"""
+    """weight grad log pi(a_t|s_t) by the rewards from t on (causality), not the whole return"""
     normalize_returns: bool = False
     """standardize the weights over the batch: subtracting their mean is a baseline in disguise"""
     hidden_size: int = 32
@@ -49,13 +50,13 @@ class Args:
     num_threads: int = 1
     """torch CPU threads (1 is fastest for networks this small)"""
 
-    # The fields every script shares (CONVENTIONS.md), same names and meanings in all nine.
+    # The fields every script shares (CONTRIBUTING.md), same names and meanings in all nine.
     exp_name: str = "reinforce"
     """the name of this experiment (part of the run name)"""
     seed: int = 1
     """seed of random, numpy, torch and the environments"""
     torch_deterministic: bool = True
-    """make torch pick deterministic algorithms (same seed, same machine: same run)"""
+    """set torch.backends.cudnn.deterministic (only cuDNN reads it; these MLPs never use cuDNN)"""
     cuda: bool = False
     """use the GPU when one is available"""
     track: bool = False
@@ -81,11 +82,9 @@ class Args:
 # ## Environments
 # Gymnasium 1.x vector envs with `SAME_STEP` autoreset. REINFORCE needs whole episodes, so each batch resets the N
 # envs, runs each one until its episode ends, and masks out the steps after that (a new episode, unused, uncounted).
-def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv:
+def make_envs(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
     env_fns = [lambda: gym.make(env_id) for _ in range(num_envs)]
-    envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    envs.action_space.seed(seed)
-    return envs
+    return gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Linear:
@@ -95,32 +94,33 @@ def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> 
 
 
 def mlp(n_in: int, n_hidden: int, n_out: int, out_std: float) -> nn.Sequential:
-    hidden = [layer_init(nn.Linear(n_in, n_hidden)), nn.Tanh(), layer_init(nn.Linear(n_hidden, n_hidden)), nn.Tanh()]
-    return nn.Sequential(*hidden, layer_init(nn.Linear(n_hidden, n_out), std=out_std))
+    return nn.Sequential(
+        layer_init(nn.Linear(n_in, n_hidden)),
+        nn.Tanh(),
+        layer_init(nn.Linear(n_hidden, n_hidden)),
+        nn.Tanh(),
+        layer_init(nn.Linear(n_hidden, n_out), std=out_std),
+    )
 
 
 # ## The policy $\pi(a|s;\theta)$
-# Discrete actions: logits $\mathbf{z} = f(s)$ and $\pi(a|s) = \text{softmax}(\mathbf{z})_a$.
-def categorical_log_prob_entropy(logits: torch.Tensor, actions: torch.Tensor):
+# Discrete actions: logits $\mathbf{z} = f(s)$ and $\pi(a|s) = \text{softmax}(\mathbf{z})_a$, so
+# $\log \pi(a|s) = z_a - \log \sum_b e^{z_b}$.
+def categorical_log_prob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     log_p = torch.log_softmax(logits, dim=-1)
-    log_prob = log_p.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-    entropy = -(log_p.exp() * log_p).sum(-1)
-    return log_prob, entropy
+    return log_p.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
 
 
 # Continuous actions: $\pi(a|s) = \mathbb{N}(f(s), \Sigma)$, $\Sigma = \text{diag}(\sigma^2)$, $\log \sigma$ a parameter not depending on $s$:
-# $\log \pi(a|s) = -\sum_i \left[\frac{(a_i - \mu_i)^2}{2\sigma_i^2} + \log \sigma_i + \frac{1}{2}\log 2\pi\right]$,
-# $S = \sum_i \left[\log \sigma_i + \frac{1}{2}(1 + \log 2\pi)\right]$.
-def gaussian_log_prob_entropy(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor):
+# $\log \pi(a|s) = -\sum_i \left[\frac{(a_i - \mu_i)^2}{2\sigma_i^2} + \log \sigma_i + \frac{1}{2}\log 2\pi\right]$.
+def gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor):
     log_2pi = float(np.log(2 * np.pi))
     z = (actions - mean) * torch.exp(-log_std)
-    log_prob = -(0.5 * z.pow(2) + log_std + 0.5 * log_2pi).sum(-1)
-    entropy = (log_std + 0.5 * (1.0 + log_2pi)).sum(-1).expand(mean.shape[:-1])
-    return log_prob, entropy
+    return -(0.5 * z.pow(2) + log_std + 0.5 * log_2pi).sum(-1)
 
 
 class Agent(nn.Module):
-    r"""The policy $\pi(a|s;\theta)$, an MLP $f(s)$: the softmax's logits, or the Gaussian's mean."""
+    r"""The policy $\pi(a|s;\theta)$, an MLP $f(s)$: the softmax's logits or the Gaussian's mean."""
 
     def __init__(self, obs_dim: int, action_dim: int, discrete: bool, hidden: int):
         super().__init__()
@@ -129,19 +129,22 @@ class Agent(nn.Module):
         if not discrete:
             self.log_std = nn.Parameter(torch.zeros(action_dim))
 
-    def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor):
+    def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        r"""$\log \pi(a_t|s_t;\theta)$, by the formulas above."""
         out = self.actor(obs)
         if self.discrete:
-            return categorical_log_prob_entropy(out, actions)
-        return gaussian_log_prob_entropy(out, self.log_std, actions)
+            return categorical_log_prob(out, actions)
+        return gaussian_log_prob(out, self.log_std, actions)
 
     def sample(self, obs: torch.Tensor) -> torch.Tensor:
-        # $a \sim \pi(\cdot|s)$ at every env step, without torch.distributions (2-3x slower at this size):
-        # Gumbel-max $\arg\max_a (z_a - \log(-\log u_a))$, $u_a \sim U(0,1)$; Gaussian $\mu + \sigma \xi$, $\xi \sim \mathbb{N}(0, I)$.
+        r"""$a \sim \pi(\cdot|s;\theta)$, one action per observation."""
         out = self.actor(obs)
         if self.discrete:
+            # Gumbel-max, $\arg\max_a (z_a - \log(-\log u_a))$ with $u_a \sim U(0, 1)$, samples the softmax.
+            # A speed trick: `Categorical(logits=z).sample()` made a whole default run (CartPole, 300k steps)
+            # take 1.5x the CPU time (5 alternating pairs of runs).
             return torch.argmax(out - torch.log(-torch.log(torch.rand_like(out))), dim=-1)
-        return out + torch.exp(self.log_std) * torch.randn_like(out)
+        return torch.distributions.Normal(out, torch.exp(self.log_std)).sample()
 
     def mode(self, obs: torch.Tensor) -> torch.Tensor:
         """The most likely action, for evaluation."""
@@ -153,7 +156,9 @@ class Agent(nn.Module):
 # Rewards are stored (T, N): time down, one episode per column, zero after the episode ended.
 # Rewards-to-go $G_t = \sum_{t'=t}^T \gamma^{t'-t} r_{t'}$, so $G_1 = G(\tau)$ is the whole return.
 def rewards_to_go(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
-    returns, running = torch.zeros_like(rewards), torch.zeros_like(rewards[0])
+    returns = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    # Backwards in time: $G_t = r_t + \gamma G_{t+1}$, with $G_{T+1} = 0$
     for t in reversed(range(rewards.shape[0])):
         running = rewards[t] + gamma * running
         returns[t] = running
@@ -168,7 +173,9 @@ def rewards_to_go(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
 # their std (a step size). Unlike the slide's baselines this one is *biased*: the slide's
 # $\mathbb{E}[\nabla_\theta \log p_\theta(\tau) b] = 0$ needs a $b$ that does not depend on episode i's actions, and
 # the batch's mean and std include episode i's own returns. Hence off by default (reinforce_baseline.py leaves i out).
-def reinforce_weights(rewards: torch.Tensor, mask: torch.Tensor, gamma: float, reward_to_go: bool, normalize=False):
+def reinforce_weights(
+    rewards: torch.Tensor, mask: torch.Tensor, gamma: float, reward_to_go: bool, normalize=False
+) -> torch.Tensor:
     returns = rewards_to_go(rewards, gamma)
     weights = returns if reward_to_go else returns[0].expand_as(returns)
     if normalize:
@@ -180,57 +187,112 @@ def reinforce_weights(rewards: torch.Tensor, mask: torch.Tensor, gamma: float, r
 # ## Automatic policy differentiation
 # $\mathcal{L}(\theta) = -\frac{1}{N} \sum_i \sum_t \log \pi(a_t|s_t;\theta) \Psi_t$ is not $J$, but
 # $-\nabla_\theta \mathcal{L}(\theta)$ is the estimate $\hat{\nabla}_\theta J(\theta)$; minimising it ascends $J$.
-def surrogate_loss(log_probs: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def surrogate_loss(log_probs: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor):
     return -(log_probs * weights.detach() * mask).sum() / mask.shape[1]
 
 
 def check_args(args: Args) -> None:
     for name in ("num_envs", "hidden_size", "num_threads", "learning_rate"):
-        if not getattr(args, name) > 0:
-            raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+        value = getattr(args, name)
+        if not value > 0:
+            raise ArgError(f"--{name.replace('_', '-')} must be positive, got {value}")
     if not 0 <= args.gamma <= 1:
         raise ArgError(f"--gamma must lie in [0, 1], got {args.gamma}")
 
 
+# ## Training: Algorithm 1 of the "The REINFORCE Algorithm" slide
 def train(args: Args) -> dict:
+    # A bad argument, env id or space is one error line before anything is written (`Run` checks)
     check_args(args)
-    run = Run(args, "reinforce", (gym.spaces.Discrete, gym.spaces.Box))  # checks, seeds, device
-    envs = make_envs(args.env_id, args.num_envs, args.seed)
-    # One update needs N whole episodes: up to N times the env's time limit in steps (N steps without one).
-    n = args.num_envs * (envs.envs[0].spec.max_episode_steps or 1)
-    if 0 < args.total_timesteps < n:
-        raise ArgError(f"--total-timesteps {args.total_timesteps} is less than one update ({n} steps)")
-    device, discrete = run.device, run.discrete
-    agent = Agent(run.obs_dim, run.action_dim, discrete, args.hidden_size).to(device)
+    run = Run(args, "reinforce", (gym.spaces.Discrete, gym.spaces.Box))
+
+    # ### Seeds and device: same seed, same machine, same run
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.num_threads)
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+
+    # ### N environments, and the sizes of their spaces
+    # The policy's input is $s$ (`obs_dim` numbers); its output is a logit per action (Discrete) or
+    # the mean of each action's coordinate (Box), which the env gets clipped to its bounds.
+    envs = make_envs(args.env_id, args.num_envs)
+    obs_dim = envs.single_observation_space.shape[0]
+    action_space = envs.single_action_space
+    discrete = isinstance(action_space, gym.spaces.Discrete)
+    action_dim = int(action_space.n) if discrete else action_space.shape[0]
+    action_low = None if discrete else action_space.low
+    action_high = None if discrete else action_space.high
+
+    # One update needs N whole episodes: up to N times the env's time limit in steps (N without one).
+    update_steps = args.num_envs * (envs.envs[0].spec.max_episode_steps or 1)
+    if 0 < args.total_timesteps < update_steps:
+        budget = args.total_timesteps
+        raise ArgError(f"--total-timesteps {budget} is less than one update ({update_steps} steps)")
+
+    # ### Initialize $\theta$: the policy $\pi(a|s;\theta)$, and Adam for the step $\alpha_k$
+    agent = Agent(obs_dim, action_dim, discrete, args.hidden_size).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate)
     run.start(1, agent=agent)  # loads --model-path, opens the run folder
 
+    # ### for k = 1, 2, ...: one batch of N episodes, then one step, until the budget is spent
     global_step = 0
     while global_step < args.total_timesteps and not run.interrupted:
-        if args.anneal_lr:  # the step-size sequence $\alpha_k$ of Algorithm 1, decaying linearly to 0 over the budget
-            optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - global_step / args.total_timesteps)
-        # ## Generate N trajectories $\tau_i \sim p_\theta(\tau)$ (dataset $D_k$)
-        # Stored (T, N), with a mask of the steps of each episode. A batch that would overrun the budget is dropped.
-        obs, _ = envs.reset(seed=args.seed if global_step == 0 else None)  # seeded once: later batches differ
-        active, steps, rew_list = np.ones(args.num_envs, dtype=bool), [], []
+        # The step-size sequence $\alpha_k$ of Algorithm 1, decaying linearly to 0 over the budget
+        if args.anneal_lr:
+            fraction_left = 1.0 - global_step / args.total_timesteps
+            optimizer.param_groups[0]["lr"] = args.learning_rate * fraction_left
+
+        # ### Generate N trajectories $\tau_i \sim p_\theta(\tau)$ (the dataset $D_k$)
+        # Each env starts a fresh episode; only the first reset is seeded (a seed at every reset
+        # would replay the same episodes). `active`: the envs still in their episode. A batch that
+        # would overrun the budget is dropped.
+        obs, _ = envs.reset(seed=args.seed if global_step == 0 else None)
+        active = np.ones(args.num_envs, dtype=bool)
+        obs_list = []
+        action_list = []
+        mask_list = []
+        reward_list = []
         while active.any() and global_step + active.sum() <= args.total_timesteps:
+            # $a_t \sim \pi(\cdot|s_t;\theta_k)$; $\log \pi$ is taken of this sample, the env gets it
+            # clipped to its bounds (Box)
             with torch.inference_mode():
-                action = agent.sample(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-            steps.append((obs, action, active.copy()))  # $s_t$, $a_t$ and which episodes still run
-            env_action = action if discrete else np.clip(action, run.action_low, run.action_high)
+                obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)
+                action = agent.sample(obs_tensor).cpu().numpy()
+            obs_list.append(obs)
+            action_list.append(action)
+            mask_list.append(active.copy())
+            env_action = action if discrete else np.clip(action, action_low, action_high)
+
+            # $r_t$ counts while episode i runs; after its end the env's steps count for nothing
             obs, reward, terminated, truncated, _ = envs.step(env_action)
-            rew_list.append(np.where(active, reward, 0.0))
+            reward_list.append(np.where(active, reward, 0.0))
             global_step += int(active.sum())
             run.record(global_step, reward, terminated | truncated, active=active)
             active &= ~(terminated | truncated)
         if active.any():
             break
 
-        # ## Update: $\theta_{k+1} = \theta_k + \alpha \hat{\nabla}_\theta J(\theta_k, D_k)$ (through Adam)
-        b_obs, b_actions, mask = (torch.from_numpy(np.stack(x)).to(device) for x in zip(*steps))
-        b_obs, mask, rewards = b_obs.float(), mask.float(), torch.from_numpy(np.stack(rew_list)).float().to(device)
-        weights = reinforce_weights(rewards, mask, args.gamma, args.reward_to_go, args.normalize_returns)
-        loss = surrogate_loss(agent.log_prob_entropy(b_obs, b_actions)[0], weights, mask)
+        # ### The batch as (T, N) tensors: time down, one episode per column
+        b_obs = torch.from_numpy(np.stack(obs_list)).to(device).float()
+        b_actions = torch.from_numpy(np.stack(action_list)).to(device)
+        mask = torch.from_numpy(np.stack(mask_list)).to(device).float()
+        rewards = torch.from_numpy(np.stack(reward_list)).float().to(device)
+
+        # ### $\hat{\nabla}_\theta J(\theta_k, D_k)$ as the gradient of the surrogate loss
+        # $\Psi_t$ = $G(\tau)$ or $G_t$, then $-\nabla_\theta \mathcal{L}$ by autograd
+        weights = reinforce_weights(
+            rewards,
+            mask,
+            args.gamma,
+            args.reward_to_go,
+            args.normalize_returns,
+        )
+        log_probs = agent.log_prob(b_obs, b_actions)
+        loss = surrogate_loss(log_probs, weights, mask)
+
+        # ### $\theta_{k+1} = \theta_k + \alpha_k \hat{\nabla}_\theta J(\theta_k, D_k)$ (through Adam)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

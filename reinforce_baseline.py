@@ -33,21 +33,21 @@ import tyro
 
 @dataclass
 class Args:
-    """REINFORCE with a baseline (mean, learned V(s) or optimal): trains a policy for Discrete or Box actions on a gymnasium env."""
+    """REINFORCE with a baseline (mean, learned V(s) or optimal) for Discrete or Box actions."""
 
     # The method's own fields: Algorithm 1's step sizes $\alpha_k$, batch size N, the baseline $b$ and its $V(s)$.
     learning_rate: float = 1e-2
     """Adam's step size alpha"""
     anneal_lr: bool = True
-    """Algorithm 1's step-size sequence alpha_k: decay the step size linearly to 0 over training"""
+    """the step sizes alpha_k of the slide "The REINFORCE Algorithm": decay linearly to 0"""
     num_envs: int = 8
     """N, episodes per batch (one in each of N parallel environments)"""
     gamma: float = 0.99
     """discount factor gamma (the lecture's finite-horizon sum is gamma = 1)"""
     baseline: Literal["mean", "value", "optimal"] = "value"
-    """b: the mean return of the other episodes, a learned V(s_t), or the variance-minimizing b per parameter"""
+    """b: the mean return of the other episodes, a learned V(s_t), or the variance-minimizing b"""
     reward_to_go: bool = True
-    """weight by the rewards from t on (causality); the optimal baseline is derived for, and always uses, G(tau)"""
+    """weight by the rewards from t on (causality); the optimal baseline always uses G(tau)"""
     hidden_size: int = 32
     """units in each of the two hidden layers of the policy (and of V)"""
     vf_learning_rate: float = 1e-2
@@ -57,13 +57,13 @@ class Args:
     num_threads: int = 1
     """torch CPU threads (1 is fastest for networks this small)"""
 
-    # The fields every script shares (CONVENTIONS.md), same names and meanings in all nine.
+    # The fields every script shares (CONTRIBUTING.md), same names and meanings in all nine.
     exp_name: str = "reinforce_baseline"
     """the name of this experiment (part of the run name)"""
     seed: int = 1
     """seed of random, numpy, torch and the environments"""
     torch_deterministic: bool = True
-    """make torch pick deterministic algorithms (same seed, same machine: same run)"""
+    """set torch.backends.cudnn.deterministic (only cuDNN reads it; these MLPs never use cuDNN)"""
     cuda: bool = False
     """use the GPU when one is available"""
     track: bool = False
@@ -89,11 +89,9 @@ class Args:
 # ## Environments
 # Gymnasium 1.x vector envs with `SAME_STEP` autoreset. REINFORCE needs whole episodes, so each batch resets the N
 # envs, runs each one until its episode ends, and masks out the steps after that (a new episode, unused, uncounted).
-def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv:
+def make_envs(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
     env_fns = [lambda: gym.make(env_id) for _ in range(num_envs)]
-    envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    envs.action_space.seed(seed)
-    return envs
+    return gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Linear:
@@ -103,32 +101,33 @@ def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> 
 
 
 def mlp(n_in: int, n_hidden: int, n_out: int, out_std: float) -> nn.Sequential:
-    hidden = [layer_init(nn.Linear(n_in, n_hidden)), nn.Tanh(), layer_init(nn.Linear(n_hidden, n_hidden)), nn.Tanh()]
-    return nn.Sequential(*hidden, layer_init(nn.Linear(n_hidden, n_out), std=out_std))
+    return nn.Sequential(
+        layer_init(nn.Linear(n_in, n_hidden)),
+        nn.Tanh(),
+        layer_init(nn.Linear(n_hidden, n_hidden)),
+        nn.Tanh(),
+        layer_init(nn.Linear(n_hidden, n_out), std=out_std),
+    )
 
 
 # ## The policy $\pi(a|s;\theta)$
-# Discrete actions: logits $\mathbf{z} = f(s)$ and $\pi(a|s) = \text{softmax}(\mathbf{z})_a$.
-def categorical_log_prob_entropy(logits: torch.Tensor, actions: torch.Tensor):
+# Discrete actions: logits $\mathbf{z} = f(s)$ and $\pi(a|s) = \text{softmax}(\mathbf{z})_a$, so
+# $\log \pi(a|s) = z_a - \log \sum_b e^{z_b}$.
+def categorical_log_prob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     log_p = torch.log_softmax(logits, dim=-1)
-    log_prob = log_p.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-    entropy = -(log_p.exp() * log_p).sum(-1)
-    return log_prob, entropy
+    return log_p.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
 
 
 # Continuous actions: $\pi(a|s) = \mathbb{N}(f(s), \Sigma)$, $\Sigma = \text{diag}(\sigma^2)$, $\log \sigma$ a parameter not depending on $s$:
-# $\log \pi(a|s) = -\sum_i \left[\frac{(a_i - \mu_i)^2}{2\sigma_i^2} + \log \sigma_i + \frac{1}{2}\log 2\pi\right]$,
-# $S = \sum_i \left[\log \sigma_i + \frac{1}{2}(1 + \log 2\pi)\right]$.
-def gaussian_log_prob_entropy(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor):
+# $\log \pi(a|s) = -\sum_i \left[\frac{(a_i - \mu_i)^2}{2\sigma_i^2} + \log \sigma_i + \frac{1}{2}\log 2\pi\right]$.
+def gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor):
     log_2pi = float(np.log(2 * np.pi))
     z = (actions - mean) * torch.exp(-log_std)
-    log_prob = -(0.5 * z.pow(2) + log_std + 0.5 * log_2pi).sum(-1)
-    entropy = (log_std + 0.5 * (1.0 + log_2pi)).sum(-1).expand(mean.shape[:-1])
-    return log_prob, entropy
+    return -(0.5 * z.pow(2) + log_std + 0.5 * log_2pi).sum(-1)
 
 
 class Agent(nn.Module):
-    r"""The policy $\pi(a|s;\theta)$, an MLP $f(s)$: the softmax's logits, or the Gaussian's mean."""
+    r"""The policy $\pi(a|s;\theta)$, an MLP $f(s)$: the softmax's logits or the Gaussian's mean."""
 
     def __init__(self, obs_dim: int, action_dim: int, discrete: bool, hidden: int):
         super().__init__()
@@ -138,22 +137,25 @@ class Agent(nn.Module):
             self.log_std = nn.Parameter(torch.zeros(action_dim))
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        r"""$\log \pi(a|s;\theta)$: what `torch.func.functional_call` differentiates in `per_episode_gradients`."""
-        return self.log_prob_entropy(obs, actions)[0]
+        r"""$\log \pi(a|s;\theta)$: what `per_episode_gradients` differentiates."""
+        return self.log_prob(obs, actions)
 
-    def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor):
+    def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        r"""$\log \pi(a_t|s_t;\theta)$, by the formulas above."""
         out = self.actor(obs)
         if self.discrete:
-            return categorical_log_prob_entropy(out, actions)
-        return gaussian_log_prob_entropy(out, self.log_std, actions)
+            return categorical_log_prob(out, actions)
+        return gaussian_log_prob(out, self.log_std, actions)
 
     def sample(self, obs: torch.Tensor) -> torch.Tensor:
-        # $a \sim \pi(\cdot|s)$ at every env step, without torch.distributions (2-3x slower at this size):
-        # Gumbel-max $\arg\max_a (z_a - \log(-\log u_a))$, $u_a \sim U(0,1)$; Gaussian $\mu + \sigma \xi$, $\xi \sim \mathbb{N}(0, I)$.
+        r"""$a \sim \pi(\cdot|s;\theta)$, one action per observation."""
         out = self.actor(obs)
         if self.discrete:
+            # Gumbel-max, $\arg\max_a (z_a - \log(-\log u_a))$ with $u_a \sim U(0, 1)$, samples the softmax.
+            # A speed trick: `Categorical(logits=z).sample()` made a whole default run (CartPole, 300k steps)
+            # take 1.5x the CPU time (5 alternating pairs of runs).
             return torch.argmax(out - torch.log(-torch.log(torch.rand_like(out))), dim=-1)
-        return out + torch.exp(self.log_std) * torch.randn_like(out)
+        return torch.distributions.Normal(out, torch.exp(self.log_std)).sample()
 
     def mode(self, obs: torch.Tensor) -> torch.Tensor:
         """The most likely action, for evaluation."""
@@ -167,6 +169,7 @@ class Agent(nn.Module):
 def rewards_to_go(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
     returns = torch.zeros_like(rewards)
     running = torch.zeros_like(rewards[0])
+    # Backwards in time: $G_t = r_t + \gamma G_{t+1}$, with $G_{T+1} = 0$
     for t in reversed(range(rewards.shape[0])):
         running = rewards[t] + gamma * running
         returns[t] = running
@@ -196,7 +199,9 @@ def value_loss(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) 
 # taken over the other episodes of the batch (leave-one-out, as above). `scores`: (N, P), `G`: (N,).
 def optimal_baseline(scores: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     sq = scores.pow(2)
-    num, den = (sq * G[:, None]).sum(0), sq.sum(0)
+    # the sums over all N episodes, less episode i's own term
+    num = (sq * G[:, None]).sum(0)
+    den = sq.sum(0)
     return (num - sq * G[:, None]) / (den - sq).clamp(min=1e-12)
 
 
@@ -204,13 +209,19 @@ def optimal_baseline(scores: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
 # $\mathcal{L}_i(\theta) = -\sum_t \log \pi(a_t|s_t;\theta) \Psi_t$ for episode i (a column of the
 # (T, N) batch); `torch.func.vmap` of its gradient gives all N per-episode gradients (N, P) in
 # one pass. Their mean is $-\hat{\nabla}_\theta J$; their spread is the variance the baseline fights.
-def per_episode_gradients(policy: nn.Module, obs: torch.Tensor, actions: torch.Tensor, weights: torch.Tensor):
+def per_episode_gradients(
+    policy: nn.Module, obs: torch.Tensor, actions: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
     params = {k: v.detach() for k, v in policy.named_parameters()}
 
+    # $\mathcal{L}_i(\theta)$ of one episode, as a function of the parameters `p`
     def episode_loss(p, obs_i, actions_i, weights_i):
-        return -(torch.func.functional_call(policy, p, (obs_i, actions_i)) * weights_i).sum()
+        log_probs = torch.func.functional_call(policy, p, (obs_i, actions_i))
+        return -(log_probs * weights_i).sum()
 
-    grads = torch.func.vmap(torch.func.grad(episode_loss), in_dims=(None, 1, 1, 1))(params, obs, actions, weights)
+    # `grad` differentiates it in `p`; `vmap` maps it over the episodes, dimension 1 of the batch
+    per_episode = torch.func.vmap(torch.func.grad(episode_loss), in_dims=(None, 1, 1, 1))
+    grads = per_episode(params, obs, actions, weights)
     return torch.cat([g.flatten(1) for g in grads.values()], dim=1)
 
 
@@ -220,85 +231,139 @@ def gradient_variance(per_episode: torch.Tensor) -> torch.Tensor:
     return per_episode.var(0).sum() / per_episode.shape[0]
 
 
+# Adam steps along each parameter's `.grad`: here, its slice of the flat gradient (P,).
+def set_flat_grad(module: nn.Module, grad: torch.Tensor) -> None:
+    offset = 0
+    for p in module.parameters():
+        p.grad = grad[offset : offset + p.numel()].view_as(p).clone()
+        offset += p.numel()
+
+
 def check_args(args: Args) -> None:
-    for name in ("num_envs", "hidden_size", "num_threads", "vf_epochs", "learning_rate", "vf_learning_rate"):
-        if not getattr(args, name) > 0:
-            raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    sizes = ("num_envs", "hidden_size", "num_threads", "vf_epochs")
+    for name in (*sizes, "learning_rate", "vf_learning_rate"):
+        value = getattr(args, name)
+        if not value > 0:
+            raise ArgError(f"--{name.replace('_', '-')} must be positive, got {value}")
     if args.num_envs < 2 and args.baseline != "value":
-        raise ArgError(f"--num-envs must be >= 2 for --baseline {args.baseline} (it averages over other episodes)")
+        why = "it averages over other episodes"
+        raise ArgError(f"--num-envs must be >= 2 for --baseline {args.baseline} ({why})")
     if not 0 <= args.gamma <= 1:
         raise ArgError(f"--gamma must lie in [0, 1], got {args.gamma}")
 
 
+# ## Training: Algorithm 1 of "The REINFORCE Algorithm", with the slides' baselines
 def train(args: Args) -> dict:
+    # A bad argument, env id or space is one error line before anything is written (`Run` checks)
     check_args(args)
-    run = Run(args, "reinforce_baseline", (gym.spaces.Discrete, gym.spaces.Box))  # checks, seeds, device
-    envs = make_envs(args.env_id, args.num_envs, args.seed)
-    # One update needs N whole episodes: up to N times the env's time limit in steps (N steps without one).
-    n = args.num_envs * (envs.envs[0].spec.max_episode_steps or 1)
-    if 0 < args.total_timesteps < n:
-        raise ArgError(f"--total-timesteps {args.total_timesteps} is less than one update ({n} steps)")
-    device, discrete = run.device, run.discrete
-    agent = Agent(run.obs_dim, run.action_dim, discrete, args.hidden_size).to(device)
+    run = Run(args, "reinforce_baseline", (gym.spaces.Discrete, gym.spaces.Box))
+
+    # ### Seeds and device: same seed, same machine, same run
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.num_threads)
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+
+    # ### N environments, and the sizes of their spaces
+    # The policy's input is $s$ (`obs_dim` numbers); its output is a logit per action (Discrete) or
+    # the mean of each action's coordinate (Box), which the env gets clipped to its bounds.
+    envs = make_envs(args.env_id, args.num_envs)
+    obs_dim = envs.single_observation_space.shape[0]
+    action_space = envs.single_action_space
+    discrete = isinstance(action_space, gym.spaces.Discrete)
+    action_dim = int(action_space.n) if discrete else action_space.shape[0]
+    action_low = None if discrete else action_space.low
+    action_high = None if discrete else action_space.high
+
+    # One update needs N whole episodes: up to N times the env's time limit in steps (N without one).
+    update_steps = args.num_envs * (envs.envs[0].spec.max_episode_steps or 1)
+    if 0 < args.total_timesteps < update_steps:
+        budget = args.total_timesteps
+        raise ArgError(f"--total-timesteps {budget} is less than one update ({update_steps} steps)")
+
+    # ### Initialize $\theta$: the policy $\pi(a|s;\theta)$ and its Adam; $V(s)$ and its own Adam
+    agent = Agent(obs_dim, action_dim, discrete, args.hidden_size).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate)
-    critic = mlp(run.obs_dim, args.hidden_size, 1, out_std=1.0).to(device)  # $V(s)$, for `--baseline value`
+    critic = mlp(obs_dim, args.hidden_size, 1, out_std=1.0).to(device)
     vf_optimizer = torch.optim.Adam(critic.parameters(), lr=args.vf_learning_rate)
     run.start(1, agent=agent, critic=critic)  # loads --model-path, opens the run folder
 
+    # ### for k = 1, 2, ...: one batch of N episodes, then one step, until the budget is spent
     global_step = 0
     while global_step < args.total_timesteps and not run.interrupted:
-        if args.anneal_lr:  # the step-size sequence $\alpha_k$ of Algorithm 1, decaying linearly to 0 over the budget
-            optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - global_step / args.total_timesteps)
-        # ## Generate N trajectories $\tau_i \sim p_\theta(\tau)$ (dataset $D_k$)
-        # Stored (T, N), with a mask of the steps of each episode. A batch that would overrun the budget is dropped.
-        obs, _ = envs.reset(seed=args.seed if global_step == 0 else None)  # seeded once: later batches differ
-        active, steps, rew_list = np.ones(args.num_envs, dtype=bool), [], []
+        # The step-size sequence $\alpha_k$ of Algorithm 1, decaying linearly to 0 over the budget
+        if args.anneal_lr:
+            fraction_left = 1.0 - global_step / args.total_timesteps
+            optimizer.param_groups[0]["lr"] = args.learning_rate * fraction_left
+
+        # ### Generate N trajectories $\tau_i \sim p_\theta(\tau)$ (the dataset $D_k$)
+        # Each env starts a fresh episode; only the first reset is seeded (a seed at every reset
+        # would replay the same episodes). `active`: the envs still in their episode. A batch that
+        # would overrun the budget is dropped.
+        obs, _ = envs.reset(seed=args.seed if global_step == 0 else None)
+        active = np.ones(args.num_envs, dtype=bool)
+        obs_list = []
+        action_list = []
+        mask_list = []
+        reward_list = []
         while active.any() and global_step + active.sum() <= args.total_timesteps:
+            # $a_t \sim \pi(\cdot|s_t;\theta_k)$; $\log \pi$ is taken of this sample, the env gets it
+            # clipped to its bounds (Box)
             with torch.inference_mode():
-                action = agent.sample(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-            steps.append((obs, action, active.copy()))  # $s_t$, $a_t$ and which episodes still run
-            env_action = action if discrete else np.clip(action, run.action_low, run.action_high)
+                obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)
+                action = agent.sample(obs_tensor).cpu().numpy()
+            obs_list.append(obs)
+            action_list.append(action)
+            mask_list.append(active.copy())
+            env_action = action if discrete else np.clip(action, action_low, action_high)
+
+            # $r_t$ counts while episode i runs; after its end the env's steps count for nothing
             obs, reward, terminated, truncated, _ = envs.step(env_action)
-            rew_list.append(np.where(active, reward, 0.0))
+            reward_list.append(np.where(active, reward, 0.0))
             global_step += int(active.sum())
             run.record(global_step, reward, terminated | truncated, active=active)
             active &= ~(terminated | truncated)
         if active.any():
             break
 
-        # ## Update: $\theta_{k+1} = \theta_k + \alpha \hat{\nabla}_\theta J(\theta_k, D_k)$ (through Adam)
-        b_obs, b_actions, mask = (torch.from_numpy(np.stack(x)).to(device) for x in zip(*steps))
-        b_obs, mask, rewards = b_obs.float(), mask.float(), torch.from_numpy(np.stack(rew_list)).float().to(device)
+        # ### The batch as (T, N) tensors, and its returns $G_t$; $G(\tau_i) = G_1$ of each episode
+        b_obs = torch.from_numpy(np.stack(obs_list)).to(device).float()
+        b_actions = torch.from_numpy(np.stack(action_list)).to(device)
+        mask = torch.from_numpy(np.stack(mask_list)).to(device).float()
+        rewards = torch.from_numpy(np.stack(reward_list)).float().to(device)
         returns = rewards_to_go(rewards, args.gamma)
         G = returns[0]
+
+        # ### Each episode's gradient $g_i$, with the baseline $b$ subtracted from its weights
         if args.baseline == "optimal":
-            # $g_i = \nabla_\theta \log p_\theta(\tau_i)$ (weights 1), then $g_i \odot (G(\tau_i) - b)$
+            # $b$ is per parameter, so the scores come first: $\nabla_\theta \log p_\theta(\tau_i)$
+            # (weights 1 while episode i runs), then $g_i = $ score $\odot (G(\tau_i) - b)$
             scores = -per_episode_gradients(agent, b_obs, b_actions, mask)
-            per_episode = -scores * (G[:, None] - optimal_baseline(scores, G))
+            b = optimal_baseline(scores, G)
+            per_episode = -scores * (G[:, None] - b)
         else:
-            # $\Psi_t = G_t$ (causality) or $G(\tau)$. With $\gamma < 1$, $G(\tau) - b_t$ estimates $\nabla_\theta J$, while
-            # $G_t - b_t$ drops the factor $\gamma^{t-1}$ of the slide's discounted policy gradient, as nearly every
-            # implementation does (the optimal baseline, on $G(\tau)$, keeps it).
+            # $\Psi_t = G_t$ (causality) or $G(\tau)$. With $\gamma < 1$, $G(\tau) - b_t$ estimates $\nabla_\theta J$;
+            # $G_t - b_t$ drops the slide's factor $\gamma^{t-1}$, as nearly every implementation does.
             psi = returns if args.reward_to_go else G.expand_as(returns)
             if args.baseline == "mean":
                 b = mean_baseline(psi, mask)
             else:
                 # $V(s_t)$ of the critic fit on earlier batches: it knows nothing of this batch's actions
-                with torch.no_grad():
-                    b = critic(b_obs).squeeze(-1)
+                b = critic(b_obs).squeeze(-1).detach()
             per_episode = per_episode_gradients(agent, b_obs, b_actions, (psi - b) * mask)
-        grad_variance = gradient_variance(per_episode)
+        grad_variance = gradient_variance(per_episode)  # the spread that the baseline fights
 
-        # ## Update: $\theta_{k+1} = \theta_k + \alpha \hat{\nabla}_\theta J(\theta_k, D_k)$ (through Adam)
-        # `per_episode` holds $\nabla_\theta \mathcal{L}_i$; their mean is $\nabla_\theta \mathcal{L} = -\hat{\nabla}_\theta J$.
+        # ### $\theta_{k+1} = \theta_k + \alpha_k \hat{\nabla}_\theta J(\theta_k, D_k)$ (through Adam)
+        # `per_episode` holds $\nabla_\theta \mathcal{L}_i$; their mean is $\nabla_\theta \mathcal{L} = -\hat{\nabla}_\theta J$
         grad = per_episode.mean(0)
-        offset = 0
-        for p in agent.parameters():
-            p.grad = grad[offset : offset + p.numel()].view_as(p).clone()
-            offset += p.numel()
+        set_flat_grad(agent, grad)
         optimizer.step()
         metrics = {"losses/grad_variance": grad_variance, "losses/grad_norm": grad.norm()}
-        if args.baseline == "value":  # then fit $V$ to this batch's $G_t$, for the next batch
+
+        # ### Fit $V$ to this batch's $G_t$, for the next batch (`--baseline value`)
+        if args.baseline == "value":
             for _ in range(args.vf_epochs):
                 v_loss = value_loss(critic(b_obs).squeeze(-1), returns, mask)
                 vf_optimizer.zero_grad()

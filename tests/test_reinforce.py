@@ -139,15 +139,15 @@ def test_policy_log_prob_matches_torch_distributions():
         policy = rf.Agent(3, 2, discrete, 8)
         with torch.no_grad():
             policy.actor[-1].weight.normal_()
+            if not discrete:
+                policy.log_std.copy_(torch.tensor([0.3, -0.5]))
         out = policy.actor(obs)
         actions = policy.sample(obs)
         if discrete:
             dist = torch.distributions.Categorical(logits=out)
         else:
             dist = torch.distributions.Independent(torch.distributions.Normal(out, policy.log_std.exp()), 1)
-        log_prob, entropy = policy.log_prob_entropy(obs, actions)
-        assert torch.allclose(log_prob, dist.log_prob(actions), atol=1e-5)
-        assert torch.allclose(entropy, dist.entropy(), atol=1e-5)
+        assert torch.allclose(policy.log_prob(obs, actions), dist.log_prob(actions), atol=1e-5)
 
 
 def test_sampled_actions_follow_the_softmax():
@@ -158,6 +158,21 @@ def test_sampled_actions_follow_the_softmax():
     obs = torch.tensor([[0.3, -0.2]]).expand(20_000, 2)
     freq = torch.bincount(policy.sample(obs), minlength=3).float() / 20_000
     assert torch.allclose(freq, torch.softmax(policy.actor(obs[:1]), -1)[0], atol=0.015)
+
+
+@pytest.mark.grades("Agent.sample")
+def test_sampled_actions_follow_the_gaussian():
+    """Catches a sampler with another mean than $f(s)$ or another spread than $\\sigma = e^{\\log\\sigma}$, per coordinate."""
+    torch.manual_seed(0)
+    policy = rf.Agent(2, 2, False, 8)
+    with torch.no_grad():
+        policy.actor[-1].weight.normal_()
+        policy.log_std.copy_(torch.tensor([0.4, -0.7]))
+    obs = torch.tensor([[0.3, -0.2]]).expand(20_000, 2)
+    with torch.no_grad():
+        actions, mean = policy.sample(obs), policy.actor(obs[:1])[0]
+    torch.testing.assert_close(actions.mean(0), mean, atol=0.03, rtol=0)
+    torch.testing.assert_close(actions.std(0), policy.log_std.exp().detach(), atol=0, rtol=0.03)
 
 
 def test_batches_are_whole_episodes(tmp_path):
@@ -248,7 +263,7 @@ def test_log_probs_are_those_of_the_sampled_actions_at_s_t(run):
     for b, step, loss_call in zip(run.complete, run.steps, run.losses):
         with torch.no_grad():
             policy = module_at(run.policy, step)
-            want, _ = policy.log_prob_entropy(torch.as_tensor(b.s, dtype=torch.float32), sampled(run.samples, b))
+            want = policy.log_prob(torch.as_tensor(b.s, dtype=torch.float32), sampled(run.samples, b))
         torch.testing.assert_close(bound(rf.surrogate_loss, loss_call)["log_probs"].detach(), want)
 
 

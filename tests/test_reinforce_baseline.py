@@ -192,7 +192,7 @@ def test_per_episode_gradients_match_autograd_one_episode_at_a_time(discrete):
     got = rb.per_episode_gradients(policy, obs, actions, weights)
     for i in range(n):
         policy.zero_grad()
-        (-(policy.log_prob_entropy(obs[:, i], actions[:, i])[0] * weights[:, i]).sum()).backward()
+        (-(policy.log_prob(obs[:, i], actions[:, i]) * weights[:, i]).sum()).backward()
         want = torch.cat([p.grad.flatten() for p in policy.parameters()])
         assert torch.allclose(got[i], want, atol=1e-6)
     assert rb.gradient_variance(got) == pytest.approx(float(sum(got[:, k].var() for k in range(got.shape[1])) / n))
@@ -350,7 +350,10 @@ def test_adam_ascends_the_estimate_with_step_size_alpha_k(run):
     ):
         assert step.lr == pytest.approx(lr)
         ascent = expected_ascent(run, k, b, module_at(run.policy, step))
-        torch.testing.assert_close(flat_grad(step, run.policy), -ascent, rtol=1e-4, atol=1e-5)
+        # float32 in the script: the optimal baseline's $\sum_{j \ne i}$ (all j, less i's own term) loses digits
+        # where one episode dominates a parameter's scores, so the tolerance follows the gradient's scale
+        scale = 1 + float(ascent.abs().max())
+        torch.testing.assert_close(flat_grad(step, run.policy), -ascent, rtol=1e-4, atol=1e-5 * scale)
 
 
 @pytest.mark.parametrize("run", [name for name in RUNS if RUNS[name]["baseline"] == "value"], indirect=True)

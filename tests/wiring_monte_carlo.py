@@ -187,7 +187,7 @@ def episode_gradients(policy: torch.nn.Module, obs: np.ndarray, actions: torch.T
     obs, weights = torch.as_tensor(obs, dtype=torch.float32), torch.as_tensor(weights, dtype=torch.float32)
     out = []
     for i in range(obs.shape[1]):
-        total = (policy.log_prob_entropy(obs[:, i], actions[:, i])[0] * weights[:, i]).sum()
+        total = (policy.log_prob(obs[:, i], actions[:, i]) * weights[:, i]).sum()
         out.append(torch.cat([g.flatten() for g in torch.autograd.grad(total, list(policy.parameters()))]))
     return torch.stack(out)
 
