@@ -28,7 +28,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import tyro
-from torch.distributions import Normal
 
 
 @dataclass
@@ -172,10 +171,10 @@ class Agent(nn.Module):
         return gaussian_log_prob_entropy(self.actor(obs), self.log_std, actions)
 
     def sample(self, obs: torch.Tensor) -> torch.Tensor:
-        # $a \sim \mathbb{N}(\mu, \sigma^2)$ with `torch.distributions`, as on the slide "Automatic Policy
-        # Differentiation" (its draw is $\mu + \sigma \xi$, $\xi \sim \mathbb{N}(0, I)$).
+        # $a = \mu + \sigma \xi$, $\xi \sim \mathbb{N}(0, I)$: the very numbers `Normal(mu, sigma).sample()` draws,
+        # at a tenth of its cost per call (about 25,000 calls in a default run); see ppo.py's `Agent.sample`.
         mean = self.actor(obs)
-        return Normal(mean, torch.exp(self.log_std)).sample()
+        return mean + torch.exp(self.log_std) * torch.randn_like(mean)
 
     def mode(self, obs: torch.Tensor) -> torch.Tensor:
         """The most likely action, the mean: for evaluation."""
@@ -340,10 +339,10 @@ def train(args: Args) -> dict:
     action_high = envs.single_action_space.high
 
     # $\pi_\theta$ and $V$, Adam (its $\epsilon = 10^{-5}$ as in the PPO code release), the statistics
-    # of the observations and of the returns. `run.start` loads `--model-path` into the parts of the
-    # checkpoint and opens the run folder.
+    # of the observations and of the returns; `fused=True` as in ppo.py (one kernel for the whole step).
+    # `run.start` loads `--model-path` into the parts of the checkpoint and opens the run folder.
     agent = Agent(obs_dim, action_dim, args.hidden_size, args.init_log_std).to(device)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
     obs_rms = RunningMeanStd((obs_dim,)) if args.norm_obs else None
     reward_scaler = RewardScaler(args.num_envs, args.gamma)
     T = args.num_steps
