@@ -8,7 +8,8 @@ by bootstrapping).
 
 N environments run in lockstep for T steps; then one gradient step on
 
-$\mathcal{L}(\theta) = -\hat{\mathbb{E}}_t[\log \pi(a_t|s_t;\theta) \hat{A}_t] + c_1 \hat{\mathbb{E}}_t[(G_t - V(s_t))^2] - c_2 \hat{\mathbb{E}}_t[S[\pi](s_t)]$,
+$\mathcal{L}(\theta) = -\hat{\mathbb{E}}_t[\log \pi(a_t|s_t;\theta) \hat{A}_t]
++ c_1 \hat{\mathbb{E}}_t[(G_t - V(s_t))^2] - c_2 \hat{\mathbb{E}}_t[S[\pi](s_t)]$,
 
 with the n-step return $G_t = \sum_{k=t}^{T-1} \gamma^{k-t} r_k + \gamma^{T-t} V(s_T)$ and
 $\hat{A}_t = G_t - V(s_t)$ (or GAE($\lambda$) with `--gae-lambda` below 1).
@@ -32,7 +33,7 @@ import tyro
 
 @dataclass
 class Args:
-    """A2C, synchronous A3C with shared first layers: trains a policy for Discrete or Box actions on a gymnasium env."""
+    """A2C, synchronous A3C with shared first layers: a policy for Discrete or Box actions."""
 
     # A2C's own fields, with CleanRL's names and meanings.
     learning_rate: float = 2e-3
@@ -68,13 +69,13 @@ class Args:
     num_threads: int = 1
     """torch CPU threads (1 is fastest for networks this small)"""
 
-    # The fields every script shares (CONVENTIONS.md), same names and meanings in all nine.
+    # The fields every script shares (CONTRIBUTING.md), same names and meanings in all nine.
     exp_name: str = "a2c"
     """the name of this experiment (part of the run name)"""
     seed: int = 1
     """seed of random, numpy, torch and the environments"""
     torch_deterministic: bool = True
-    """make torch pick deterministic algorithms (same seed, same machine: same run)"""
+    """set torch.backends.cudnn.deterministic (only cuDNN reads it; these MLPs never use cuDNN)"""
     cuda: bool = False
     """use the GPU when one is available"""
     track: bool = False
@@ -100,15 +101,13 @@ class Args:
 # ## Environments
 # Gymnasium 1.x vector envs with `SAME_STEP` autoreset: when an episode ends, `step` returns the first observation
 # of the next one, and the true last one in `info["final_obs"]`, which bootstraps $V(s_{t+1})$ after a time limit.
-def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv:
+def make_envs(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
     env_fns = [lambda: gym.make(env_id) for _ in range(num_envs)]
-    envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    envs.action_space.seed(seed)
-    return envs
+    return gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
 def true_next_obs(obs: np.ndarray, info: dict) -> np.ndarray:
-    """$s_{t+1}$ of every env: `obs`, except where an episode just ended: there its true last observation."""
+    """$s_{t+1}$ of every env: `obs`, but the true last observation where an episode just ended."""
     if "final_obs" not in info:
         return obs
     next_obs = obs.copy()
@@ -117,6 +116,9 @@ def true_next_obs(obs: np.ndarray, info: dict) -> np.ndarray:
     return next_obs
 
 
+# ## Networks
+# Orthogonal initialisation, as in the PPO code release: gain $\sqrt{2}$ for the tanh hidden layers,
+# 0.01 for the policy's output (a nearly uniform / zero-mean first policy), 1 for $V$'s.
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Linear:
     nn.init.orthogonal_(layer.weight, std)
     nn.init.constant_(layer.bias, bias)
@@ -153,8 +155,12 @@ class Agent(nn.Module):
         super().__init__()
         self.discrete = discrete
         self.trunk = nn.Sequential(
-            layer_init(nn.Linear(obs_dim, hidden)), nn.Tanh(), layer_init(nn.Linear(hidden, hidden)), nn.Tanh()
+            layer_init(nn.Linear(obs_dim, hidden)),
+            nn.Tanh(),
+            layer_init(nn.Linear(hidden, hidden)),
+            nn.Tanh(),
         )
+        # the two heads on $\phi(s)$: logits or Gaussian mean, and $V(s)$
         self.actor = layer_init(nn.Linear(hidden, action_dim), std=0.01)
         self.critic = layer_init(nn.Linear(hidden, 1), std=1.0)
         if not discrete:
@@ -171,12 +177,15 @@ class Agent(nn.Module):
             log_prob, entropy = categorical_log_prob_entropy(out, actions)
         else:
             log_prob, entropy = gaussian_log_prob_entropy(out, self.log_std, actions)
-        return log_prob, entropy, self.critic(phi).squeeze(-1)
+        value = self.critic(phi).squeeze(-1)
+        return log_prob, entropy, value
 
     def sample(self, obs: torch.Tensor) -> torch.Tensor:
-        # Drawing $a \sim \pi(\cdot|s)$ is the cost of every env step, so no
-        # torch.distributions here. Softmax: Gumbel-max, $\arg\max_a (z_a + g_a)$ with
-        # $g_a = -\log(-\log u_a)$, $u_a \sim U(0,1)$. Gaussian: $\mu + \sigma \xi$, $\xi \sim \mathbb{N}(0, I)$.
+        # $a \sim \pi(\cdot|s)$ at every env step, by hand rather than with `torch.distributions`: with
+        # `Categorical(logits=z).sample()` and the logging of every update, a default run (CartPole,
+        # seed 1) takes 1.17x the CPU time (whole-process timing, 2 alternating pairs).
+        # Gumbel-max: $\arg\max_a (z_a - \log(-\log u_a))$, $u_a \sim U(0,1)$, is $a$ with probability $\text{softmax}(\mathbf{z})_a$;
+        # Gaussian: $\mu + \sigma \xi$, $\xi \sim \mathbb{N}(0, I)$, the very numbers `Normal(mu, sigma).sample()` draws.
         out = self.actor(self.trunk(obs))
         if self.discrete:
             return torch.argmax(out - torch.log(-torch.log(torch.rand_like(out))), dim=-1)
@@ -185,7 +194,9 @@ class Agent(nn.Module):
     def mode(self, obs: torch.Tensor) -> torch.Tensor:
         """The most likely action: used for evaluation."""
         out = self.actor(self.trunk(obs))
-        return torch.argmax(out, dim=-1) if self.discrete else out
+        if self.discrete:
+            return torch.argmax(out, dim=-1)
+        return out
 
 
 # ## n-step returns
@@ -207,7 +218,10 @@ def nstep_returns(rewards, next_values, terminated, dones, gamma: float) -> np.n
 # ## Generalized advantage estimation (optional)
 # $\delta_t = r_t + \gamma V(s_{t+1})(1 - \text{terminated}_t) - V(s_t)$ and
 # $\hat{A}_t = \delta_t + \gamma\lambda (1 - \text{done}_t) \hat{A}_{t+1}$; $\lambda = 1$ gives $G_t - V(s_t)$.
-def gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambda: float) -> np.ndarray:
+# Why: the $k$-step advantage ($k$ rewards, then $V$) is $\hat{A}^{(k)}_t = \sum_{l<k} \gamma^l \delta_{t+l}$; GAE is their
+# $\lambda$-weighted average $(1-\lambda)\sum_{k \ge 1} \lambda^{k-1} \hat{A}^{(k)}_t = \sum_{l \ge 0} (\gamma\lambda)^l \delta_{t+l}$
+# ($\delta_{t+l}$ is in every $\hat{A}^{(k)}_t$ with $k > l$, total weight $\lambda^l$), which the loop sums from the end.
+def gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambda: float):
     advantages = np.zeros_like(rewards)
     next_advantage = np.zeros_like(rewards[0])
     for t in reversed(range(rewards.shape[0])):
@@ -228,21 +242,31 @@ def a2c_loss(log_prob, entropy, values, advantages, returns, vf_coef: float, ent
     pg_loss = -(log_prob * advantages.detach()).mean()
     v_loss = 0.5 * (returns.detach() - values).pow(2).mean()
     entropy_mean = entropy.mean()
-    return pg_loss + vf_coef * v_loss - ent_coef * entropy_mean, pg_loss, v_loss, entropy_mean
+    loss = pg_loss + vf_coef * v_loss - ent_coef * entropy_mean
+    return loss, pg_loss, v_loss, entropy_mean
 
 
+# ## Running statistics
+# Mean and variance of a stream of batches, merged batch by batch (Chan et al.'s parallel update):
+# $\mu \leftarrow \mu + \Delta \frac{n_b}{n}$, $\sigma^2 \leftarrow (\sigma^2 n_a + \sigma_b^2 n_b + \Delta^2 \frac{n_a n_b}{n}) / n$,
+# $\Delta = \mu_b - \mu$, $n = n_a + n_b$. It starts as mean 0, variance 1 with a weight of $10^{-4}$.
 class RunningMeanStd:
-    """Mean and variance of a stream of batches (Chan et al.'s parallel update)."""
-
     def __init__(self, shape=()):
-        self.mean, self.var, self.count = np.zeros(shape), np.ones(shape), 1e-4
+        self.mean = np.zeros(shape)
+        self.var = np.ones(shape)
+        self.count = 1e-4
 
     def update(self, batch: np.ndarray):
-        b_mean, b_var, b_count = batch.mean(0), batch.var(0), batch.shape[0]
-        delta, total = b_mean - self.mean, self.count + b_count
-        self.mean = self.mean + delta * b_count / total
-        m2 = self.var * self.count + b_var * b_count + delta**2 * self.count * b_count / total
-        self.var, self.count = m2 / total, total
+        batch_mean = batch.mean(0)
+        batch_var = batch.var(0)
+        batch_count = batch.shape[0]
+        delta = batch_mean - self.mean
+        total = self.count + batch_count
+        self.mean = self.mean + delta * batch_count / total
+        m2 = self.var * self.count + batch_var * batch_count
+        m2 = m2 + delta**2 * self.count * batch_count / total
+        self.var = m2 / total
+        self.count = total
 
 
 # ## Reward scaling
@@ -252,86 +276,163 @@ class RunningMeanStd:
 # Not in the A3C paper; on by default: without it a2c ends Acrobot-v1 at its worst return (-500).
 class RewardScaler:
     def __init__(self, num_envs: int, gamma: float):
-        self.rms, self.gamma, self.G = RunningMeanStd(), gamma, np.zeros(num_envs)
+        self.rms = RunningMeanStd()
+        self.gamma = gamma
+        self.G = np.zeros(num_envs)
 
     def __call__(self, rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
+        # $G_t$ of every step of the rollout, restarted from 0 after an episode ends
         G = np.zeros_like(rewards)
         for t in range(len(rewards)):
-            G[t] = self.G = self.G * self.gamma + rewards[t]
+            self.G = self.G * self.gamma + rewards[t]
+            G[t] = self.G
             self.G = self.G * (1.0 - dones[t])
+        # the variance over all rollouts so far, this one's $G_t$ included
         self.rms.update(G.reshape(-1))
         return (rewards / np.sqrt(self.rms.var + 1e-8)).astype(np.float32)
 
 
+# ## The checks of A2C's own arguments
+# A bad value is one `error:` line (the `ArgError` of the tail), before anything is built.
 def check_args(args: Args) -> None:
     sizes = ("num_envs", "num_steps", "hidden_size", "num_threads")
     for name in (*sizes, "learning_rate", "optimizer_eps", "max_grad_norm"):
-        if not getattr(args, name) > 0:
-            raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+        value = getattr(args, name)
+        if not value > 0:
+            raise ArgError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    # $\gamma$ and $\lambda$ are weights of a discounted sum: in [0, 1]
     if not (0 <= args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
-        raise ArgError(f"--gamma and --gae-lambda must lie in [0, 1], got {args.gamma}, {args.gae_lambda}")
+        got = f"{args.gamma}, {args.gae_lambda}"
+        raise ArgError(f"--gamma and --gae-lambda must lie in [0, 1], got {got}")
     if args.norm_adv and args.num_envs * args.num_steps < 2:  # one advantage has no std
         raise ArgError("--norm-adv needs num_envs * num_steps >= 2 advantages in each update")
 
 
+# ## Training
 def train(args: Args) -> dict:
+    # The checks first: a bad argument, env id or action space is one error line before anything is built.
+    # `Run` (the bookkeeping, below) then keeps the run folder, progress.csv, W&B and the status line.
     check_args(args)
-    run = Run(args, "a2c", (gym.spaces.Discrete, gym.spaces.Box))  # checks, seeds, device
-    envs = make_envs(args.env_id, args.num_envs, args.seed)
-    device, discrete = run.device, run.discrete
-    agent = Agent(run.obs_dim, run.action_dim, discrete, args.hidden_size).to(device)
-    if args.optimizer == "rmsprop":
-        optimizer = torch.optim.RMSprop(
-            agent.parameters(), lr=args.learning_rate, alpha=args.rmsprop_alpha, eps=args.optimizer_eps
-        )
+    run = Run(args, "a2c", (gym.spaces.Discrete, gym.spaces.Box))
+
+    # Seed every random number generator the run draws from; the envs are seeded at their first `reset`.
+    # `torch_deterministic` sets cuDNN's flag (CleanRL's); one CPU thread is fastest for networks this small.
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.num_threads)
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+
+    # N envs in lockstep. Their spaces size the networks: the observation's length, and the number of
+    # actions (Discrete, softmax output) or the action's length (Box, Gaussian output), whose bounds
+    # clip what the env gets.
+    envs = make_envs(args.env_id, args.num_envs)
+    obs_dim = envs.single_observation_space.shape[0]
+    action_space = envs.single_action_space
+    discrete = isinstance(action_space, gym.spaces.Discrete)
+    if discrete:
+        action_dim = int(action_space.n)
     else:
-        optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.optimizer_eps)
+        action_dim = action_space.shape[0]
+        action_low = action_space.low
+        action_high = action_space.high
+
+    # The agent: one trunk, a policy head and a value head (slide "Asynchronous Advantage Actor Critic")
+    agent = Agent(obs_dim, action_dim, discrete, args.hidden_size).to(device)
+    # RMSprop as in the A3C paper, or Adam, with the same step size and epsilon
+    lr = args.learning_rate
+    eps = args.optimizer_eps
+    if args.optimizer == "rmsprop":
+        alpha = args.rmsprop_alpha
+        optimizer = torch.optim.RMSprop(agent.parameters(), lr=lr, alpha=alpha, eps=eps)
+    else:
+        optimizer = torch.optim.Adam(agent.parameters(), lr=lr, eps=eps)
+    # The rewards' scaler, and updates of T steps in each of the N envs. `run.start` loads
+    # `--model-path` into the parts of the checkpoint and opens the run folder.
     reward_scaler = RewardScaler(args.num_envs, args.gamma)
-    T, N = args.num_steps, args.num_envs
-    run.start(T * N, agent=agent, reward_rms=reward_scaler.rms)  # loads --model-path, opens the run folder
+    T = args.num_steps
+    N = args.num_envs
+    run.start(T * N, agent=agent, reward_rms=reward_scaler.rms)
 
     # Rollout storage, on the CPU as numpy: the env lives there. One batch of
-    # `num_steps` x `num_envs` transitions $(s_t, a_t, r_t, s_{t+1})$.
-    obs_buf, next_obs_buf = np.zeros((2, T, N, run.obs_dim), dtype=np.float32)
-    actions_buf = np.zeros((T, N) if discrete else (T, N, run.action_dim), dtype=np.int64 if discrete else np.float32)
-    rewards_buf, terminated_buf, dones_buf = np.zeros((3, T, N), dtype=np.float32)
+    # `num_steps` x `num_envs` transitions $(s_t, a_t, r_t, s_{t+1})$ and how each episode ended.
+    obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
+    next_obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
+    if discrete:
+        actions_buf = np.zeros((T, N), dtype=np.int64)
+    else:
+        actions_buf = np.zeros((T, N, action_dim), dtype=np.float32)
+    rewards_buf = np.zeros((T, N), dtype=np.float32)
+    terminated_buf = np.zeros((T, N), dtype=np.float32)
+    dones_buf = np.zeros((T, N), dtype=np.float32)
+    # $s_0$ of every env (seeded here, once); then, per iteration, one rollout and its update
     global_step = 0
     obs, _ = envs.reset(seed=args.seed)
     for iteration in run.iterations():
+        # Update $k$ of $K$ steps with $\alpha (1 - (k-1)/K)$: the step size decays linearly toward 0.
         if args.anneal_lr:
-            optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1) / run.num_iterations)
+            frac = 1.0 - (iteration - 1) / run.num_iterations
+            optimizer.param_groups[0]["lr"] = args.learning_rate * frac
 
         # ## Rollout: T steps of $\pi_\theta$ in each of the N envs
         for step in range(T):
             obs_buf[step] = obs
+            # $a_t \sim \pi(\cdot|s_t;\theta)$: acting needs no gradient
             with torch.inference_mode():
-                action = agent.sample(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+                obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)
+                action = agent.sample(obs_tensor).cpu().numpy()
             actions_buf[step] = action
+            # The env gets a Gaussian $a_t$ clipped to its bounds; the loss gets $\log\pi$ of $a_t$ as drawn.
             if not discrete:
-                action = np.clip(action, run.action_low, run.action_high)
+                action = np.clip(action, action_low, action_high)
             obs, reward, terminated, truncated, info = envs.step(action)
             global_step += N
+            # $s_{t+1}$: the true next state, also where the episode ended (`obs` is then the next one's first)
             next_obs_buf[step] = true_next_obs(obs, info)
             done = terminated | truncated
-            rewards_buf[step], terminated_buf[step], dones_buf[step] = reward, terminated, done
+            rewards_buf[step] = reward
+            terminated_buf[step] = terminated
+            dones_buf[step] = done
             run.record(global_step, reward, done)
 
         # ## Update: one gradient step on the whole rollout
-        rewards = reward_scaler(rewards_buf, dones_buf) if args.scale_rewards else rewards_buf
+        # $r_t$ divided by the running std of the discounted return (`RewardScaler`), unless switched off.
+        if args.scale_rewards:
+            rewards = reward_scaler(rewards_buf, dones_buf)
+        else:
+            rewards = rewards_buf
+        # $\log\pi(a_t|s_t)$, $S[\pi](s_t)$ and $V(s_t)$ in one pass through the trunk, with their gradients;
+        # $V$ of the true $s_{t+1}$ without: it is part of the target.
         b_obs = torch.from_numpy(obs_buf).to(device)
-        log_prob, entropy, values = agent.log_prob_entropy_value(b_obs, torch.from_numpy(actions_buf).to(device))
+        b_actions = torch.from_numpy(actions_buf).to(device)
+        log_prob, entropy, values = agent.log_prob_entropy_value(b_obs, b_actions)
         with torch.no_grad():
             next_values = agent.value(torch.from_numpy(next_obs_buf).to(device)).cpu().numpy()
         v = values.detach().cpu().numpy()
+        # $\lambda = 1$: the n-step return $G_t$ and $\hat{A}_t = G_t - V(s_t)$, as in A3C
         if args.gae_lambda == 1.0:
             returns = nstep_returns(rewards, next_values, terminated_buf, dones_buf, args.gamma)
-            advantages = returns - v  # $\hat{A}_t = G_t - V(s_t)$
+            advantages = returns - v
         else:
-            advantages = gae(rewards, v, next_values, terminated_buf, dones_buf, args.gamma, args.gae_lambda)
+            # $\lambda < 1$: $\hat{A}_t$ = GAE($\lambda$), and the value target $G_t = \hat{A}_t + V(s_t)$
+            advantages = gae(
+                rewards,
+                v,
+                next_values,
+                terminated_buf,
+                dones_buf,
+                args.gamma,
+                args.gae_lambda,
+            )
             returns = advantages + v
-        if args.norm_adv:  # not in the paper; with the reward scaling it keeps CartPole learning
+        # Advantages normalized over the batch: not in the paper; with the reward scaling it keeps
+        # CartPole learning.
+        if args.norm_adv:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        advantages, returns = torch.from_numpy(advantages).to(device), torch.from_numpy(returns).to(device)
+        advantages = torch.from_numpy(advantages).to(device)
+        returns = torch.from_numpy(returns).to(device)
+        # One step down the gradient of the A2C loss, its global norm clipped to `max_grad_norm` first
         loss, pg_loss, v_loss, entropy_mean = a2c_loss(
             log_prob, entropy, values, advantages, returns, args.vf_coef, args.ent_coef
         )
@@ -340,10 +441,18 @@ def train(args: Args) -> dict:
         nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
         optimizer.step()
 
-        # The NaN guard, W&B and the status line every 10 updates (and after the last): each costs a GPU sync.
+        # ## Logging: the NaN guard, W&B and the status line every 10 updates (and after the last):
+        # each checks every parameter (part of the 1.17x of `Agent.sample`'s note).
         if iteration % 10 == 0 or iteration == run.num_iterations or run.interrupted:
-            run.log(global_step, {"charts/learning_rate": optimizer.param_groups[0]["lr"], "losses/policy_loss":
-                                  pg_loss, "losses/value_loss": v_loss, "losses/entropy": entropy_mean})  # fmt: skip
+            metrics = {
+                "charts/learning_rate": optimizer.param_groups[0]["lr"],
+                "losses/policy_loss": pg_loss,
+                "losses/value_loss": v_loss,
+                "losses/entropy": entropy_mean,
+            }
+            run.log(global_step, metrics)
+
+    # The final policy's most likely action is evaluated; `finish` writes summary.json and returns it.
     envs.close()
     return run.finish(global_step, agent.mode)
 

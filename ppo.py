@@ -1,8 +1,9 @@
 r"""Proximal Policy Optimization (PPO), clipped objective, for Discrete and Box actions.
 
-Paper: Schulman, Wolski, Dhariwal, Radford, Klimov. "Proximal Policy Optimization Algorithms", arXiv:1707.06347
-(2017). Lecture: slide "Proximal Policy Optimization (PPO)", with the output layers of slides "Policy Gradient
-Methods" (softmax for discrete actions, a Gaussian $\mathbb{N}(f(s_t), \Sigma)$ for continuous ones).
+Paper: Schulman, Wolski, Dhariwal, Radford, Klimov. "Proximal Policy Optimization Algorithms",
+arXiv:1707.06347 (2017). Lecture: slide "Proximal Policy Optimization (PPO)", with the output layers of
+slides "Policy Gradient Methods" (softmax for discrete actions, a Gaussian $\mathbb{N}(f(s_t), \Sigma)$
+for continuous ones).
 
 The update maximises, over several epochs of shuffled minibatches of one rollout,
 
@@ -30,7 +31,7 @@ import tyro
 
 @dataclass
 class Args:
-    """PPO with the clipped objective: trains a policy for Discrete or Box actions on a gymnasium env."""
+    """PPO, clipped objective: trains a policy for Discrete or Box actions on a gymnasium env."""
 
     # PPO's own fields, with CleanRL's names and meanings.
     learning_rate: float = 1e-3
@@ -42,7 +43,7 @@ class Args:
     num_steps: int = 128
     """steps per environment in each rollout"""
     gamma: float = 0.999
-    """discount factor gamma (0.999: a reward hundreds of steps away, as LunarLander's landing, still counts)"""
+    """discount factor gamma (0.999: a reward hundreds of steps away, as a landing, still counts)"""
     gae_lambda: float = 0.98
     """lambda of GAE (1: Monte-Carlo returns, 0: one-step TD)"""
     num_minibatches: int = 4
@@ -70,13 +71,13 @@ class Args:
     num_threads: int = 1
     """torch CPU threads (1 is fastest for networks this small)"""
 
-    # The fields every script shares (CONVENTIONS.md), same names and meanings in all nine.
+    # The fields every script shares (CONTRIBUTING.md), same names and meanings in all nine.
     exp_name: str = "ppo"
     """the name of this experiment (part of the run name)"""
     seed: int = 1
     """seed of random, numpy, torch and the environments"""
     torch_deterministic: bool = True
-    """make torch pick deterministic algorithms (same seed, same machine: same run)"""
+    """set torch.backends.cudnn.deterministic (only cuDNN reads it; these MLPs never use cuDNN)"""
     cuda: bool = False
     """use the GPU when one is available"""
     track: bool = False
@@ -102,15 +103,13 @@ class Args:
 # ## Environments
 # Gymnasium 1.x vector envs with `SAME_STEP` autoreset: when an episode ends, `step` returns the first observation
 # of the next one, and the true last one in `info["final_obs"]`, which bootstraps $V(s_T)$ after a time limit.
-def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv:
+def make_envs(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
     env_fns = [lambda: gym.make(env_id) for _ in range(num_envs)]
-    envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    envs.action_space.seed(seed)
-    return envs
+    return gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
 def true_next_obs(obs: np.ndarray, info: dict) -> np.ndarray:
-    """$s_{t+1}$ of every env: `obs`, except where an episode just ended: there its true last observation."""
+    """$s_{t+1}$ of every env: `obs`, but the true last observation where an episode just ended."""
     if "final_obs" not in info:
         return obs
     next_obs = obs.copy()
@@ -119,6 +118,9 @@ def true_next_obs(obs: np.ndarray, info: dict) -> np.ndarray:
     return next_obs
 
 
+# ## Networks
+# Orthogonal initialisation, as in the PPO code release: gain $\sqrt{2}$ for the tanh hidden layers,
+# 0.01 for the policy's output (a nearly uniform / zero-mean first policy), 1 for $V$'s.
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Linear:
     nn.init.orthogonal_(layer.weight, std)
     nn.init.constant_(layer.bias, bias)
@@ -126,8 +128,13 @@ def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> 
 
 
 def mlp(n_in: int, n_hidden: int, n_out: int, out_std: float) -> nn.Sequential:
-    hidden = [layer_init(nn.Linear(n_in, n_hidden)), nn.Tanh(), layer_init(nn.Linear(n_hidden, n_hidden)), nn.Tanh()]
-    return nn.Sequential(*hidden, layer_init(nn.Linear(n_hidden, n_out), std=out_std))
+    return nn.Sequential(
+        layer_init(nn.Linear(n_in, n_hidden)),
+        nn.Tanh(),
+        layer_init(nn.Linear(n_hidden, n_hidden)),
+        nn.Tanh(),
+        layer_init(nn.Linear(n_hidden, n_out), std=out_std),
+    )
 
 
 # ## The policy's output layer
@@ -171,8 +178,11 @@ class Agent(nn.Module):
         return gaussian_log_prob_entropy(out, self.log_std, actions)
 
     def sample(self, obs: torch.Tensor) -> torch.Tensor:
-        # $a \sim \pi(\cdot|s)$ at every env step, without torch.distributions (2-3x slower at this size):
-        # Gumbel-max $\arg\max_a (z_a - \log(-\log u_a))$, $u_a \sim U(0,1)$; Gaussian $\mu + \sigma \xi$, $\xi \sim \mathbb{N}(0, I)$.
+        # $a \sim \pi(\cdot|s)$ at every env step, by hand rather than with `torch.distributions`: with
+        # `Categorical(logits=z).sample()` and Adam without `fused=True`, a default run (CartPole, seed 1)
+        # takes 1.38x the CPU time (whole-process timing, 3 alternating pairs; the two share the saving).
+        # Gumbel-max: $\arg\max_a (z_a - \log(-\log u_a))$, $u_a \sim U(0,1)$, is $a$ with probability $\text{softmax}(\mathbf{z})_a$;
+        # Gaussian: $\mu + \sigma \xi$, $\xi \sim \mathbb{N}(0, I)$, the very numbers `Normal(mu, sigma).sample()` draws.
         out = self.actor(obs)
         if self.discrete:
             return torch.argmax(out - torch.log(-torch.log(torch.rand_like(out))), dim=-1)
@@ -181,15 +191,20 @@ class Agent(nn.Module):
     def mode(self, obs: torch.Tensor) -> torch.Tensor:
         """The most likely action, for evaluation."""
         out = self.actor(obs)
-        return torch.argmax(out, dim=-1) if self.discrete else out
+        if self.discrete:
+            return torch.argmax(out, dim=-1)
+        return out
 
 
 # ## Generalized advantage estimation
 # $\delta_t = r_t + \gamma V(s_{t+1})(1 - \text{terminated}_t) - V(s_t)$ and $\hat{A}_t = \delta_t + \gamma\lambda (1 - \text{done}_t) \hat{A}_{t+1}$.
+# Why: the $k$-step advantage ($k$ rewards, then $V$) is $\hat{A}^{(k)}_t = \sum_{l<k} \gamma^l \delta_{t+l}$; GAE is their
+# $\lambda$-weighted average $(1-\lambda)\sum_{k \ge 1} \lambda^{k-1} \hat{A}^{(k)}_t = \sum_{l \ge 0} (\gamma\lambda)^l \delta_{t+l}$
+# ($\delta_{t+l}$ is in every $\hat{A}^{(k)}_t$ with $k > l$, total weight $\lambda^l$), which the loop sums from the end.
 # `next_values[t]` is $V$ of the true next state, also when the episode was truncated there: a time limit is
 # not a terminal state, so it still bootstraps. `dones[t]` (terminated or truncated) only stops the sum from
 # running into the next episode. Arrays are (T, N) numpy: this loop over T runs several times faster than in torch.
-def gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambda: float) -> np.ndarray:
+def gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambda: float):
     advantages = np.zeros_like(rewards)
     next_advantage = np.zeros_like(rewards[0])
     for t in reversed(range(rewards.shape[0])):
@@ -203,14 +218,14 @@ def gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambd
 # $r_t(\theta) = \exp(\log\pi_\theta(a_t|s_t) - \log\pi_{\theta_{old}}(a_t|s_t))$;
 # the loss is $-\hat{\mathbb{E}}_t[\min(r_t \hat{A}_t, \text{clip}(r_t, 1-\epsilon, 1+\epsilon)\hat{A}_t)]$.
 # Like every implementation, the average over $t$ drops the $\gamma^t$ of the discounted policy gradient.
-# Also returned: approx KL $\hat{\mathbb{E}}[(r-1) - \log r]$, an unbiased, non-negative estimate of
-# $KL(\pi_{\theta_{old}} \| \pi_\theta)$ (the TRPO slide's KL runs the other way), and the fraction of samples clipped.
 def clipped_policy_loss(new_log_prob, old_log_prob, advantages, clip_coef: float):
     log_ratio = new_log_prob - old_log_prob
     ratio = log_ratio.exp()
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef) * advantages
     loss = -torch.min(unclipped, clipped).mean()
+    # Also returned, for the logs: approx KL $\hat{\mathbb{E}}[(r-1) - \log r]$, an unbiased, non-negative estimate of
+    # $KL(\pi_{\theta_{old}} \| \pi_\theta)$ (the TRPO slide's KL runs the other way), and the fraction of samples clipped.
     with torch.no_grad():
         approx_kl = ((ratio - 1.0) - log_ratio).mean()
         clip_frac = ((ratio - 1.0).abs() > clip_coef).float().mean()
@@ -227,18 +242,27 @@ def value_loss(new_values, old_values, returns, clip_coef: float | None):
     return 0.5 * loss.mean()
 
 
+# ## Running statistics
+# Mean and variance of a stream of batches, merged batch by batch (Chan et al.'s parallel update):
+# $\mu \leftarrow \mu + \Delta \frac{n_b}{n}$, $\sigma^2 \leftarrow (\sigma^2 n_a + \sigma_b^2 n_b + \Delta^2 \frac{n_a n_b}{n}) / n$,
+# $\Delta = \mu_b - \mu$, $n = n_a + n_b$. It starts as mean 0, variance 1 with a weight of $10^{-4}$.
 class RunningMeanStd:
-    """Mean and variance of a stream of batches (Chan et al.'s parallel update)."""
-
     def __init__(self, shape=()):
-        self.mean, self.var, self.count = np.zeros(shape), np.ones(shape), 1e-4
+        self.mean = np.zeros(shape)
+        self.var = np.ones(shape)
+        self.count = 1e-4
 
     def update(self, batch: np.ndarray):
-        b_mean, b_var, b_count = batch.mean(0), batch.var(0), batch.shape[0]
-        delta, total = b_mean - self.mean, self.count + b_count
-        self.mean = self.mean + delta * b_count / total
-        m2 = self.var * self.count + b_var * b_count + delta**2 * self.count * b_count / total
-        self.var, self.count = m2 / total, total
+        batch_mean = batch.mean(0)
+        batch_var = batch.var(0)
+        batch_count = batch.shape[0]
+        delta = batch_mean - self.mean
+        total = self.count + batch_count
+        self.mean = self.mean + delta * batch_count / total
+        m2 = self.var * self.count + batch_var * batch_count
+        m2 = m2 + delta**2 * self.count * batch_count / total
+        self.var = m2 / total
+        self.count = total
 
 
 # ## Reward scaling
@@ -247,107 +271,202 @@ class RunningMeanStd:
 # rollouts so far. The mean is not subtracted: that would change which policy is optimal.
 class RewardScaler:
     def __init__(self, num_envs: int, gamma: float):
-        self.rms, self.gamma, self.G = RunningMeanStd(), gamma, np.zeros(num_envs)
+        self.rms = RunningMeanStd()
+        self.gamma = gamma
+        self.G = np.zeros(num_envs)
 
     def __call__(self, rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
+        # $G_t$ of every step of the rollout, restarted from 0 after an episode ends
         G = np.zeros_like(rewards)
         for t in range(len(rewards)):
-            G[t] = self.G = self.G * self.gamma + rewards[t]
+            self.G = self.G * self.gamma + rewards[t]
+            G[t] = self.G
             self.G = self.G * (1.0 - dones[t])
+        # the variance over all rollouts so far, this one's $G_t$ included
         self.rms.update(G.reshape(-1))
         return (rewards / np.sqrt(self.rms.var + 1e-8)).astype(np.float32)
 
 
+# ## The checks of PPO's own arguments
+# A bad value is one `error:` line (the `ArgError` of the tail), before anything is built.
 def check_args(args: Args) -> None:
-    sizes = ("num_envs", "num_steps", "num_minibatches", "update_epochs", "hidden_size", "num_threads")
-    for name in (*sizes, "learning_rate", "clip_coef"):
-        if not getattr(args, name) > 0:
-            raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    sizes = ("num_envs", "num_steps", "num_minibatches", "update_epochs", "hidden_size")
+    for name in (*sizes, "num_threads", "learning_rate", "clip_coef"):
+        value = getattr(args, name)
+        if not value > 0:
+            raise ArgError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    # $\gamma$ and $\lambda$ are weights of a discounted sum: in [0, 1]
     if not (0 <= args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
-        raise ArgError(f"--gamma and --gae-lambda must lie in [0, 1], got {args.gamma}, {args.gae_lambda}")
+        got = f"{args.gamma}, {args.gae_lambda}"
+        raise ArgError(f"--gamma and --gae-lambda must lie in [0, 1], got {got}")
+    # the minibatches split the rollout evenly
     batch_size = args.num_envs * args.num_steps
     if batch_size % args.num_minibatches:
-        raise ArgError(f"--num-minibatches {args.num_minibatches} must divide num_envs * num_steps = {batch_size}")
+        divides = f"must divide num_envs * num_steps = {batch_size}"
+        raise ArgError(f"--num-minibatches {args.num_minibatches} {divides}")
 
 
+# ## Training
 def train(args: Args) -> dict:
+    # The checks first: a bad argument, env id or action space is one error line before anything is built.
+    # `Run` (the bookkeeping, below) then keeps the run folder, progress.csv, W&B and the status line.
     check_args(args)
-    run = Run(args, "ppo", (gym.spaces.Discrete, gym.spaces.Box))  # checks, seeds, device
-    envs = make_envs(args.env_id, args.num_envs, args.seed)
-    device, discrete = run.device, run.discrete
-    agent = Agent(run.obs_dim, run.action_dim, discrete, args.hidden_size).to(device)
+    run = Run(args, "ppo", (gym.spaces.Discrete, gym.spaces.Box))
+
+    # Seed every random number generator the run draws from; the envs are seeded at their first `reset`.
+    # `torch_deterministic` sets cuDNN's flag (CleanRL's); one CPU thread is fastest for networks this small.
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.num_threads)
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+
+    # N envs in lockstep. Their spaces size the networks: the observation's length, and the number of
+    # actions (Discrete, softmax output) or the action's length (Box, Gaussian output), whose bounds
+    # clip what the env gets.
+    envs = make_envs(args.env_id, args.num_envs)
+    obs_dim = envs.single_observation_space.shape[0]
+    action_space = envs.single_action_space
+    discrete = isinstance(action_space, gym.spaces.Discrete)
+    if discrete:
+        action_dim = int(action_space.n)
+    else:
+        action_dim = action_space.shape[0]
+        action_low = action_space.low
+        action_high = action_space.high
+
+    # $\pi_\theta$ and $V$, Adam (its $\epsilon = 10^{-5}$ as in the PPO code release), the reward scaler.
+    # `fused=True`: one kernel for the whole step, part of the 1.38x of `Agent.sample`'s note.
+    # `run.start` loads `--model-path` into the parts of the checkpoint and opens the run folder.
+    agent = Agent(obs_dim, action_dim, discrete, args.hidden_size).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
     reward_scaler = RewardScaler(args.num_envs, args.gamma)
-    T, N = args.num_steps, args.num_envs
-    batch_size, minibatch_size = T * N, T * N // args.num_minibatches
-    run.start(batch_size, agent=agent, reward_rms=reward_scaler.rms)  # loads --model-path, opens the run folder
+    T = args.num_steps
+    N = args.num_envs
+    batch_size = T * N
+    minibatch_size = batch_size // args.num_minibatches
+    run.start(batch_size, agent=agent, reward_rms=reward_scaler.rms)
 
     # Rollout storage, on the CPU as numpy: the env lives there. One batch of
-    # `num_steps` x `num_envs` transitions $(s_t, a_t, r_t, s_{t+1})$.
-    obs_buf, next_obs_buf = np.zeros((2, T, N, run.obs_dim), dtype=np.float32)
-    actions_buf = np.zeros((T, N) if discrete else (T, N, run.action_dim), dtype=np.int64 if discrete else np.float32)
-    rewards_buf, terminated_buf, dones_buf = np.zeros((3, T, N), dtype=np.float32)
+    # `num_steps` x `num_envs` transitions $(s_t, a_t, r_t, s_{t+1})$ and how each episode ended.
+    obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
+    next_obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
+    if discrete:
+        actions_buf = np.zeros((T, N), dtype=np.int64)
+    else:
+        actions_buf = np.zeros((T, N, action_dim), dtype=np.float32)
+    rewards_buf = np.zeros((T, N), dtype=np.float32)
+    terminated_buf = np.zeros((T, N), dtype=np.float32)
+    dones_buf = np.zeros((T, N), dtype=np.float32)
+    # $s_0$ of every env (seeded here, once); then, per iteration, one rollout and its update
     global_step = 0
     obs, _ = envs.reset(seed=args.seed)
     for iteration in run.iterations():
+        # Update $k$ of $K$ steps with $\alpha (1 - (k-1)/K)$: the step size decays linearly toward 0.
         if args.anneal_lr:
-            optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1) / run.num_iterations)
+            frac = 1.0 - (iteration - 1) / run.num_iterations
+            optimizer.param_groups[0]["lr"] = args.learning_rate * frac
 
         # ## Rollout: run $\pi_{\theta_{old}}$ for T steps in each of the N envs
         for step in range(T):
             obs_buf[step] = obs
+            # $a_t \sim \pi(\cdot|s_t;\theta_{old})$: acting needs no gradient
             with torch.inference_mode():
-                action = agent.sample(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+                obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)
+                action = agent.sample(obs_tensor).cpu().numpy()
             actions_buf[step] = action
+            # The env gets a Gaussian $a_t$ clipped to its bounds; the buffer keeps $a_t$ as drawn,
+            # so that $r_t(\theta)$ is the ratio of the densities of the action that was sampled.
             if not discrete:
-                action = np.clip(action, run.action_low, run.action_high)
+                action = np.clip(action, action_low, action_high)
             obs, reward, terminated, truncated, info = envs.step(action)
             global_step += N
+            # $s_{t+1}$: the true next state, also where the episode ended (`obs` is then the next one's first)
             next_obs_buf[step] = true_next_obs(obs, info)
             done = terminated | truncated
-            rewards_buf[step], terminated_buf[step], dones_buf[step] = reward, terminated, done
+            rewards_buf[step] = reward
+            terminated_buf[step] = terminated
+            dones_buf[step] = done
             run.record(global_step, reward, done)
 
-        # ## Advantages: one batched forward of V over $s_t$ and the true $s_{t+1}$
-        rewards = reward_scaler(rewards_buf, dones_buf) if args.scale_rewards else rewards_buf
-        b_obs, b_actions = torch.from_numpy(obs_buf).to(device), torch.from_numpy(actions_buf).to(device)
+        # ## Advantages
+        # $r_t$ divided by the running std of the discounted return (`RewardScaler`), unless switched off.
+        if args.scale_rewards:
+            rewards = reward_scaler(rewards_buf, dones_buf)
+        else:
+            rewards = rewards_buf
+        # One batched forward of $V_{\theta_{old}}$ over every $s_t$ and every true $s_{t+1}$, and
+        # $\log\pi_{\theta_{old}}(a_t|s_t)$, the denominator of every ratio $r_t(\theta)$ of this update.
+        b_obs = torch.from_numpy(obs_buf).to(device)
+        b_actions = torch.from_numpy(actions_buf).to(device)
+        b_next_obs = torch.from_numpy(next_obs_buf).to(device)
         with torch.no_grad():
             values = agent.value(b_obs).cpu().numpy()
-            next_values = agent.value(torch.from_numpy(next_obs_buf).to(device)).cpu().numpy()
+            next_values = agent.value(b_next_obs).cpu().numpy()
             old_log_probs, _ = agent.log_prob_entropy(b_obs, b_actions)
-        advantages = gae(rewards, values, next_values, terminated_buf, dones_buf, args.gamma, args.gae_lambda)
-        returns = advantages + values  # $V^{targ}_t = \hat{A}_t + V(s_t)$
+        # $\hat{A}_t$ = GAE($\lambda$), and the value target $V^{targ}_t = \hat{A}_t + V_{\theta_{old}}(s_t)$
+        advantages = gae(
+            rewards,
+            values,
+            next_values,
+            terminated_buf,
+            dones_buf,
+            args.gamma,
+            args.gae_lambda,
+        )
+        returns = advantages + values
 
         # ## Update: `update_epochs` passes of shuffled minibatches over the rollout
-        b_obs, b_actions = b_obs.reshape(batch_size, run.obs_dim), b_actions.reshape(batch_size, *actions_buf.shape[2:])
+        # The T x N rollout flattened into one batch of T N samples.
+        b_obs = b_obs.reshape(batch_size, obs_dim)
+        b_actions = b_actions.reshape(batch_size, *actions_buf.shape[2:])
         b_log_probs = old_log_probs.reshape(-1)
-        b_adv, b_returns, b_values = (torch.from_numpy(x).flatten().to(device) for x in (advantages, returns, values))
+        b_advantages = torch.from_numpy(advantages).flatten().to(device)
+        b_returns = torch.from_numpy(returns).flatten().to(device)
+        b_values = torch.from_numpy(values).flatten().to(device)
         value_clip = args.clip_coef if args.clip_vloss else None
         for _epoch in range(args.update_epochs):
+            # a new shuffle every epoch: each sample once per epoch, in other company each time
             perm = torch.randperm(batch_size, device=device)
             for start in range(0, batch_size, minibatch_size):
                 mb = perm[start : start + minibatch_size]
+                # $\log\pi_\theta(a_t|s_t)$ and $S[\pi_\theta](s_t)$ under the current $\theta$
                 new_log_prob, entropy = agent.log_prob_entropy(b_obs[mb], b_actions[mb])
-                mb_adv = b_adv[mb]
+                # $\hat{A}_t$ normalized within the minibatch (CleanRL's default; not on the slide)
+                mb_adv = b_advantages[mb]
                 if args.norm_adv:
                     mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                # The three terms of $\mathcal{L}_t$: $\mathcal{L}^{CLIP}$, $\mathcal{L}^{VF}$ and $S$
                 pg_loss, approx_kl, clip_frac = clipped_policy_loss(
                     new_log_prob, b_log_probs[mb], mb_adv, args.clip_coef
                 )
-                v_loss = value_loss(agent.value(b_obs[mb]), b_values[mb], b_returns[mb], value_clip)
+                new_values = agent.value(b_obs[mb])
+                v_loss = value_loss(new_values, b_values[mb], b_returns[mb], value_clip)
                 entropy_loss = entropy.mean()
-                # $-\mathcal{L} = -\mathcal{L}^{CLIP} + c_1 \mathcal{L}^{VF} - c_2 S$, minimised (by default $c_2 = 0$)
+                # $-\mathcal{L} = -\mathcal{L}^{CLIP} + c_1 \mathcal{L}^{VF} - c_2 S$, minimised; $c_2$ = `ent_coef` = 0.01 by default
                 loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * entropy_loss
+                # One Adam step on it, the global gradient norm clipped to `max_grad_norm` first
                 optimizer.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
                 optimizer.step()
+            # With `--target-kl`: no more epochs once the last minibatch's approx KL exceeds it
             if args.target_kl is not None and approx_kl > args.target_kl:
                 break
 
-        run.log(global_step, {"charts/learning_rate": optimizer.param_groups[0]["lr"], "losses/policy_loss": pg_loss,
-                              "losses/value_loss": v_loss, "losses/entropy": entropy_loss,
-                              "losses/approx_kl": approx_kl, "losses/clipfrac": clip_frac})  # fmt: skip
+        # ## Logging: the step size and the last minibatch's losses, under CleanRL's names
+        metrics = {
+            "charts/learning_rate": optimizer.param_groups[0]["lr"],
+            "losses/policy_loss": pg_loss,
+            "losses/value_loss": v_loss,
+            "losses/entropy": entropy_loss,
+            "losses/approx_kl": approx_kl,
+            "losses/clipfrac": clip_frac,
+        }
+        run.log(global_step, metrics)
+
+    # The final policy's most likely action is evaluated; `finish` writes summary.json and returns it.
     envs.close()
     return run.finish(global_step, agent.mode)
 

@@ -1,8 +1,8 @@
 r"""Proximal Policy Optimization (PPO) tuned for continuous control (Box actions only).
 
-Paper: Schulman, Wolski, Dhariwal, Radford, Klimov. "Proximal Policy Optimization Algorithms", arXiv:1707.06347
-(2017). Lecture: slide "Proximal Policy Optimization (PPO)", with the Gaussian output layer of slide "Policy
-Gradient Methods", $\pi(a_t|s_t;\theta) = \mathbb{N}(f(s_t), \Sigma)$.
+Paper: Schulman, Wolski, Dhariwal, Radford, Klimov. "Proximal Policy Optimization Algorithms",
+arXiv:1707.06347 (2017). Lecture: slide "Proximal Policy Optimization (PPO)", with the Gaussian output
+layer of slide "Policy Gradient Methods", $\pi(a_t|s_t;\theta) = \mathbb{N}(f(s_t), \Sigma)$.
 
 The update maximises, over several epochs of shuffled minibatches of one rollout,
 
@@ -10,8 +10,9 @@ $\mathcal{L}_t(\theta) = \mathcal{L}_t^{CLIP}(\theta) - c_1 \mathcal{L}_t^{VF}(\
 $\mathcal{L}_t^{CLIP} = \min(r_t(\theta)\hat{A}_t, \text{clip}(r_t(\theta), 1-\epsilon, 1+\epsilon)\hat{A}_t)$,
 $r_t(\theta) = \pi(a_t|s_t;\theta) / \pi(a_t|s_t;\theta_{old})$,
 
-with $\hat{A}_t$ from generalized advantage estimation, GAE($\lambda$). Unlike ppo.py (after Engstrom et al. 2020,
-Andrychowicz et al. 2021): normalized observations, rewards scaled every step, $a_t$ clipped only for the env.
+with $\hat{A}_t$ from generalized advantage estimation, GAE($\lambda$). Unlike ppo.py (after Engstrom et
+al. 2020, Andrychowicz et al. 2021): observations normalized, rewards scaled by the statistics of every
+step so far (ppo.py: of every rollout so far). As in ppo.py, $a_t$ is clipped only for the env.
 
 Run: python ppo_continuous.py --env-id Pendulum-v1
 """
@@ -31,7 +32,7 @@ import tyro
 
 @dataclass
 class Args:
-    """PPO with observation normalization and reward scaling: trains a Gaussian policy for Box actions."""
+    """PPO with normalized observations and scaled rewards: a Gaussian policy for Box actions."""
 
     # PPO's own fields, tuned on Pendulum-v1 (few short rollouts, many epochs); MuJoCo: CleanRL's defaults.
     learning_rate: float = 2e-3
@@ -65,7 +66,7 @@ class Args:
     target_kl: float | None = None
     """stop the epochs of an update early once approx KL exceeds this"""
     norm_obs: bool = True
-    """normalize observations with running mean and std (saved with the model, frozen at evaluation)"""
+    """normalize observations by running mean and std (saved with the model, frozen at eval)"""
     clip_obs: float = 10.0
     """clip normalized observations to [-clip_obs, clip_obs]"""
     scale_rewards: bool = True
@@ -77,13 +78,13 @@ class Args:
     num_threads: int = 1
     """torch CPU threads (1 is fastest for networks this small)"""
 
-    # The fields every script shares (CONVENTIONS.md), same names and meanings in all nine.
+    # The fields every script shares (CONTRIBUTING.md), same names and meanings in all nine.
     exp_name: str = "ppo_continuous"
     """the name of this experiment (part of the run name)"""
     seed: int = 1
     """seed of random, numpy, torch and the environments"""
     torch_deterministic: bool = True
-    """make torch pick deterministic algorithms (same seed, same machine: same run)"""
+    """set torch.backends.cudnn.deterministic (only cuDNN reads it; these MLPs never use cuDNN)"""
     cuda: bool = False
     """use the GPU when one is available"""
     track: bool = False
@@ -97,7 +98,7 @@ class Args:
     save_model: bool = False
     """save the weights and the normalization statistics to runs/<run_name>/<exp_name>.pt"""
     model_path: str | None = None
-    """load weights and statistics from this file before training (with --total-timesteps 0: only evaluate)"""
+    """load weights and statistics from this file (with --total-timesteps 0: only evaluate them)"""
     env_id: str = "Pendulum-v1"
     """the gymnasium environment id (Box actions)"""
     total_timesteps: int = 99_328
@@ -109,15 +110,13 @@ class Args:
 # ## Environments
 # Gymnasium 1.x vector envs with `SAME_STEP` autoreset: when an episode ends, `step` returns the first observation
 # of the next one, and the true last one in `info["final_obs"]`, which bootstraps $V(s_T)$ after a time limit.
-def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv:
+def make_envs(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
     env_fns = [lambda: gym.make(env_id) for _ in range(num_envs)]
-    envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    envs.action_space.seed(seed)
-    return envs
+    return gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
 def true_next_obs(obs: np.ndarray, info: dict) -> np.ndarray:
-    """$s_{t+1}$ of every env: `obs`, except where an episode just ended: there its true last observation."""
+    """$s_{t+1}$ of every env: `obs`, but the true last observation where an episode just ended."""
     if "final_obs" not in info:
         return obs
     next_obs = obs.copy()
@@ -126,6 +125,9 @@ def true_next_obs(obs: np.ndarray, info: dict) -> np.ndarray:
     return next_obs
 
 
+# ## Networks
+# Orthogonal initialisation, as in the PPO code release: gain $\sqrt{2}$ for the tanh hidden layers,
+# 0.01 for the policy's output (a nearly uniform / zero-mean first policy), 1 for $V$'s.
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Linear:
     nn.init.orthogonal_(layer.weight, std)
     nn.init.constant_(layer.bias, bias)
@@ -133,8 +135,13 @@ def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> 
 
 
 def mlp(n_in: int, n_hidden: int, n_out: int, out_std: float) -> nn.Sequential:
-    hidden = [layer_init(nn.Linear(n_in, n_hidden)), nn.Tanh(), layer_init(nn.Linear(n_hidden, n_hidden)), nn.Tanh()]
-    return nn.Sequential(*hidden, layer_init(nn.Linear(n_hidden, n_out), std=out_std))
+    return nn.Sequential(
+        layer_init(nn.Linear(n_in, n_hidden)),
+        nn.Tanh(),
+        layer_init(nn.Linear(n_hidden, n_hidden)),
+        nn.Tanh(),
+        layer_init(nn.Linear(n_hidden, n_out), std=out_std),
+    )
 
 
 # ## The Gaussian policy $\pi(a|s) = \mathbb{N}(f(s), \Sigma)$, $\Sigma = \text{diag}(\sigma^2)$, $\log \sigma$ a parameter not depending on $s$:
@@ -164,7 +171,8 @@ class Agent(nn.Module):
         return gaussian_log_prob_entropy(self.actor(obs), self.log_std, actions)
 
     def sample(self, obs: torch.Tensor) -> torch.Tensor:
-        # $a = \mu + \sigma \xi$, $\xi \sim \mathbb{N}(0, I)$, without torch.distributions (2-3x slower at this size).
+        # $a = \mu + \sigma \xi$, $\xi \sim \mathbb{N}(0, I)$: the very numbers `Normal(mu, sigma).sample()` draws,
+        # at a tenth of its cost per call (about 25,000 calls in a default run); see ppo.py's `Agent.sample`.
         mean = self.actor(obs)
         return mean + torch.exp(self.log_std) * torch.randn_like(mean)
 
@@ -175,10 +183,13 @@ class Agent(nn.Module):
 
 # ## Generalized advantage estimation
 # $\delta_t = r_t + \gamma V(s_{t+1})(1 - \text{terminated}_t) - V(s_t)$ and $\hat{A}_t = \delta_t + \gamma\lambda (1 - \text{done}_t) \hat{A}_{t+1}$.
+# Why: the $k$-step advantage ($k$ rewards, then $V$) is $\hat{A}^{(k)}_t = \sum_{l<k} \gamma^l \delta_{t+l}$; GAE is their
+# $\lambda$-weighted average $(1-\lambda)\sum_{k \ge 1} \lambda^{k-1} \hat{A}^{(k)}_t = \sum_{l \ge 0} (\gamma\lambda)^l \delta_{t+l}$
+# ($\delta_{t+l}$ is in every $\hat{A}^{(k)}_t$ with $k > l$, total weight $\lambda^l$), which the loop sums from the end.
 # `next_values[t]` is $V$ of the true next state, also when the episode was truncated there: a time limit is
 # not a terminal state, so it still bootstraps. `dones[t]` (terminated or truncated) only stops the sum from
 # running into the next episode. Arrays are (T, N) numpy: this loop over T runs several times faster than in torch.
-def gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambda: float) -> np.ndarray:
+def gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambda: float):
     advantages = np.zeros_like(rewards)
     next_advantage = np.zeros_like(rewards[0])
     for t in reversed(range(rewards.shape[0])):
@@ -192,14 +203,14 @@ def gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambd
 # $r_t(\theta) = \exp(\log\pi_\theta(a_t|s_t) - \log\pi_{\theta_{old}}(a_t|s_t))$;
 # the loss is $-\hat{\mathbb{E}}_t[\min(r_t \hat{A}_t, \text{clip}(r_t, 1-\epsilon, 1+\epsilon)\hat{A}_t)]$.
 # Like every implementation, the average over $t$ drops the $\gamma^t$ of the discounted policy gradient.
-# Also returned: approx KL $\hat{\mathbb{E}}[(r-1) - \log r]$, an unbiased, non-negative estimate of
-# $KL(\pi_{\theta_{old}} \| \pi_\theta)$ (the TRPO slide's KL runs the other way), and the fraction of samples clipped.
 def clipped_policy_loss(new_log_prob, old_log_prob, advantages, clip_coef: float):
     log_ratio = new_log_prob - old_log_prob
     ratio = log_ratio.exp()
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef) * advantages
     loss = -torch.min(unclipped, clipped).mean()
+    # Also returned, for the logs: approx KL $\hat{\mathbb{E}}[(r-1) - \log r]$, an unbiased, non-negative estimate of
+    # $KL(\pi_{\theta_{old}} \| \pi_\theta)$ (the TRPO slide's KL runs the other way), and the fraction of samples clipped.
     with torch.no_grad():
         approx_kl = ((ratio - 1.0) - log_ratio).mean()
         clip_frac = ((ratio - 1.0).abs() > clip_coef).float().mean()
@@ -218,27 +229,49 @@ def value_loss(new_values, old_values, returns, clip_coef: float | None):
 
 # ## Observation normalization: $\tilde{s} = \text{clip}((s - \mu_s) / \sqrt{\sigma_s^2 + 10^{-8}}, -c, c)$
 # $\mu_s, \sigma_s^2$ of every $s$ seen so far (`update` adds `obs` first): saved with the policy, frozen at evaluation.
+# The statistics of a stream of batches, merged batch by batch (Chan et al.'s parallel update):
+# $\mu \leftarrow \mu + \Delta \frac{n_b}{n}$, $\sigma^2 \leftarrow (\sigma^2 n_a + \sigma_b^2 n_b + \Delta^2 \frac{n_a n_b}{n}) / n$,
+# $\Delta = \mu_b - \mu$, $n = n_a + n_b$. It starts as mean 0, variance 1 with a weight of $10^{-4}$.
 class RunningMeanStd:
     def __init__(self, shape=()):
-        self.mean, self.var, self.count = np.zeros(shape), np.ones(shape), 1e-4
+        self.mean = np.zeros(shape)
+        self.var = np.ones(shape)
+        self.count = 1e-4
 
     def update(self, batch: np.ndarray):
-        b_mean, b_var, b_count = batch.mean(0), batch.var(0), batch.shape[0]
-        delta, total = b_mean - self.mean, self.count + b_count
-        self.mean = self.mean + delta * b_count / total
-        m2 = self.var * self.count + b_var * b_count + delta**2 * self.count * b_count / total
-        self.var, self.count = m2 / total, total
+        batch_mean = batch.mean(0)
+        batch_var = batch.var(0)
+        batch_count = batch.shape[0]
+        delta = batch_mean - self.mean
+        total = self.count + batch_count
+        self.mean = self.mean + delta * batch_count / total
+        m2 = self.var * self.count + batch_var * batch_count
+        m2 = m2 + delta**2 * self.count * batch_count / total
+        self.var = m2 / total
+        self.count = total
 
 
-def normalize_obs(obs: np.ndarray, rms: RunningMeanStd | None, clip: float, update: bool = False) -> np.ndarray:
+def normalize_obs(
+    obs: np.ndarray,
+    rms: RunningMeanStd | None,
+    clip: float,
+    update: bool = False,
+) -> np.ndarray:
     if rms is not None and update:
         rms.update(obs)
-    normalized = obs if rms is None else np.clip((obs - rms.mean) / np.sqrt(rms.var + 1e-8), -clip, clip)
+    if rms is None:
+        return obs.astype(np.float32)
+    normalized = np.clip((obs - rms.mean) / np.sqrt(rms.var + 1e-8), -clip, clip)
     return normalized.astype(np.float32)
 
 
+# The policy evaluated: its mean action in the observation normalized with the frozen statistics.
 def frozen_policy(agent: Agent, rms: RunningMeanStd | None, clip: float):
-    return lambda obs: agent.mode(torch.from_numpy(normalize_obs(obs.cpu().numpy(), rms, clip)).to(obs.device))
+    def policy(obs: torch.Tensor) -> torch.Tensor:
+        normalized = normalize_obs(obs.cpu().numpy(), rms, clip)
+        return agent.mode(torch.from_numpy(normalized).to(obs.device))
+
+    return policy
 
 
 # ## Reward scaling
@@ -247,9 +280,12 @@ def frozen_policy(agent: Agent, rms: RunningMeanStd | None, clip: float):
 # (ppo.py: over whole rollouts). The mean is not subtracted: that would change which policy is optimal.
 class RewardScaler:
     def __init__(self, num_envs: int, gamma: float):
-        self.rms, self.gamma, self.G = RunningMeanStd(), gamma, np.zeros(num_envs)
+        self.rms = RunningMeanStd()
+        self.gamma = gamma
+        self.G = np.zeros(num_envs)
 
     def __call__(self, rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
+        # step by step: $G_t$ into the statistics, then $r_t$ over their std; $G$ restarts after an episode
         scaled = np.zeros_like(rewards)
         for t in range(len(rewards)):
             self.G = self.G * self.gamma + rewards[t]
@@ -259,96 +295,184 @@ class RewardScaler:
         return scaled
 
 
+# ## The checks of PPO's own arguments
+# A bad value is one `error:` line (the `ArgError` of the tail), before anything is built.
 def check_args(args: Args) -> None:
-    sizes = ("num_envs", "num_steps", "num_minibatches", "update_epochs", "hidden_size", "num_threads")
-    for name in (*sizes, "learning_rate", "clip_coef", "clip_obs"):
-        if not getattr(args, name) > 0:
-            raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    sizes = ("num_envs", "num_steps", "num_minibatches", "update_epochs", "hidden_size")
+    for name in (*sizes, "num_threads", "learning_rate", "clip_coef", "clip_obs"):
+        value = getattr(args, name)
+        if not value > 0:
+            raise ArgError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    # $\gamma$ and $\lambda$ are weights of a discounted sum: in [0, 1]
     if not (0 <= args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
-        raise ArgError(f"--gamma and --gae-lambda must lie in [0, 1], got {args.gamma}, {args.gae_lambda}")
+        got = f"{args.gamma}, {args.gae_lambda}"
+        raise ArgError(f"--gamma and --gae-lambda must lie in [0, 1], got {got}")
+    # the minibatches split the rollout evenly
     batch_size = args.num_envs * args.num_steps
     if batch_size % args.num_minibatches:
-        raise ArgError(f"--num-minibatches {args.num_minibatches} must divide num_envs * num_steps = {batch_size}")
+        divides = f"must divide num_envs * num_steps = {batch_size}"
+        raise ArgError(f"--num-minibatches {args.num_minibatches} {divides}")
 
 
+# ## Training
 def train(args: Args) -> dict:
+    # The checks first: a bad argument, env id or action space is one error line before anything is built.
+    # `Run` (the bookkeeping, below) then keeps the run folder, progress.csv, W&B and the status line.
     check_args(args)
-    run = Run(args, "ppo_continuous", (gym.spaces.Box,))  # checks, seeds, device
-    envs = make_envs(args.env_id, args.num_envs, args.seed)
-    device = run.device
-    agent = Agent(run.obs_dim, run.action_dim, args.hidden_size, args.init_log_std).to(device)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
-    obs_rms = RunningMeanStd((run.obs_dim,)) if args.norm_obs else None
-    reward_scaler = RewardScaler(args.num_envs, args.gamma)
-    T, N = args.num_steps, args.num_envs
-    batch_size, minibatch_size = T * N, T * N // args.num_minibatches
-    run.start(batch_size, agent=agent, obs_rms=obs_rms, reward_rms=reward_scaler.rms)  # loads --model-path, opens run
+    run = Run(args, "ppo_continuous", (gym.spaces.Box,))
 
-    # Rollout storage, on the CPU as numpy: `num_steps` x `num_envs` transitions $(s_t, a_t, r_t, s_{t+1})$, $s$ normalized
-    # as $\pi_{\theta_{old}}$ saw it; $a_t$ unclipped: the env gets $\text{clip}(a_t)$, $r_t(\theta)$ the density of $a_t$.
-    obs_buf, next_obs_buf = np.zeros((2, T, N, run.obs_dim), dtype=np.float32)
-    actions_buf = np.zeros((T, N, run.action_dim), dtype=np.float32)
-    rewards_buf, terminated_buf, dones_buf = np.zeros((3, T, N), dtype=np.float32)
+    # Seed every random number generator the run draws from; the envs are seeded at their first `reset`.
+    # `torch_deterministic` sets cuDNN's flag (CleanRL's); one CPU thread is fastest for networks this small.
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.num_threads)
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+
+    # N envs in lockstep. Their spaces size the networks: the observation's length and the action's,
+    # whose bounds clip what the env gets.
+    envs = make_envs(args.env_id, args.num_envs)
+    obs_dim = envs.single_observation_space.shape[0]
+    action_dim = envs.single_action_space.shape[0]
+    action_low = envs.single_action_space.low
+    action_high = envs.single_action_space.high
+
+    # $\pi_\theta$ and $V$, Adam (its $\epsilon = 10^{-5}$ as in the PPO code release), the statistics
+    # of the observations and of the returns; `fused=True` as in ppo.py (one kernel for the whole step).
+    # `run.start` loads `--model-path` into the parts of the checkpoint and opens the run folder.
+    agent = Agent(obs_dim, action_dim, args.hidden_size, args.init_log_std).to(device)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+    obs_rms = RunningMeanStd((obs_dim,)) if args.norm_obs else None
+    reward_scaler = RewardScaler(args.num_envs, args.gamma)
+    T = args.num_steps
+    N = args.num_envs
+    batch_size = T * N
+    minibatch_size = batch_size // args.num_minibatches
+    run.start(batch_size, agent=agent, obs_rms=obs_rms, reward_rms=reward_scaler.rms)
+
+    # Rollout storage, on the CPU as numpy: the env lives there. One batch of
+    # `num_steps` x `num_envs` transitions $(s_t, a_t, r_t, s_{t+1})$ and how each episode ended,
+    # $s$ normalized as $\pi_{\theta_{old}}$ saw it.
+    obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
+    next_obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
+    actions_buf = np.zeros((T, N, action_dim), dtype=np.float32)
+    rewards_buf = np.zeros((T, N), dtype=np.float32)
+    terminated_buf = np.zeros((T, N), dtype=np.float32)
+    dones_buf = np.zeros((T, N), dtype=np.float32)
     global_step = 0
-    obs = normalize_obs(envs.reset(seed=args.seed)[0], obs_rms, args.clip_obs, update=run.num_iterations > 0)
+    # $s_0$ of every env (seeded here, once), then one rollout and its update per iteration.
+    # The first $s_0$ joins the statistics (unless the run only evaluates a loaded model).
+    raw_obs, _ = envs.reset(seed=args.seed)
+    obs = normalize_obs(raw_obs, obs_rms, args.clip_obs, update=run.num_iterations > 0)
     for iteration in run.iterations():
+        # Update $k$ of $K$ steps with $\alpha (1 - (k-1)/K)$: the step size decays linearly toward 0.
         if args.anneal_lr:
-            optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1) / run.num_iterations)
+            frac = 1.0 - (iteration - 1) / run.num_iterations
+            optimizer.param_groups[0]["lr"] = args.learning_rate * frac
 
         # ## Rollout: run $\pi_{\theta_{old}}$ for T steps in each of the N envs
         for step in range(T):
             obs_buf[step] = obs
+            # $a_t \sim \pi(\cdot|s_t;\theta_{old})$: acting needs no gradient
             with torch.inference_mode():
-                action = agent.sample(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+                obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)
+                action = agent.sample(obs_tensor).cpu().numpy()
             actions_buf[step] = action
-            raw_obs, reward, terminated, truncated, info = envs.step(np.clip(action, run.action_low, run.action_high))
+            # The env gets $a_t$ clipped to its bounds; the buffer keeps $a_t$ as drawn,
+            # so that $r_t(\theta)$ is the ratio of the densities of the action that was sampled.
+            clipped_action = np.clip(action, action_low, action_high)
+            raw_obs, reward, terminated, truncated, info = envs.step(clipped_action)
             global_step += N
+            # $s_{t+1}$ normalized: the next step's $s_t$ after it joins the statistics, and the true next
+            # state (where the episode ended, `raw_obs` is the next one's first) with the same statistics
             obs = normalize_obs(raw_obs, obs_rms, args.clip_obs, update=True)
-            next_obs_buf[step] = normalize_obs(true_next_obs(raw_obs, info), obs_rms, args.clip_obs)
+            next_obs = true_next_obs(raw_obs, info)
+            next_obs_buf[step] = normalize_obs(next_obs, obs_rms, args.clip_obs)
             done = terminated | truncated
-            rewards_buf[step], terminated_buf[step], dones_buf[step] = reward, terminated, done
+            rewards_buf[step] = reward
+            terminated_buf[step] = terminated
+            dones_buf[step] = done
             run.record(global_step, reward, done)
 
-        # ## Advantages: one batched forward of V over $s_t$ and the true $s_{t+1}$
-        rewards = reward_scaler(rewards_buf, dones_buf) if args.scale_rewards else rewards_buf
-        b_obs, b_actions = torch.from_numpy(obs_buf).to(device), torch.from_numpy(actions_buf).to(device)
+        # ## Advantages
+        # $r_t$ divided by the running std of the discounted return (`RewardScaler`), unless switched off.
+        if args.scale_rewards:
+            rewards = reward_scaler(rewards_buf, dones_buf)
+        else:
+            rewards = rewards_buf
+        # One batched forward of $V_{\theta_{old}}$ over every $s_t$ and every true $s_{t+1}$, and
+        # $\log\pi_{\theta_{old}}(a_t|s_t)$, the denominator of every ratio $r_t(\theta)$ of this update.
+        b_obs = torch.from_numpy(obs_buf).to(device)
+        b_actions = torch.from_numpy(actions_buf).to(device)
+        b_next_obs = torch.from_numpy(next_obs_buf).to(device)
         with torch.no_grad():
             values = agent.value(b_obs).cpu().numpy()
-            next_values = agent.value(torch.from_numpy(next_obs_buf).to(device)).cpu().numpy()
+            next_values = agent.value(b_next_obs).cpu().numpy()
             old_log_probs, _ = agent.log_prob_entropy(b_obs, b_actions)
-        advantages = gae(rewards, values, next_values, terminated_buf, dones_buf, args.gamma, args.gae_lambda)
-        returns = advantages + values  # $V^{targ}_t = \hat{A}_t + V(s_t)$
+        # $\hat{A}_t$ = GAE($\lambda$), and the value target $V^{targ}_t = \hat{A}_t + V_{\theta_{old}}(s_t)$
+        advantages = gae(
+            rewards,
+            values,
+            next_values,
+            terminated_buf,
+            dones_buf,
+            args.gamma,
+            args.gae_lambda,
+        )
+        returns = advantages + values
 
         # ## Update: `update_epochs` passes of shuffled minibatches over the rollout
-        b_obs, b_actions = b_obs.reshape(batch_size, run.obs_dim), b_actions.reshape(batch_size, *actions_buf.shape[2:])
+        # The T x N rollout flattened into one batch of T N samples.
+        b_obs = b_obs.reshape(batch_size, obs_dim)
+        b_actions = b_actions.reshape(batch_size, *actions_buf.shape[2:])
         b_log_probs = old_log_probs.reshape(-1)
-        b_adv, b_returns, b_values = (torch.from_numpy(x).flatten().to(device) for x in (advantages, returns, values))
+        b_advantages = torch.from_numpy(advantages).flatten().to(device)
+        b_returns = torch.from_numpy(returns).flatten().to(device)
+        b_values = torch.from_numpy(values).flatten().to(device)
         value_clip = args.clip_coef if args.clip_vloss else None
         for _epoch in range(args.update_epochs):
+            # a new shuffle every epoch: each sample once per epoch, in other company each time
             perm = torch.randperm(batch_size, device=device)
             for start in range(0, batch_size, minibatch_size):
                 mb = perm[start : start + minibatch_size]
+                # $\log\pi_\theta(a_t|s_t)$ and $S[\pi_\theta](s_t)$ under the current $\theta$
                 new_log_prob, entropy = agent.log_prob_entropy(b_obs[mb], b_actions[mb])
-                mb_adv = b_adv[mb]
+                # $\hat{A}_t$ normalized within the minibatch (CleanRL's default; not on the slide)
+                mb_adv = b_advantages[mb]
                 if args.norm_adv:
                     mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                # The three terms of $\mathcal{L}_t$: $\mathcal{L}^{CLIP}$, $\mathcal{L}^{VF}$ and $S$
                 pg_loss, approx_kl, clip_frac = clipped_policy_loss(
                     new_log_prob, b_log_probs[mb], mb_adv, args.clip_coef
                 )
-                v_loss = value_loss(agent.value(b_obs[mb]), b_values[mb], b_returns[mb], value_clip)
+                new_values = agent.value(b_obs[mb])
+                v_loss = value_loss(new_values, b_values[mb], b_returns[mb], value_clip)
                 entropy_loss = entropy.mean()
                 # $-\mathcal{L} = -\mathcal{L}^{CLIP} + c_1 \mathcal{L}^{VF} - c_2 S$, minimised (by default $c_2 = 0$)
                 loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * entropy_loss
+                # One Adam step on it, the global gradient norm clipped to `max_grad_norm` first
                 optimizer.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
                 optimizer.step()
+            # With `--target-kl`: no more epochs once the last minibatch's approx KL exceeds it
             if args.target_kl is not None and approx_kl > args.target_kl:
                 break
 
-        run.log(global_step, {"charts/learning_rate": optimizer.param_groups[0]["lr"], "losses/policy_loss": pg_loss,
-                              "losses/value_loss": v_loss, "losses/entropy": entropy_loss,
-                              "losses/approx_kl": approx_kl, "losses/clipfrac": clip_frac})  # fmt: skip
+        # ## Logging: the step size and the last minibatch's losses, under CleanRL's names
+        metrics = {
+            "charts/learning_rate": optimizer.param_groups[0]["lr"],
+            "losses/policy_loss": pg_loss,
+            "losses/value_loss": v_loss,
+            "losses/entropy": entropy_loss,
+            "losses/approx_kl": approx_kl,
+            "losses/clipfrac": clip_frac,
+        }
+        run.log(global_step, metrics)
+
+    # The final policy's mean action is evaluated, the observation statistics frozen; `finish`
+    # writes summary.json and returns it.
     envs.close()
     return run.finish(global_step, frozen_policy(agent, obs_rms, args.clip_obs))
 

@@ -396,7 +396,7 @@ def check_policy_and_value_use_their_own_networks(agent, obs, actions):
 
 def check_true_next_obs(module):
     """`true_next_obs` gives $s_{t+1}$: `final_obs` at both kinds of episode end, the next obs elsewhere."""
-    envs = module.make_envs("tests.fake_envs:Clock-v0", 2, seed=0)
+    envs = module.make_envs("tests.fake_envs:Clock-v0", 2)
     envs.reset(seed=0)
     tr = clock_transitions(2 * (ClockEnv.TERMINATE_AT + ClockEnv.TRUNCATE_AT))
     for t, want in enumerate(tr["next_obs"]):
