@@ -5,14 +5,16 @@ Paper: Konda and Tsitsiklis, "Actor-Critic Algorithms", NeurIPS 1999; Sutton and
 "Actor-Critic Methods", Algorithm 2 (Actor-Critic Algorithm): the critic is learned by
 temporal differences inside the policy-gradient loop, and both are updated at every step.
 
-At every step $t$: $a_t \sim \pi(\cdot|s_t;\theta)$, observe $r_t, s_{t+1}$, draw $a_{t+1} \sim \pi(\cdot|s_{t+1};\theta)$,
+At every step $t$: $a_t \sim \pi(\cdot|s_t;\theta)$, observe $r_t, s_{t+1}$,
+draw $a_{t+1} \sim \pi(\cdot|s_{t+1};\theta)$,
 
 $\delta = r_t + \gamma Q_\omega(s_{t+1}, a_{t+1}) - Q_\omega(s_t, a_t)$,
 $\omega \leftarrow \omega + \alpha_\omega \delta \nabla_\omega Q_\omega(s_t, a_t)$,
 $\theta \leftarrow \theta + \alpha_\theta \nabla_\theta \log \pi(a_t|s_t;\theta) Q_\omega(s_t, a_t)$.
 
-With `--critic v` the critic is $V_\omega(s)$, $\delta = r_t + \gamma V_\omega(s_{t+1}) - V_\omega(s_t)$, and the
-actor's weight is $\delta$, an estimate of the advantage $A(s_t, a_t)$ (slide: $V$, $Q$ or $A$ as critic).
+With `--critic v` the critic is $V_\omega(s)$,
+$\delta = r_t + \gamma V_\omega(s_{t+1}) - V_\omega(s_t)$, and the actor's weight is $\delta$, an
+estimate of the advantage $A(s_t, a_t)$ (slide: $V$, $Q$ or $A$ as critic).
 
 Run: python actor_critic.py --env-id CartPole-v1
 """
@@ -29,15 +31,16 @@ import numpy as np
 import torch
 import torch.nn as nn
 import tyro
+from torch.distributions import Categorical, Normal
 
 
 @dataclass
 class Args:
-    """Online actor-critic (Algorithm 2), Q or V critic: trains a policy for Discrete or Box actions on a gymnasium env."""
+    """Online actor-critic (Algorithm 2, slides "Actor-Critic Methods"), with a Q or a V critic."""
 
     # The method's own fields.
     critic: Literal["q", "v"] = "v"
-    """the critic: Q(s,a) with the actor weighted by Q (Algorithm 2; learns with --learning-rate 1e-4), or V(s) with the TD error as advantage"""
+    """Q(s,a) as in Algorithm 2 (learns with --learning-rate 1e-4), or V(s) with the TD error"""
     learning_rate: float = 5e-4
     """the actor's step size alpha_theta (Adam)"""
     critic_learning_rate: float = 1e-3
@@ -45,7 +48,7 @@ class Args:
     anneal_lr: bool = True
     """decay both step sizes linearly to 0 over training"""
     num_envs: int = 1
-    """parallel environments; each step updates on the mean over them (1: the online algorithm as on the slide)"""
+    """parallel environments; each step updates on the mean over them (1: the online algorithm)"""
     gamma: float = 0.99
     """discount factor gamma"""
     ent_coef: float = 0.0
@@ -55,13 +58,13 @@ class Args:
     num_threads: int = 1
     """torch CPU threads (1 is fastest for networks this small)"""
 
-    # The fields every script shares (CONVENTIONS.md), same names and meanings in all nine.
+    # The fields every script shares (CONTRIBUTING.md), same names and meanings in all nine.
     exp_name: str = "actor_critic"
     """the name of this experiment (part of the run name)"""
     seed: int = 1
     """seed of random, numpy, torch and the environments"""
     torch_deterministic: bool = True
-    """make torch pick deterministic algorithms (same seed, same machine: same run)"""
+    """set torch.backends.cudnn.deterministic (only cuDNN reads it: no effect on these MLPs)"""
     cuda: bool = False
     """use the GPU when one is available"""
     track: bool = False
@@ -87,15 +90,13 @@ class Args:
 # ## Environments
 # Gymnasium 1.x vector envs with `SAME_STEP` autoreset: when an episode ends, `step` returns the first observation
 # of the next one, and the true last one in `info["final_obs"]`, which bootstraps from $s_{t+1}$ after a time limit.
-def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv:
+def make_envs(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
     env_fns = [lambda: gym.make(env_id) for _ in range(num_envs)]
-    envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    envs.action_space.seed(seed)
-    return envs
+    return gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
 def true_next_obs(obs: np.ndarray, info: dict) -> np.ndarray:
-    """$s_{t+1}$ of every env: `obs`, except where an episode just ended: there its true last observation."""
+    """$s_{t+1}$ of every env: `obs`, but where an episode just ended its true last observation."""
     if "final_obs" not in info:
         return obs
     next_obs = obs.copy()
@@ -104,6 +105,9 @@ def true_next_obs(obs: np.ndarray, info: dict) -> np.ndarray:
     return next_obs
 
 
+# ## Networks
+# Orthogonal initialisation, as in CleanRL: gain $\sqrt{2}$ for the tanh hidden layers, 0.01 for the
+# policy's output (a nearly uniform / zero-mean first policy), 1 for the critic's.
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Linear:
     nn.init.orthogonal_(layer.weight, std)
     nn.init.constant_(layer.bias, bias)
@@ -111,8 +115,13 @@ def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> 
 
 
 def mlp(n_in: int, n_hidden: int, n_out: int, out_std: float) -> nn.Sequential:
-    hidden = [layer_init(nn.Linear(n_in, n_hidden)), nn.Tanh(), layer_init(nn.Linear(n_hidden, n_hidden)), nn.Tanh()]
-    return nn.Sequential(*hidden, layer_init(nn.Linear(n_hidden, n_out), std=out_std))
+    return nn.Sequential(
+        layer_init(nn.Linear(n_in, n_hidden)),
+        nn.Tanh(),
+        layer_init(nn.Linear(n_hidden, n_hidden)),
+        nn.Tanh(),
+        layer_init(nn.Linear(n_hidden, n_out), std=out_std),
+    )
 
 
 # ## The policy's output layer
@@ -142,10 +151,13 @@ def gaussian_log_prob_entropy(mean: torch.Tensor, log_std: torch.Tensor, actions
 class Agent(nn.Module):
     def __init__(self, obs_dim: int, action_dim: int, discrete: bool, hidden: int, critic: str):
         super().__init__()
-        self.discrete, self.critic_kind = discrete, critic
+        self.discrete = discrete
+        self.critic_kind = critic
+        # $\theta$: a logit per action, or the Gaussian's mean and a $\log\sigma$ that starts at 0
         self.actor = mlp(obs_dim, hidden, action_dim, out_std=0.01)
         if not discrete:
             self.log_std = nn.Parameter(torch.zeros(action_dim))
+        # $\omega$: $V_\omega(s)$, $Q_\omega(s, \cdot)$ with one output per action, or $Q_\omega([s, a])$
         if critic == "v":
             self.critic = mlp(obs_dim, hidden, 1, out_std=1.0)
         elif discrete:
@@ -154,7 +166,10 @@ class Agent(nn.Module):
             self.critic = mlp(obs_dim + action_dim, hidden, 1, out_std=1.0)
 
     def actor_parameters(self) -> list[nn.Parameter]:
-        return list(self.actor.parameters()) + ([] if self.discrete else [self.log_std])
+        r"""$\theta$: the actor network's weights, and $\log\sigma$ for Box actions."""
+        if self.discrete:
+            return list(self.actor.parameters())
+        return list(self.actor.parameters()) + [self.log_std]
 
     def critic_value(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         r"""$V_\omega(s)$ (critic v, `actions` unused) or $Q_\omega(s, a)$ (critic q)."""
@@ -165,7 +180,8 @@ class Agent(nn.Module):
         return self.critic(torch.cat([obs, actions], dim=-1)).squeeze(-1)
 
     def critic_pair(self, obs, actions, next_obs, next_actions):
-        r"""$Q_\omega(s_t, a_t)$ and $Q_\omega(s_{t+1}, a_{t+1})$ (or $V$) in one forward pass; the second without gradient."""
+        r"""$Q_\omega(s_t, a_t)$ and $Q_\omega(s_{t+1}, a_{t+1})$ (or $V$) in one forward pass;
+        the second without gradient."""
         n = obs.shape[0]
         both = self.critic_value(torch.cat([obs, next_obs]), torch.cat([actions, next_actions]))
         return both[:n], both[n:].detach()
@@ -177,18 +193,19 @@ class Agent(nn.Module):
         return gaussian_log_prob_entropy(out, self.log_std, actions)
 
     def sample(self, obs: torch.Tensor) -> torch.Tensor:
-        # Drawing $a \sim \pi(\cdot|s)$ is the cost of every env step, so no
-        # torch.distributions here. Softmax: Gumbel-max, $\arg\max_a (z_a + g_a)$ with
-        # $g_a = -\log(-\log u_a)$, $u_a \sim U(0,1)$. Gaussian: $\mu + \sigma \xi$, $\xi \sim \mathbb{N}(0, I)$.
+        # $a \sim \pi(\cdot|s)$ with `torch.distributions`: the softmax over the logits, or
+        # $\mathbb{N}(\mu, \sigma^2)$ (its draw is $\mu + \sigma \xi$, $\xi \sim \mathbb{N}(0, I)$).
         out = self.actor(obs)
         if self.discrete:
-            return torch.argmax(out - torch.log(-torch.log(torch.rand_like(out))), dim=-1)
-        return out + torch.exp(self.log_std) * torch.randn_like(out)
+            return Categorical(logits=out).sample()
+        return Normal(out, torch.exp(self.log_std)).sample()
 
     def mode(self, obs: torch.Tensor) -> torch.Tensor:
-        """The most likely action: used for evaluation."""
+        """The most likely action, for evaluation."""
         out = self.actor(obs)
-        return torch.argmax(out, dim=-1) if self.discrete else out
+        if self.discrete:
+            return torch.argmax(out, dim=-1)
+        return out
 
 
 # ## The TD target and error
@@ -218,31 +235,65 @@ def actor_loss(log_prob, weights, entropy, ent_coef: float):
     return -(log_prob * weights.detach()).mean() - ent_coef * entropy.mean()
 
 
+# ## The checks of the method's own arguments
+# A bad value is one `error:` line (the `ArgError` of the tail), before anything is built.
 def check_args(args: Args) -> None:
     for name in ("num_envs", "hidden_size", "num_threads", "learning_rate", "critic_learning_rate"):
-        if not getattr(args, name) > 0:
-            raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+        value = getattr(args, name)
+        if not value > 0:
+            flag = "--" + name.replace("_", "-")
+            raise ArgError(f"{flag} must be positive, got {value}")
     if not 0 <= args.gamma <= 1:
         raise ArgError(f"--gamma must lie in [0, 1], got {args.gamma}")
 
 
+# ## Training
 def train(args: Args) -> dict:
+    # The checks first: a bad argument, env id or action space is one error line before anything is built.
+    # `Run` (the tail) also makes the run folder, progress.csv and the status line.
     check_args(args)
-    run = Run(args, "actor_critic", (gym.spaces.Discrete, gym.spaces.Box))  # checks, seeds, device
-    envs = make_envs(args.env_id, args.num_envs, args.seed)
-    device, discrete, N = run.device, run.discrete, args.num_envs
-    agent = Agent(run.obs_dim, run.action_dim, discrete, args.hidden_size, args.critic).to(device)
-    # Two step sizes, $\alpha_\theta$ for the actor and $\alpha_\omega$ for the critic, as in Algorithm 2.
-    # One update per env step: the fused Adam kernel keeps the optimizer's share of the step small.
-    optimizer = torch.optim.Adam([
+    run = Run(args, "actor_critic", (gym.spaces.Discrete, gym.spaces.Box))
+
+    # Seed every generator the run draws from (torch's: the initial weights and every action); the envs
+    # are seeded at their first `reset`. `torch_deterministic` sets cuDNN's flag; one thread is fastest here.
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.num_threads)
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+
+    # N envs in lockstep. Their spaces size the networks: the observation's length, and the number of
+    # actions (Discrete, softmax output) or the action's length (Box, Gaussian output), whose bounds
+    # clip what the env gets.
+    envs = make_envs(args.env_id, args.num_envs)
+    obs_dim = envs.single_observation_space.shape[0]
+    action_space = envs.single_action_space
+    discrete = isinstance(action_space, gym.spaces.Discrete)
+    if discrete:
+        action_dim = int(action_space.n)
+    else:
+        action_dim = action_space.shape[0]
+        action_low = action_space.low
+        action_high = action_space.high
+
+    # Actor and critic, and one Adam with two step sizes, as in Algorithm 2: $\alpha_\theta$ for the
+    # actor's $\theta$, $\alpha_\omega$ for the critic's $\omega$. `run.start` loads `--model-path` and
+    # opens the run folder.
+    N = args.num_envs
+    agent = Agent(obs_dim, action_dim, discrete, args.hidden_size, args.critic).to(device)
+    param_groups = [
         {"params": agent.actor_parameters(), "lr": args.learning_rate},
         {"params": agent.critic.parameters(), "lr": args.critic_learning_rate},
-    ], fused=True)  # fmt: skip
-    run.start(N, agent=agent)  # loads --model-path, opens the run folder
+    ]
+    optimizer = torch.optim.Adam(param_groups)
+    run.start(N, agent=agent)
 
+    # $s_0$ of every env: the envs are seeded here, at their first `reset`
     global_step = 0
     obs, _ = envs.reset(seed=args.seed)
     for iteration in run.iterations():
+        # `--anneal-lr`: step $k$ of $K$ uses $\alpha (1 - (k-1)/K)$, for actor and critic alike
         if args.anneal_lr:
             frac = 1.0 - (iteration - 1) / run.num_iterations
             optimizer.param_groups[0]["lr"] = args.learning_rate * frac
@@ -252,9 +303,10 @@ def train(args: Args) -> dict:
         s = torch.as_tensor(obs, dtype=torch.float32, device=device)
         with torch.no_grad():
             action = agent.sample(s)
+        # The env gets a Gaussian $a_t$ clipped to its bounds; the update uses $a_t$ as drawn.
         env_action = action.cpu().numpy()
         if not discrete:
-            env_action = np.clip(env_action, run.action_low, run.action_high)
+            env_action = np.clip(env_action, action_low, action_high)
         obs, reward, terminated, truncated, info = envs.step(env_action)
         global_step += N
         run.record(global_step, reward, terminated | truncated)
@@ -264,33 +316,48 @@ def train(args: Args) -> dict:
         term = torch.as_tensor(terminated, dtype=torch.float32, device=device)
 
         # ## Update, Algorithm 2: draw $a_{t+1} \sim \pi(\cdot|s_{t+1};\theta)$ for the Q critic
+        # Algorithm 2 leaves $a_{t+1}$ implicit: read as SARSA, it is the action taken at the next step.
+        # Here it is a fresh draw in the true $s_{t+1}$, used only in the target: an unbiased sample of
+        # $\mathbb{E}_{a' \sim \pi}[Q_\omega(s_{t+1}, a')]$ as well, it exists also where an episode ends (the next
+        # action is taken in the reset state), and it comes from $\theta_t$, not from the updated $\theta_{t+1}$.
+        next_action = action  # unused by a V critic
+        if args.critic == "q":
+            with torch.no_grad():
+                next_action = agent.sample(s_next)
+        # $Q_{\omega_t}(s_t, a_t)$ and $Q_{\omega_t}(s_{t+1}, a_{t+1})$ (or $V$) in one forward pass, the target $y_t$ and $\delta$
+        values, next_values = agent.critic_pair(s, action, s_next, next_action)
+        targets = td_target(r, next_values, term, args.gamma)
+        delta = (targets - values).detach()
         # The order departs from the slide on purpose. Algorithm 2 first moves $\omega_t \to \omega_{t+1}$, then
         # weighs the actor's step by $Q_\omega(s_t, a_t)$. Here both gradients are taken at $(\theta_t, \omega_t)$
         # and applied in one optimizer step: the actor's weight is the critic before this step's update,
         # $Q_{\omega_t}(s_t, a_t)$ (or $\delta$ from $V_{\omega_t}$), as in Sutton and Barto's one-step actor-critic.
         # One forward and one backward pass per env step instead of two; the two updates touch disjoint
         # parameters, so summing the losses changes nothing else.
-        next_action = action  # unused by a V critic
-        if args.critic == "q":
-            with torch.no_grad():
-                next_action = agent.sample(s_next)
-        values, next_values = agent.critic_pair(s, action, s_next, next_action)
-        targets = td_target(r, next_values, term, args.gamma)
-        delta = (targets - values).detach()
         log_prob, entropy = agent.log_prob_entropy(s, action)
         weights = values if args.critic == "q" else delta
         loss = actor_loss(log_prob, weights, entropy, args.ent_coef) + critic_loss(values, targets)
-        optimizer.zero_grad()
-        loss.backward()
         # No gradient clipping: it would cap the rare large $\delta$ of a terminal step while the many
         # small ones pass, moving the critic's fixed point (on CartPole $V$ drifts to $1/(1-\gamma)$).
+        optimizer.zero_grad()
+        loss.backward()
         optimizer.step()
 
-        # The NaN guard, W&B and the status line every 100 updates (and after the last): each costs a GPU sync.
-        if iteration % 100 == 0 or iteration == run.num_iterations or run.interrupted:
-            run.log(global_step, {"charts/learning_rate": optimizer.param_groups[0]["lr"], "losses/td_error":
-                                  delta.abs().mean(), "losses/critic_value": values.mean(),
-                                  "losses/entropy": entropy.mean(), "losses/loss": loss})  # fmt: skip
+        # ## Logging, under CleanRL's names, every 100 updates and after the last: `run.log` also runs the
+        # NaN guard, which walks every weight.
+        log_now = iteration % 100 == 0 or iteration == run.num_iterations or run.interrupted
+        # A NaN loss is logged at once: the guard stops the run before a NaN policy is sampled from.
+        if log_now or not torch.isfinite(loss):
+            metrics = {
+                "charts/learning_rate": optimizer.param_groups[0]["lr"],
+                "losses/td_error": delta.abs().mean(),
+                "losses/critic_value": values.mean(),
+                "losses/entropy": entropy.mean(),
+                "losses/loss": loss,
+            }
+            run.log(global_step, metrics)
+
+    # ## The end: `run.finish` saves, evaluates the most likely action and writes the summary
     envs.close()
     return run.finish(global_step, agent.mode)
 

@@ -17,7 +17,8 @@ $\mathcal{L}(\phi) = \mathbb{E}_{(s_t, a_t, r_t, s_{t+1}) \sim U(D)}[(r_t + \gam
 with the targets following slowly, $\theta^- \leftarrow \tau\theta + (1-\tau)\theta^-$.
 
 Run: python ddpg.py --env-id Pendulum-v1
-LunarLanderContinuous-v3: python ddpg.py --env-id LunarLanderContinuous-v3 --anneal-lr --total-timesteps 500000
+LunarLanderContinuous-v3:
+    python ddpg.py --env-id LunarLanderContinuous-v3 --anneal-lr --total-timesteps 500000
 """
 
 import os
@@ -35,13 +36,13 @@ import tyro
 
 @dataclass
 class Args:
-    """DDPG: trains a deterministic actor and a Q critic from a replay buffer, for Box (continuous) actions."""
+    """DDPG: trains a deterministic actor and a Q critic from a replay buffer, for Box actions."""
 
     # DDPG's own settings, under CleanRL's names (its `ddpg_continuous_action.py`); the defaults are for Pendulum-v1.
     learning_rate: float = 1e-3
     """Adam's step size alpha, for actor and critic"""
     anneal_lr: bool = False
-    """decay both step sizes linearly to 0 over training (for a steadier final policy; the LunarLander command uses it)"""
+    """decay both step sizes linearly to 0, for a steadier final policy (used on LunarLander)"""
     num_envs: int = 1
     """parallel environments (each env step is followed by one gradient step)"""
     buffer_size: int = 1_000_000
@@ -63,13 +64,13 @@ class Args:
     num_threads: int = 1
     """torch CPU threads (1 is fastest for networks this small)"""
 
-    # The fields every script shares (CONVENTIONS.md), same names and meanings in all nine.
+    # The fields every script shares (CONTRIBUTING.md), same names and meanings in all nine.
     exp_name: str = "ddpg"
     """the name of this experiment (part of the run name)"""
     seed: int = 1
     """seed of random, numpy, torch and the environments"""
     torch_deterministic: bool = True
-    """make torch pick deterministic algorithms (same seed, same machine: same run)"""
+    """set torch.backends.cudnn.deterministic (only cuDNN reads it: no effect on these MLPs)"""
     cuda: bool = False
     """use the GPU when one is available"""
     track: bool = False
@@ -95,15 +96,13 @@ class Args:
 # ## Environments
 # Gymnasium 1.x vector envs with `SAME_STEP` autoreset: when an episode ends, `step` returns the first observation
 # of the next one, and the true last one in `info["final_obs"]`: the $s_{t+1}$ the replay buffer must store.
-def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv:
+def make_envs(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
     env_fns = [lambda: gym.make(env_id) for _ in range(num_envs)]
-    envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    envs.action_space.seed(seed)
-    return envs
+    return gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
 def true_next_obs(obs: np.ndarray, info: dict) -> np.ndarray:
-    """$s_{t+1}$ of every env: `obs`, except where an episode just ended: there its true last observation."""
+    """$s_{t+1}$ of every env: `obs`, but where an episode just ended its true last observation."""
     if "final_obs" not in info:
         return obs
     next_obs = obs.copy()
@@ -113,20 +112,30 @@ def true_next_obs(obs: np.ndarray, info: dict) -> np.ndarray:
 
 
 # ## Networks
-# Two separate networks, as on the slides: the actor $\pi(s;\theta)$ and the critic $Q(s, a;\phi)$. Unlike the
-# stochastic policies' `mlp`, ReLU layers with PyTorch's default initialisation, as in the DDPG paper and CleanRL.
+# Two separate networks, as on the slides: the actor $\pi(s;\theta)$ and the critic $Q(s, a;\phi)$, each with
+# two ReLU hidden layers of `hidden_size` (64) units and PyTorch's default initialisation,
+# $U(\pm 1/\sqrt{\text{fan-in}})$ in every layer, as in CleanRL. The DDPG paper's networks differ: 400 and
+# 300 units, batch normalisation, the last layers drawn from $U(\pm 3 \cdot 10^{-3})$ (so that the first
+# actions and values are near 0), and the action entering the critic only at its second layer (here it
+# enters at the first, beside $s$).
 # The actor squashes its output with $\tanh$ into the box
 # $[\text{low}, \text{high}]$: $a = b + c \tanh(f(s))$, $c = (\text{high}-\text{low})/2$, $b = (\text{high}+\text{low})/2$.
 class Actor(nn.Module):
-    def __init__(self, obs_dim: int, action_dim: int, hidden: int, low: np.ndarray, high: np.ndarray):
+    def __init__(self, obs_dim: int, action_dim: int, hidden: int, low, high):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, action_dim)
-        )  # fmt: skip
+            nn.Linear(obs_dim, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, action_dim),
+        )
+        # $c$ and $b$ as buffers: they move with `.to(device)` and are saved with the weights, never trained
         self.register_buffer("action_scale", torch.tensor((high - low) / 2.0, dtype=torch.float32))
         self.register_buffer("action_bias", torch.tensor((high + low) / 2.0, dtype=torch.float32))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        # $b + c \tanh(f(s))$, the product and the sum in one op
         return torch.addcmul(self.action_bias, self.action_scale, torch.tanh(self.net(obs)))
 
 
@@ -135,8 +144,12 @@ class Critic(nn.Module):
     def __init__(self, obs_dim: int, action_dim: int, hidden: int):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(obs_dim + action_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1)
-        )  # fmt: skip
+            nn.Linear(obs_dim + action_dim, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, 1),
+        )
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([obs, actions], dim=-1)).squeeze(-1)
@@ -149,21 +162,27 @@ class Critic(nn.Module):
 # makes a minibatch a single indexing (on the CPU the torch view shares the numpy memory).
 class ReplayBuffer:
     def __init__(self, capacity: int, obs_dim: int, action_dim: int, device: torch.device):
-        self.capacity, self.pos, self.size, self.device = capacity, 0, 0, device
-        # column ranges of obs, actions, reward, next_obs, terminated in a row
-        o, a = obs_dim, action_dim
-        self.splits = [o, a, 1, o, 1]
+        self.capacity = capacity
+        self.device = device
+        # `pos`: the row the next transition goes to; `size`: how many rows hold one
+        self.pos = 0
+        self.size = 0
+        # the widths of the columns of $s_t, a_t, r_t, s_{t+1}, \text{terminated}_t$ in a row
+        self.splits = [obs_dim, action_dim, 1, obs_dim, 1]
         self.data = np.zeros((capacity, sum(self.splits)), dtype=np.float32)
-        self.obs, self.actions, self.rewards, self.next_obs, self.terminated = np.split(
-            self.data, np.cumsum(self.splits)[:-1], axis=1
-        )
+        # a numpy view of each field's columns, to store into; a torch view of the whole, to sample from
+        columns = np.split(self.data, np.cumsum(self.splits)[:-1], axis=1)
+        self.obs, self.actions, self.rewards, self.next_obs, self.terminated = columns
         self.tensor = torch.from_numpy(self.data)
 
     def add(self, obs, actions, rewards, next_obs, terminated) -> None:
         r"""Store one vector step: $(s_t, a_t, r_t, s_{t+1}, \text{terminated}_t)$ of each env."""
         idx = (self.pos + np.arange(len(obs))) % self.capacity
-        self.obs[idx], self.actions[idx], self.rewards[idx, 0] = obs, actions, rewards
-        self.next_obs[idx], self.terminated[idx, 0] = next_obs, terminated
+        self.obs[idx] = obs
+        self.actions[idx] = actions
+        self.rewards[idx, 0] = rewards
+        self.next_obs[idx] = next_obs
+        self.terminated[idx, 0] = terminated
         self.pos = int(idx[-1] + 1) % self.capacity
         self.size = min(self.size + len(obs), self.capacity)
 
@@ -180,8 +199,9 @@ class ReplayBuffer:
 # dimension $i$ and scaled by its half-range $c_i$. The DDPG paper uses temporally correlated
 # Ornstein-Uhlenbeck noise instead; we use uncorrelated Gaussian noise, as TD3 (Fujimoto et al. 2018) and
 # CleanRL do: it explores as well on these tasks and needs no state carried across steps and episode ends.
-def explore(actions: np.ndarray, noise_std: np.ndarray, low, high, rng: np.random.Generator) -> np.ndarray:
-    return np.clip(actions + noise_std * rng.standard_normal(actions.shape), low, high).astype(np.float32)
+def explore(actions, noise_std, low, high, rng: np.random.Generator) -> np.ndarray:
+    noise = noise_std * rng.standard_normal(actions.shape)
+    return np.clip(actions + noise, low, high).astype(np.float32)
 
 
 # ## The critic's target
@@ -201,74 +221,112 @@ def actor_loss(actor: Actor, critic: Critic, obs: torch.Tensor) -> torch.Tensor:
 
 
 # ## Target networks
-# Polyak averaging, $\theta^- \leftarrow \tau\theta + (1-\tau)\theta^-$, for all tensors at once.
+# Polyak averaging, $\theta^- \leftarrow \tau\theta + (1-\tau)\theta^-$, one tensor at a time: `lerp_`
+# computes $\theta^- + \tau(\theta - \theta^-)$, the same average.
 @torch.no_grad()
 def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
-    torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
+    for target_param, param in zip(target.parameters(), online.parameters()):
+        target_param.lerp_(param, tau)
 
 
+# ## The checks of DDPG's own arguments
+# A bad value is one `error:` line (the `ArgError` of the tail), before anything is built.
 def check_args(args: Args) -> None:
-    sizes = ("num_envs", "buffer_size", "batch_size", "policy_frequency", "hidden_size", "num_threads")
-    for name in (*sizes, "learning_rate"):
-        if not getattr(args, name) > 0:
-            raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    sizes = ("num_envs", "buffer_size", "batch_size", "policy_frequency", "hidden_size")
+    for name in (*sizes, "num_threads", "learning_rate"):
+        value = getattr(args, name)
+        if not value > 0:
+            flag = "--" + name.replace("_", "-")
+            raise ArgError(f"{flag} must be positive, got {value}")
+    # the discount and the Polyak coefficient in their ranges, the noise and the warm-up not negative
     if not (0 <= args.gamma <= 1 and 0 < args.tau <= 1):
-        raise ArgError(f"--gamma must lie in [0, 1] and --tau in (0, 1], got {args.gamma}, {args.tau}")
+        got = f"{args.gamma}, {args.tau}"
+        raise ArgError(f"--gamma must lie in [0, 1] and --tau in (0, 1], got {got}")
     if not args.exploration_noise >= 0 or args.learning_starts < 0:
         raise ArgError("--exploration-noise and --learning-starts must be >= 0")
     # The first gradient step follows the first vector step that takes `global_step` past `learning_starts`.
     first_update = args.num_envs * (args.learning_starts // args.num_envs + 1)
     if 0 < args.total_timesteps < first_update:
-        raise ArgError(f"--total-timesteps {args.total_timesteps} is less than one update ({first_update} steps)")
+        too_few = f"--total-timesteps {args.total_timesteps} is less than one update"
+        raise ArgError(f"{too_few} ({first_update} steps)")
     if args.buffer_size < max(args.batch_size, args.num_envs):
-        raise ArgError(f"--buffer-size {args.buffer_size} must hold a minibatch (--batch-size {args.batch_size}) "
-                       f"and a step of every env (--num-envs {args.num_envs})")  # fmt: skip
+        holds = f"a minibatch (--batch-size {args.batch_size}) and a step of every env (--num-envs {args.num_envs})"
+        raise ArgError(f"--buffer-size {args.buffer_size} must hold {holds}")
 
 
+# ## Training
 def train(args: Args) -> dict:
+    # The checks first: a bad argument, env id or action space is one error line before anything is built.
+    # `Run` (the tail) also makes the run folder, progress.csv and the status line.
     check_args(args)
-    run = Run(args, "ddpg", (gym.spaces.Box,))  # checks, seeds, device
-    device, obs_dim, action_dim = run.device, run.obs_dim, run.action_dim
-    low, high = run.action_low.astype(np.float32), run.action_high.astype(np.float32)
-    if low.ndim != 1 or not (np.isfinite(low).all() and np.isfinite(high).all()):
-        raise ArgError(f"ddpg.py needs a flat, bounded Box action space, {args.env_id} has low={low}, high={high}")
+    run = Run(args, "ddpg", (gym.spaces.Box,))
+
+    # Seed every generator the run draws from: `rng` (warm-up actions, noise), torch (weights, minibatches),
+    # the envs at `reset`. `torch_deterministic` sets cuDNN's flag; one thread is fastest at this size.
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.num_threads)
     rng = np.random.default_rng(args.seed)
-    envs = make_envs(args.env_id, args.num_envs, args.seed)
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+
+    # N envs in lockstep. Their spaces size the networks; the action box $[\text{low}, \text{high}]$ bounds
+    # the actor's $\tanh$, the warm-up actions and the noise, so it must be flat and finite.
+    envs = make_envs(args.env_id, args.num_envs)
+    obs_dim = envs.single_observation_space.shape[0]
+    action_dim = envs.single_action_space.shape[0]
+    low = envs.single_action_space.low.astype(np.float32)
+    high = envs.single_action_space.high.astype(np.float32)
+    if low.ndim != 1 or not (np.isfinite(low).all() and np.isfinite(high).all()):
+        envs.close()
+        space = f"low={low}, high={high}"
+        raise ArgError(f"ddpg.py needs a flat, bounded Box action space, {args.env_id} has {space}")
+
+    # The online networks $\pi(s;\theta)$ and $Q(s, a;\phi)$, each with its own Adam, and the target
+    # networks $\theta^-$ and $\phi^-$, which no optimizer steps.
     actor = Actor(obs_dim, action_dim, args.hidden_size, low, high).to(device)
     critic = Critic(obs_dim, action_dim, args.hidden_size).to(device)
     actor_target = Actor(obs_dim, action_dim, args.hidden_size, low, high).to(device)
     critic_target = Critic(obs_dim, action_dim, args.hidden_size).to(device)
-    # `fused`: one kernel per optimizer step instead of a dozen ops per tensor (2x faster at this size)
-    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
-    # The checkpoint holds the online $\theta$ and $\phi$: enough to act and to go on training, the targets
-    # starting again as copies (the optimizers' moments and the replay buffer are not kept).
-    run.start(args.num_envs, actor=actor, critic=critic)  # loads --model-path, opens the run folder
-    # The target networks $\theta^-, \phi^-$ start as copies of $\theta, \phi$.
+    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate)
+    # `run.start` loads `--model-path` and opens the run folder. The checkpoint holds $\theta$ and $\phi$, not
+    # the targets (they start again as copies), the optimizers' moments or the replay buffer.
+    run.start(args.num_envs, actor=actor, critic=critic)
+    # $\theta^-, \phi^-$ start as copies of $\theta, \phi$ and follow them by Polyak averaging, not by gradients.
     actor_target.load_state_dict(actor.state_dict())
     critic_target.load_state_dict(critic.state_dict())
-    actor_target.requires_grad_(False), critic_target.requires_grad_(False)
-    actor_params = list(actor.parameters())
+    actor_target.requires_grad_(False)
+    critic_target.requires_grad_(False)
+    # The exploration noise's std $\sigma c_i$ in each action dimension $i$
     noise_std = (args.exploration_noise * (high - low) / 2.0).astype(np.float32)
 
+    # The replay buffer $D$, no larger than the run; the last losses, kept for the logs.
     N = args.num_envs
-    rb = ReplayBuffer(min(args.buffer_size, max(args.total_timesteps, 1)), obs_dim, action_dim, device)
-    global_step, num_updates = 0, 0
-    qf_loss = pi_loss = q_values = None
+    capacity = min(args.buffer_size, max(args.total_timesteps, 1))
+    rb = ReplayBuffer(capacity, obs_dim, action_dim, device)
+    global_step = 0
+    num_updates = 0
+    pi_loss = None  # until the first actor step
     obs, _ = envs.reset(seed=args.seed)
     obs = obs.astype(np.float32)
     for iteration in run.iterations():  # one iteration: one step of each of the N envs
-        # `--anneal-lr`, as in ppo.py: the last updates take ever smaller steps, so training ends on a settled policy.
+        # `--anneal-lr`: vector step $k$ of $K$ uses $\alpha (1 - (k-1)/K)$, to end on a settled policy
         if args.anneal_lr:
+            frac = 1.0 - (iteration - 1) / run.num_iterations
             for optimizer in (critic_optimizer, actor_optimizer):
-                optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1) / run.num_iterations)
+                optimizer.param_groups[0]["lr"] = args.learning_rate * frac
+
         # ## Acting: uniform random actions first, then $\pi(s_t;\theta)$ plus noise
         if global_step < args.learning_starts:
             actions = rng.uniform(low, high, size=(N, action_dim)).astype(np.float32)
         else:
             with torch.inference_mode():
-                mu = actor(torch.from_numpy(obs).to(device)).cpu().numpy()
+                obs_tensor = torch.from_numpy(obs).to(device)
+                mu = actor(obs_tensor).cpu().numpy()
             actions = explore(mu, noise_std, low, high, rng)
+        # Observe $r_t$, $s_{t+1}$; $D$ gets the true $s_{t+1}$ (where an episode ended, its last observation)
         next_obs, reward, terminated, truncated, info = envs.step(actions)
         next_obs = next_obs.astype(np.float32)
         global_step += N
@@ -277,36 +335,43 @@ def train(args: Args) -> dict:
         run.record(global_step, reward, terminated | truncated)
 
         # ## Learning: one gradient step per env step, on a minibatch from $U(D)$
-        # The actor (and the targets) move only every `policy_frequency` critic steps: TD3's delayed update;
-        # the default 1 is plain DDPG.
+        # The actor and the targets move every `policy_frequency` critic steps (TD3's delay; 1: plain DDPG).
         if global_step > args.learning_starts:
             for _ in range(N):
+                # The targets $y_t$ of a minibatch, from the target networks $\theta^-$ and $\phi^-$
                 b_obs, b_actions, b_rewards, b_next_obs, b_terminated = rb.sample(args.batch_size)
                 with torch.no_grad():
-                    next_q = critic_target(b_next_obs, actor_target(b_next_obs))
+                    next_actions = actor_target(b_next_obs)
+                    next_q = critic_target(b_next_obs, next_actions)
                     y = td_target(b_rewards, b_terminated, next_q, args.gamma)
-                # Critic: descend $(y_t - Q(s_t, a_t;\phi))^2$
+                # Critic: one Adam step down $\mathcal{L}(\phi) = \hat{\mathbb{E}}[(y_t - Q(s_t, a_t;\phi))^2]$
                 q_values = critic(b_obs, b_actions)
                 qf_loss = nn.functional.mse_loss(q_values, y)
-                critic_optimizer.zero_grad(set_to_none=False)
+                critic_optimizer.zero_grad()
                 qf_loss.backward()
                 critic_optimizer.step()
                 num_updates += 1
+                # Actor: one Adam step up $Q(s_t, \pi(s_t;\theta);\phi)$, then $\theta^-$ and $\phi^-$ one
+                # Polyak step toward $\theta$ and $\phi$. The backward pass also leaves gradients in the
+                # critic's weights: its `zero_grad` clears them before its next step.
                 if num_updates % args.policy_frequency == 0:
-                    # Actor: ascend $Q(s, \pi(s;\theta))$; `inputs=` skips the critic's weight gradients.
                     pi_loss = actor_loss(actor, critic, b_obs)
-                    actor_optimizer.zero_grad(set_to_none=False)
-                    pi_loss.backward(inputs=actor_params)
+                    actor_optimizer.zero_grad()
+                    pi_loss.backward()
                     actor_optimizer.step()
                     polyak_update(actor_target, actor, args.tau)
                     polyak_update(critic_target, critic, args.tau)
 
-        # The NaN guard walks every weight: every 100 vector steps (as CleanRL logs), and after the last one.
-        if qf_loss is not None and (iteration % 100 == 0 or iteration == run.num_iterations or run.interrupted):
+        # ## Logging: the last minibatch's losses, under CleanRL's names, every 100 vector steps (as
+        # CleanRL logs) and after the last one: `run.log` also runs the NaN guard, which walks every weight.
+        log_now = iteration % 100 == 0 or iteration == run.num_iterations or run.interrupted
+        if num_updates > 0 and log_now:
             metrics = {"losses/qf1_loss": qf_loss, "losses/qf1_values": q_values.mean()}
             if pi_loss is not None:
                 metrics["losses/actor_loss"] = pi_loss
             run.log(global_step, metrics)
+
+    # ## The end: `run.finish` saves, evaluates $\pi(s;\theta)$ without noise and writes the summary
     envs.close()
     return run.finish(global_step, actor)
 

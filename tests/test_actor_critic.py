@@ -297,8 +297,11 @@ def test_each_step_is_one_descent_step_of_algorithm_2(critic, env, tmp_path, mon
         actor = -(log_prob * weight).mean() - 0.05 * entropy.mean()
         critic_loss = 0.5 * (e["target"] - e["value"]).pow(2).mean()
         grads = torch.autograd.grad(actor + critic_loss, list(e["net"].parameters()))
-        assert_same_grads(by_agent(run.agent, run.steps[t]["grad"]), grads, names)
-        expected_grads.append({id(p): g for p, g in zip(run.agent.parameters(), grads)})
+        recorded = by_agent(run.agent, run.steps[t]["grad"])
+        assert_same_grads(recorded, grads, names)
+        # The replay below feeds Adam the recorded gradients, just checked equal to these: Adam's first step,
+        # lr g / (|g| + eps), would magnify a last-bit difference in a tiny component past its tolerance.
+        expected_grads.append({id(p): g for p, g in zip(run.agent.parameters(), recorded)})
     # Two step sizes, alpha_theta for the actor (and log sigma), alpha_omega for the critic, both to 0 linearly.
     critic_ids = {id(p) for p in run.agent.critic.parameters()}
     actor_ids = {id(p) for p in run.agent.parameters()} - critic_ids
@@ -330,13 +333,15 @@ def test_box_env_gets_the_clipped_action(tmp_path, monkeypatch):
 @pytest.mark.parametrize("critic", ["v", "q"])
 def test_a_few_updates_move_the_policy_toward_the_best_action(critic, env, tmp_path, monkeypatch):
     """Catches a sign error anywhere between the reward and the step: it moves the policy away instead."""
-    # Seeds 1-15 all take P(best arm) from 1/3 to 0.39 or more and the mean from about 0 to 0.1 or more
+    # Seeds 1-15 all take P(best arm) from 1/3 to 0.39 or more and the mean from about 0 to 0.19 or more
     # toward 0.5. The Q critic weighs the actor by Q(s, a), with no baseline, and must learn Q first:
-    # more updates, a faster critic and no annealing.
+    # more updates, a faster critic and no annealing (Bandit: 40 updates, P(best arm) 0.42 or more; BanditBox:
+    # 30, as 40 take the mean past 0.5, to 0.77-1.34).
     if critic == "v":
         settings = {"total_timesteps": 160, "learning_rate": 1e-3, "critic_learning_rate": 1e-2}
     else:
-        settings = {"total_timesteps": 240, "learning_rate": 1e-3, "critic_learning_rate": 5e-2, "anneal_lr": False}
+        steps = 320 if env == "Bandit-v0" else 240
+        settings = {"total_timesteps": steps, "learning_rate": 1e-3, "critic_learning_rate": 5e-2, "anneal_lr": False}
     for seed in (1, 2, 3):
         before, after = bandit_policy(
             tmp_path, monkeypatch, ac, f"tests.fake_envs:{env}", seed, critic=critic, num_envs=8, **settings
