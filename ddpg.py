@@ -250,7 +250,8 @@ def check_args(args: Args) -> None:
         too_few = f"--total-timesteps {args.total_timesteps} is less than one update"
         raise ArgError(f"{too_few} ({first_update} steps)")
     if args.buffer_size < max(args.batch_size, args.num_envs):
-        holds = f"a minibatch (--batch-size {args.batch_size}) and a step of every env (--num-envs {args.num_envs})"
+        batch = f"--batch-size {args.batch_size}"
+        holds = f"a minibatch ({batch}) and a step of every env (--num-envs {args.num_envs})"
         raise ArgError(f"--buffer-size {args.buffer_size} must hold {holds}")
 
 
