@@ -232,9 +232,7 @@ def test_line_search_rejects_a_step_that_lowers_the_surrogate():
     # A tiny step against the gradient: inside the trust region, but the surrogate goes down.
     step = -1e-4 * g / g.norm()
     for accept_ratio in (0.0, 0.1):
-        accepted, _, _, _ = trpo.line_search(
-            params, step, (g @ step).item(), surrogate_kl, 0.01, 0.8, 5, accept_ratio
-        )
+        accepted, _, _, _ = trpo.line_search(params, step, (g @ step).item(), surrogate_kl, 0.01, 0.8, 5, accept_ratio)
         assert not accepted and params_bytes(params) == before
 
 
@@ -666,9 +664,7 @@ def clock_normalized(steps: int):
 
 
 @pytest.mark.grades("train")
-def test_norm_obs_feeds_policy_and_v_normalized_s_and_true_next_s_and_freezes_at_evaluation(
-    tmp_path, monkeypatch
-):
+def test_norm_obs_feeds_policy_and_v_normalized_s_and_true_next_s_and_freezes_at_evaluation(tmp_path, monkeypatch):
     """Catches the policy or V fed raw observations, the true last observation of an episode (final_obs)
     left raw or normalized with other statistics than the next row's $s$, statistics that move during
     the evaluation, and statistics not saved or not loaded."""
