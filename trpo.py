@@ -44,8 +44,7 @@ class Args:
     max_backtracks: int = 10
     """trial steps of the line search before it gives up and keeps the old policy"""
     accept_ratio: float = 0.1
-    """the line search takes a step only if the surrogate gains this fraction of the linear
-    model's prediction g^T x (the TRPO paper's code: 0.1; 0 accepts any gain)"""
+    """the line search takes a step gaining at least this fraction of its linear model's g^T x"""
     learning_rate: float = 1e-3
     """Adam's step size for the critic"""
     critic_epochs: int = 10
@@ -57,8 +56,7 @@ class Args:
     num_steps: int = 128
     """steps per environment in each rollout"""
     gamma: float = 0.999
-    """discount factor gamma (0.999: a reward hundreds of steps away, as LunarLander's landing,
-    still counts)"""
+    """discount factor gamma (0.999: LunarLander's landing, hundreds of steps away, still counts)"""
     gae_lambda: float = 0.98
     """lambda of GAE (1: Monte-Carlo returns, 0: one-step TD)"""
     norm_adv: bool = True
@@ -66,8 +64,7 @@ class Args:
     scale_rewards: bool = True
     """divide rewards by the running std of the discounted return (keeps V's targets near 1)"""
     norm_obs: bool = False
-    """normalize observations with running mean and std (saved with the model, frozen at
-    evaluation)"""
+    """normalize observations with running mean and std (saved with the model, frozen at eval)"""
     clip_obs: float = 10.0
     """clip normalized observations to [-clip_obs, clip_obs]"""
     hidden_size: int = 64
@@ -81,8 +78,7 @@ class Args:
     seed: int = 1
     """seed of random, numpy, torch and the environments"""
     torch_deterministic: bool = True
-    """set torch.backends.cudnn.deterministic (only cuDNN reads it, and these MLPs use no cuDNN
-    kernel: on the CPU a run is deterministic either way)"""
+    """set torch.backends.cudnn.deterministic (only cuDNN reads it; these MLPs never use cuDNN)"""
     cuda: bool = False
     """use the GPU when one is available"""
     track: bool = False
@@ -156,9 +152,7 @@ class Agent(nn.Module):
 
     def policy_params(self) -> list[nn.Parameter]:
         """$\\theta$: what the trust-region step moves (the actor, and $\\log\\sigma$)."""
-        if self.discrete:
-            return list(self.actor.parameters())
-        return list(self.actor.parameters()) + [self.log_std]
+        return list(self.actor.parameters()) + ([] if self.discrete else [self.log_std])
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(obs).squeeze(-1)
@@ -166,9 +160,7 @@ class Agent(nn.Module):
     def dist(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The output layer's parameters: (logits, None) or (mean, log_std)."""
         out = self.actor(obs)
-        if self.discrete:
-            return out, None
-        return out, self.log_std
+        return (out, None) if self.discrete else (out, self.log_std)
 
     def sample(self, obs: torch.Tensor) -> torch.Tensor:
         """$a \\sim \\pi(\\cdot|s)$: softmax over the logits, or $\\mathcal{N}(f(s), \\sigma^2)$."""
@@ -184,9 +176,7 @@ class Agent(nn.Module):
     def mode(self, obs: torch.Tensor) -> torch.Tensor:
         """The most likely action, for evaluation."""
         out = self.actor(obs)
-        if self.discrete:
-            return torch.argmax(out, dim=-1)
-        return out
+        return torch.argmax(out, dim=-1) if self.discrete else out
 
 
 # ## Log-likelihood and KL of the two output layers
@@ -347,8 +337,7 @@ def trpo_step(params, surrogate_kl, delta, cg_iters, damping, coef, max_backtrac
     accepted, backtracks, step_kl, new_surrogate = line_search(
         params, step, expected, surrogate_kl, delta, coef, max_backtracks, accept_ratio
     )
-    step_norm = float(step.norm().nan_to_num())
-    return accepted, backtracks, step_kl, new_surrogate, step_norm
+    return accepted, backtracks, step_kl, new_surrogate, float(step.norm().nan_to_num())
 
 
 class RunningMeanStd:
@@ -420,23 +409,20 @@ class RewardScaler:
 # ## Checks of TRPO's own arguments
 # Bad values are one `error:` line (exit 2) before anything is built.
 def check_args(args: Args) -> None:
-    sizes = ("num_envs", "num_steps", "num_minibatches", "critic_epochs", "cg_iters")
-    positive = (*sizes, "max_backtracks", "hidden_size", "num_threads", "learning_rate")
-    positive = (*positive, "target_kl", "clip_obs")
-    for name in positive:
-        if not getattr(args, name) > 0:  # also False for NaN
+    sizes = ["num_envs", "num_steps", "num_minibatches", "critic_epochs", "cg_iters", "hidden_size"]
+    sizes += ["max_backtracks", "num_threads", "learning_rate", "target_kl", "clip_obs"]
+    # (name, allowed or not, the allowed range); every comparison is False for NaN.
+    checks = [(name, getattr(args, name) > 0, "positive") for name in sizes]
+    checks.append(("backtrack_coef", 0 < args.backtrack_coef < 1, "in (0, 1)"))
+    checks.append(("accept_ratio", 0 <= args.accept_ratio < 1, "in [0, 1)"))
+    checks.append(("cg_damping", args.cg_damping >= 0, ">= 0"))
+    checks.append(("gamma", 0 <= args.gamma <= 1, "in [0, 1]"))
+    checks.append(("gae_lambda", 0 <= args.gae_lambda <= 1, "in [0, 1]"))
+    for name, ok, allowed in checks:
+        if not ok:
             flag = "--" + name.replace("_", "-")
-            raise ArgError(f"{flag} must be positive, got {getattr(args, name)}")
-    # The line search's factors, the damping, the discounts.
-    if not 0 < args.backtrack_coef < 1:
-        raise ArgError(f"--backtrack-coef must lie in (0, 1), got {args.backtrack_coef}")
-    if not 0 <= args.accept_ratio < 1:
-        raise ArgError(f"--accept-ratio must lie in [0, 1), got {args.accept_ratio}")
-    if not args.cg_damping >= 0:
-        raise ArgError(f"--cg-damping must be >= 0, got {args.cg_damping}")
-    if not (0 <= args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
-        got = f"{args.gamma}, {args.gae_lambda}"
-        raise ArgError(f"--gamma and --gae-lambda must lie in [0, 1], got {got}")
+            raise ArgError(f"{flag} must be {allowed}, got {getattr(args, name)}")
+    # Whole minibatches of the rollout for the critic.
     batch_size = args.num_envs * args.num_steps
     if batch_size % args.num_minibatches:
         n = args.num_minibatches
@@ -462,12 +448,9 @@ def train(args: Args) -> dict:
     obs_dim = envs.single_observation_space.shape[0]
     action_space = envs.single_action_space
     discrete = isinstance(action_space, gym.spaces.Discrete)
-    if discrete:
-        action_dim = int(action_space.n)
-    else:
-        action_dim = action_space.shape[0]
-        action_low = action_space.low
-        action_high = action_space.high
+    action_dim = int(action_space.n) if discrete else action_space.shape[0]
+    action_low = None if discrete else action_space.low
+    action_high = None if discrete else action_space.high
 
     # ## The networks and their helpers
     # $\pi_\theta$ and $V$; Adam for $V$ only ($\theta$ moves by the trust-region step); the
@@ -488,10 +471,8 @@ def train(args: Args) -> dict:
     # normalized as $\pi_{\theta_{old}}$ saw it.
     obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
     next_obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
-    if discrete:
-        actions_buf = np.zeros((T, N), dtype=np.int64)
-    else:
-        actions_buf = np.zeros((T, N, action_dim), dtype=np.float32)
+    action_shape = (T, N) if discrete else (T, N, action_dim)
+    actions_buf = np.zeros(action_shape, dtype=np.int64 if discrete else np.float32)
     rewards_buf = np.zeros((T, N), dtype=np.float32)
     terminated_buf = np.zeros((T, N), dtype=np.float32)
     dones_buf = np.zeros((T, N), dtype=np.float32)
@@ -538,15 +519,8 @@ def train(args: Args) -> dict:
             old_log_std = None if old_log_std is None else old_log_std.clone()
             old_log_prob = log_prob(old_out, old_log_std, b_actions)
         # $\hat{A}_t$ by GAE, and the critic's targets $V^{targ}_t = \hat{A}_t + V(s_t)$.
-        advantages = gae(
-            rewards,
-            values,
-            next_values,
-            terminated_buf,
-            dones_buf,
-            args.gamma,
-            args.gae_lambda,
-        )
+        advantages = gae(rewards, values, next_values, terminated_buf, dones_buf,
+                         args.gamma, args.gae_lambda)  # fmt: skip
         returns = advantages + values
         # Flat over the T x N batch; $\hat{A}_t$ normalized per rollout (`--norm-adv`).
         b_adv = torch.from_numpy(advantages).to(device).flatten()
@@ -558,22 +532,15 @@ def train(args: Args) -> dict:
         # ## Policy: one TRPO step of $\theta$
         # $\max_\theta \mathcal{L}(\theta)$ subject to $\bar{D}_{KL} \le \delta$; with
         # `--anneal-kl`, update $k$ of $K$ has $\delta_k = \delta (1 - (k - 1) / K)$.
-        delta = args.target_kl
-        if args.anneal_kl:
-            delta = args.target_kl * (1.0 - (iteration - 1) / run.num_iterations)
+        anneal = 1.0 - (iteration - 1) / run.num_iterations if args.anneal_kl else 1.0
+        delta = args.target_kl * anneal
         surrogate_kl = functools.partial(
             surrogate_and_kl, agent, b_obs, b_actions, b_adv, old_out, old_log_std, old_log_prob
         )
         accepted, backtracks, step_kl, new_surrogate, step_norm = trpo_step(
-            agent.policy_params(),
-            surrogate_kl,
-            delta,
-            args.cg_iters,
-            args.cg_damping,
-            args.backtrack_coef,
-            args.max_backtracks,
-            args.accept_ratio,
-        )
+            agent.policy_params(), surrogate_kl, delta, args.cg_iters, args.cg_damping,
+            args.backtrack_coef, args.max_backtracks, args.accept_ratio,
+        )  # fmt: skip
 
         # ## Critic
         # Minimise $\frac{1}{2}(V(s_t) - V_t^{targ})^2$ by Adam, over shuffled minibatches.
@@ -587,6 +554,7 @@ def train(args: Args) -> dict:
         # ## Logging
         # Explained variance of V's targets by the rollout's $V(s_t)$: 1 is a perfect critic.
         explained_variance = 1 - (b_returns - b_values).var() / b_returns.var().clamp_min(1e-12)
+        # What the line search decided, and the critic's last minibatch loss.
         metrics = {
             "losses/policy_objective": new_surrogate,
             "losses/value_loss": v_loss,
