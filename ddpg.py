@@ -220,6 +220,9 @@ def check_args(args: Args) -> None:
     first_update = args.num_envs * (args.learning_starts // args.num_envs + 1)
     if 0 < args.total_timesteps < first_update:
         raise ArgError(f"--total-timesteps {args.total_timesteps} is less than one update ({first_update} steps)")
+    if args.buffer_size < max(args.batch_size, args.num_envs):
+        raise ArgError(f"--buffer-size {args.buffer_size} must hold a minibatch (--batch-size {args.batch_size}) "
+                       f"and a step of every env (--num-envs {args.num_envs})")  # fmt: skip
 
 
 def train(args: Args) -> dict:
@@ -309,20 +312,35 @@ def train(args: Args) -> dict:
 
 
 # ## Bookkeeping
-# Everything below is the same, byte for byte, in all nine scripts: the run folder, progress.csv,
-# W&B, the status line, the NaN guard, Ctrl-C, saving and loading, the evaluation and the summary,
-# the checks every script shares, and `main()`. It holds no part of the method; read it once.
+# Everything below is the same, byte for byte, in all nine scripts: the run folder, progress.csv and
+# metrics.csv, W&B, the status line, the NaN guard, Ctrl-C, saving and loading, the evaluation and the
+# summary, the checks every script shares, and `main()`. It holds no part of the method; read it once.
 
+import configparser
+import csv
+import dataclasses
 import importlib.util
 import itertools
 import json
 import math
+import netrc
+import re
+import shutil
 import signal
 import threading
+from urllib.parse import urlsplit
+
+# The fields of `Args`, in any of the nine scripts, that shape what a checkpoint holds (the networks and the
+# observations they see): `--model-path` brings them along where the command line does not give them.
+MODEL_ARGS = ("hidden_size", "critic", "norm_obs", "clip_obs")
 
 
 class ArgError(ValueError):
     """Bad input: reported as one `error:` line and exit status 2."""
+
+
+class EvaluationError(RuntimeError):
+    """The evaluation after training failed, once the model and summary.json were written: exit status 1."""
 
 
 class Run:
@@ -360,7 +378,7 @@ class Run:
         if args.cuda and not torch.cuda.is_available():
             print("warning: --cuda given but no GPU is available: running on the CPU", file=sys.stderr)
         self.device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
-        self.name = self.progress = self.wandb = None
+        self.name = self.progress = self.wandb = self.metrics = self.metrics_file = None
         self.episode_returns, self.ep_return, self.ep_length = [], None, None
         self.num_iterations = self.planned_steps = 0
         self.interrupted, self.previous_handler = False, None
@@ -377,7 +395,9 @@ class Run:
             self.load(args.model_path)
         self.num_iterations = args.total_timesteps // steps_per_iteration
         self.planned_steps = self.num_iterations * steps_per_iteration
-        prefix = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        # A folder name any file system takes: `my_envs:Maze-v0` gives `my_envs-Maze-v0` (summary.json keeps the id).
+        safe = re.sub(r"[^A-Za-z0-9._-]", "-", f"{args.env_id}__{args.exp_name}")
+        prefix = f"{safe}__{args.seed}__{int(time.time())}"
         os.makedirs("runs", exist_ok=True)
         for k in itertools.count(1):  # mkdir fails if the folder exists: two runs never share one
             self.name = prefix if k == 1 else f"{prefix}_{k}"
@@ -395,7 +415,12 @@ class Run:
         if args.track:
             import wandb
 
-            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=self.name, config=vars(args))
+            try:
+                wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=self.name, config=vars(args))
+            except Exception as e:  # a key W&B refuses, no network, ...: this run leaves nothing behind
+                self.close()
+                shutil.rmtree(f"runs/{self.name}")
+                raise ArgError(f"--track: {first_line(e)}: run `wandb login`, or set WANDB_MODE=offline") from None
             self.wandb = wandb
         # Ctrl-C sets `interrupted`: the loop ends after the current iteration and the run is finished as usual.
         if threading.current_thread() is threading.main_thread():
@@ -432,7 +457,7 @@ class Run:
             self.ep_return[i], self.ep_length[i] = 0.0, 0
 
     def log(self, global_step: int, metrics: dict) -> None:
-        """After an update: stop on NaN/inf, log `metrics` to W&B, print the status line every 2 s."""
+        """After an update: stop on NaN/inf, log `metrics` to metrics.csv and W&B, print the status line every 2 s."""
         metrics = {key: value.item() if hasattr(value, "item") else value for key, value in metrics.items()}
         bad = [key for key, value in metrics.items() if not math.isfinite(value)]
         for key, part in self.checkpoint.items():
@@ -446,6 +471,8 @@ class Run:
             raise FloatingPointError(f"{', '.join(bad)} became NaN/inf at global_step={global_step}")
         now = time.time()
         sps = int(global_step / max(now - self.start_time, 1e-9))
+        self.write_metrics({"global_step": global_step, "wall_time": round(now - self.start_time, 4), **metrics,
+                            "charts/SPS": sps})  # fmt: skip
         if self.wandb:
             self.wandb.log({**metrics, "charts/SPS": sps}, step=global_step)
         if now - self.last_print >= 2.0:
@@ -455,13 +482,45 @@ class Run:
             print(f"step {global_step}/{self.planned_steps} | {sps} SPS | {now - self.start_time:.0f}s elapsed, "
                   f"{eta:.0f}s left | mean return (last 20) {recent:.1f}", flush=True)  # fmt: skip
 
+    def write_metrics(self, row: dict) -> None:
+        """One row of metrics.csv, flushed; a name the header lacks (a loss that starts later) widens the file."""
+        path = f"runs/{self.name}/metrics.csv"
+        names = list(self.metrics.fieldnames) if self.metrics else []
+        if not set(row) <= set(names):
+            rows = []
+            if self.metrics:
+                self.metrics_file.close()
+                with open(path, newline="") as f:
+                    rows = list(csv.DictReader(f))
+            names += [key for key in row if key not in names]
+            self.metrics_file = open(path, "w", newline="")
+            self.metrics = csv.DictWriter(self.metrics_file, names, restval="")
+            self.metrics.writeheader()
+            self.metrics.writerows(rows)
+        self.metrics.writerow(row)
+        self.metrics_file.flush()
+
     def finish(self, global_step: int, policy) -> dict:
-        """Save, evaluate `policy` (observation batch -> action batch), write summary.json, print the eval line."""
+        """Save, evaluate `policy` (observation batch -> action batch), write summary.json, print the eval line.
+
+        The model and the summary are written whatever the evaluation does: a Ctrl-C skips it, and a failure
+        in it is recorded in the summary, then raised as `EvaluationError`.
+        """
         wall_time = time.time() - self.start_time
         self.close()
-        if self.args.save_model:
-            self.save(f"runs/{self.name}/{self.args.exp_name}.pt")
-        returns = [] if self.interrupted else evaluate(policy, self)
+        saved = f"runs/{self.name}/{self.args.exp_name}.pt" if self.args.save_model else None
+        if saved:
+            self.save(saved)
+        returns, error = [], None
+        if not self.interrupted:
+            try:
+                returns = evaluate(policy, self)
+            except KeyboardInterrupt:  # Ctrl-C during the evaluation: as during training
+                self.interrupted = True
+            except Exception as e:
+                error = first_line(e)
+        args = {key: value if isinstance(value, (bool, int, float, str, type(None))) else str(value)
+                for key, value in vars(self.args).items()}  # fmt: skip
         summary = {
             "algo": self.algo, "env_id": self.args.env_id, "seed": self.args.seed, "global_step": global_step,
             "wall_time_s": wall_time, "sps": global_step / wall_time if wall_time > 0 else 0.0,
@@ -469,13 +528,18 @@ class Run:
             "eval_std_return": float(np.std(returns)) if returns else None,
             "eval_episodes": len(returns),
             "train_last_mean_return": float(np.mean(self.episode_returns[-20:])) if self.episode_returns else None,
-            "interrupted": self.interrupted, "run_name": self.name,
+            "interrupted": self.interrupted, "run_name": self.name, "model_path": self.args.model_path,
+            "saved_model": saved, "error": error, "args": args,
         }  # fmt: skip
         with open(f"runs/{self.name}/summary.json", "w") as f:
             json.dump(summary, f, indent=2)
         if self.wandb:
             self.wandb.log({"eval/mean_return": summary["eval_mean_return"]}, step=global_step)
             self.wandb.finish()
+        if error:
+            raise EvaluationError(f"the evaluation failed ({error}); what training produced is in runs/{self.name}")
+        if self.args.capture_video and returns:
+            print(f"videos: videos/{self.name}/", flush=True)
         mean, std = (
             f"{x:.2f}" if x is not None else None for x in (summary["eval_mean_return"], summary["eval_std_return"])
         )
@@ -483,9 +547,10 @@ class Run:
         return summary
 
     def close(self) -> None:
-        """Close progress.csv and give Ctrl-C back to Python (also when training stops on an error)."""
-        if self.progress is not None and not self.progress.closed:
-            self.progress.close()
+        """Close progress.csv and metrics.csv, give Ctrl-C back to Python (also when training stops on an error)."""
+        for file in (self.progress, self.metrics_file):
+            if file is not None and not file.closed:
+                file.close()
         if self.previous_handler is not None:
             signal.signal(signal.SIGINT, self.previous_handler)
             self.previous_handler = None
@@ -505,11 +570,17 @@ class Run:
         try:
             saved = torch.load(path, map_location=self.device, weights_only=True)
             meta = saved.pop("meta")
-            algo, env_id, spaces = meta["algo"], meta["env_id"], meta["spaces"]
+            algo, env_id, spaces, saved_args = meta["algo"], meta["env_id"], meta["spaces"], meta.get("args", {})
         except Exception:
             raise ArgError(f"--model-path {path} is not a checkpoint saved by {self.algo}.py") from None
         if algo != self.algo:
             raise ArgError(f"--model-path {path} was saved by {algo}.py, not {self.algo}.py")
+        # The settings that shape the networks and the observations must be the checkpoint's (`main` takes
+        # those the command line does not give from it).
+        for name in MODEL_ARGS:
+            if hasattr(self.args, name) and name in saved_args and saved_args[name] != getattr(self.args, name):
+                raise ArgError(f"--model-path {path} was saved with {flag(name, saved_args[name])}, "
+                               f"this run has {flag(name, getattr(self.args, name))}")  # fmt: skip
         if spaces != self.spaces():
             kind = {True: "discrete", False: "continuous"}
             (o, a, d), (o2, a2, d2) = spaces, self.spaces()
@@ -520,8 +591,8 @@ class Run:
         for key, part in self.checkpoint.items():
             try:
                 load_into(part, saved[key])
-            except (RuntimeError, KeyError, TypeError, ValueError) as e:
-                reason = " ".join(str(e).split())[:200]
+            except (RuntimeError, KeyError, TypeError, ValueError):
+                reason = misfit(part, saved[key])
                 raise ArgError(f"--model-path {path}: its {key} does not fit this network ({reason})") from None
 
 
@@ -532,6 +603,34 @@ def state_of(part):
     if isinstance(part, torch.Tensor):
         return part.detach().cpu()
     return {key: torch.as_tensor(value) for key, value in vars(part).items()}
+
+
+def first_line(e: BaseException) -> str:
+    """An exception in one line: its type and the first line of its message."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+def misfit(part, state) -> str:
+    """The first entry of a saved `state` that does not fit `part`, in a few words."""
+    mine = state_of(part)
+    if not isinstance(mine, dict) or not isinstance(state, dict):
+        return f"shape {tuple(getattr(state, 'shape', ()))}, expected {tuple(getattr(mine, 'shape', ()))}"
+    for key in sorted(set(mine) | set(state)):
+        if key not in state or key not in mine:
+            return f"{key} {'missing' if key not in state else 'not expected'}"
+        saved, expected = tuple(getattr(state[key], "shape", ())), tuple(mine[key].shape)
+        if saved != expected:
+            return f"{key} of shape {saved}, expected {expected}"
+    return "saved by other code"
+
+
+def flag(name: str, value) -> str:
+    """How a command line says `name = value`: `--hidden-size 32`, `--norm-obs`, `--no-norm-obs`."""
+    option = name.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{option}" if value else f"--no-{option}"
+    return f"--{option} {value}"
 
 
 def load_into(part, state) -> None:
@@ -550,24 +649,34 @@ def load_into(part, state) -> None:
 def evaluate(policy, run: Run) -> list[float]:
     """Returns of `eval_episodes` episodes of `policy` (most likely / mean action, no exploration)."""
     args = run.args
-    env = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
-    if args.capture_video:
-        env = gym.wrappers.RecordVideo(env, f"videos/{run.name}", episode_trigger=lambda e: True)
-    returns = []
-    for episode in range(args.eval_episodes):
-        obs, _ = env.reset(seed=args.seed + 10_000 + episode)
-        done, total = False, 0.0
-        while not done:
-            with torch.inference_mode():
-                obs_batch = torch.as_tensor(obs, dtype=torch.float32, device=run.device).unsqueeze(0)
-                action = policy(obs_batch)[0].cpu().numpy()
-            if not run.discrete:
-                action = np.clip(action, run.action_low, run.action_high)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    env.close()
+    # `render_mode` only when recording: a user's own env need not take one. SDL (pygame's drawing) gets its
+    # off-screen driver meanwhile, so a machine without a display prints no complaint about XDG_RUNTIME_DIR.
+    sdl_driver, env, returns = os.environ.get("SDL_VIDEODRIVER"), None, []
+    try:
+        if args.capture_video:
+            os.environ["SDL_VIDEODRIVER"] = sdl_driver or "dummy"
+            env = gym.make(args.env_id, render_mode="rgb_array")
+            env = gym.wrappers.RecordVideo(env, f"videos/{run.name}", episode_trigger=lambda e: True)
+        else:
+            env = gym.make(args.env_id)
+        for episode in range(args.eval_episodes):
+            obs, _ = env.reset(seed=args.seed + 10_000 + episode)
+            done, total = False, 0.0
+            while not done:
+                with torch.inference_mode():
+                    obs_batch = torch.as_tensor(obs, dtype=torch.float32, device=run.device).unsqueeze(0)
+                    action = policy(obs_batch)[0].cpu().numpy()
+                if not run.discrete:
+                    action = np.clip(action, run.action_low, run.action_high)
+                obs, reward, terminated, truncated, _ = env.step(action)
+                total += float(reward)
+                done = terminated or truncated
+            returns.append(total)
+    finally:
+        if env is not None:
+            env.close()
+        if sdl_driver is None:
+            os.environ.pop("SDL_VIDEODRIVER", None)
     return returns
 
 
@@ -583,23 +692,71 @@ def check_common_args(args) -> None:
         raise ArgError(f"--model-path {args.model_path}: no such file")
     if args.eval_episodes < 0:
         raise ArgError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
+    if args.track and wandb_needs_login():
+        raise ArgError("--track needs a W&B login: run `wandb login`, or set WANDB_MODE=offline")
     if args.capture_video and not all(importlib.util.find_spec(m) for m in ("moviepy", "pygame")):
-        raise ArgError('--capture-video needs moviepy and pygame: pip install "gymnasium[classic-control,other]"')
+        raise ArgError("--capture-video needs moviepy and pygame: pip install moviepy pygame")
+
+
+def wandb_needs_login() -> bool:
+    """Whether `wandb.init` would stop for a login: W&B online, with no API key in the environment, in W&B's
+    settings files or in ~/.netrc (where `wandb login` puts it)."""
+    settings = configparser.ConfigParser()
+    config_dir = os.environ.get("WANDB_CONFIG_DIR", os.path.expanduser("~/.config/wandb"))
+    local_dir = os.path.join(os.environ.get("WANDB_DIR", "."), "wandb")
+    try:
+        settings.read([os.path.join(config_dir, "settings"), os.path.join(local_dir, "settings")])
+    except configparser.Error:
+        return False  # a settings file W&B writes and we cannot read: let wandb judge it
+
+    def setting(key: str, default=None):
+        return os.environ.get(f"WANDB_{key.upper()}") or settings.get("default", key, fallback=default)
+
+    if setting("mode", "online") in ("offline", "disabled", "dryrun") or setting("api_key"):
+        return False
+    if os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return False
+    host = urlsplit(setting("base_url", "https://api.wandb.ai")).netloc
+    found = [p for p in ("~/.netrc", "~/_netrc") if os.path.exists(os.path.expanduser(p))]
+    path = os.path.expanduser(os.environ.get("NETRC") or (found or ["~/.netrc"])[0])
+    try:
+        return netrc.netrc(path).authenticators(host) is None
+    except (OSError, netrc.NetrcParseError):
+        return True
+
+
+def with_checkpoint_args(args, argv: list[str]):
+    """`args`, where the command line `argv` does not give the env id or a setting of `MODEL_ARGS`, with the
+    one stored in the checkpoint at `--model-path`: then `--model-path P --total-timesteps 0` evaluates."""
+    if args.model_path is None or not os.path.isfile(args.model_path):
+        return args
+    try:
+        saved = torch.load(args.model_path, map_location="cpu", weights_only=True)["meta"].get("args", {})
+    except Exception:
+        return args  # not a checkpoint: `Run.load` says so
+    given = {word[2:].split("=")[0].replace("_", "-").removeprefix("no-") for word in argv if word.startswith("--")}
+    names = [name for name in ("env_id", *MODEL_ARGS) if hasattr(args, name) and name in saved]
+    names = [name for name in names if name.replace("_", "-") not in given]
+    return dataclasses.replace(args, **{name: saved[name] for name in names})
 
 
 def main() -> None:
-    """The command line: parse `Args`, train, and turn an error into one line and an exit status."""
+    """The command line: parse `Args`, fill in the checkpoint's settings, train, and turn an error into one
+    line and an exit status."""
     # In Jupyter or Colab, sys.argv is the kernel's own (-f kernel.json): a pasted cell takes the defaults.
     in_notebook = "ipykernel" in sys.modules or os.path.basename(sys.argv[0]).endswith("kernel_launcher.py")
+    argv = [] if in_notebook else sys.argv[1:]
     try:
-        train(tyro.cli(Args, args=[] if in_notebook else None))
+        summary = train(with_checkpoint_args(tyro.cli(Args, args=argv), argv))
     except ArgError as e:  # bad input: exit 2
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except FloatingPointError as e:  # NaN/inf during training: exit 1
+    except (FloatingPointError, EvaluationError) as e:  # NaN/inf during training, a failed evaluation: exit 1
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:  # a second Ctrl-C, or one during the evaluation
+    except KeyboardInterrupt:  # a second Ctrl-C
+        sys.exit(130)
+    if summary["interrupted"]:  # stopped by Ctrl-C, all that was reached saved: 130, so a shell loop stops too
         sys.exit(130)
 
 

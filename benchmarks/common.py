@@ -4,6 +4,7 @@
 import csv
 import json
 import math
+import shlex
 import statistics
 import subprocess
 import sys
@@ -35,11 +36,13 @@ class Entry:
         return f"{self.script[:-3]}-{self.env_id}" + (f"-{self.tag}" if self.tag else "")
 
 
-def jobs_for(entry: Entry, seeds: int, out: Path) -> list[tuple[str, list[str], Path]]:
-    """(label, command, working directory) per run; ours and the peer interleaved seed by seed."""
+def jobs_for(entry: Entry, seeds: int, out: Path, save_model: bool = False) -> list[tuple[str, list[str], Path]]:
+    """(label, command, working directory) per run; ours and the peer interleaved seed by seed. `save_model`: our
+    runs (never the peer's) keep their final weights, runs/<run_name>/<exp_name>.pt."""
     jobs = []
     for seed in range(1, (entry.seeds or seeds) + 1):
         cmd = [sys.executable, str(ROOT / entry.script), "--env-id", entry.env_id, "--seed", str(seed), *entry.extra]
+        cmd += ["--save-model"] if save_model else []
         jobs.append((entry.script[:-3], cmd, out / entry.script[:-3] / f"seed{seed}"))
         if entry.peer and seed <= (entry.peer_seeds or seed):
             cmd = [sys.executable, str(ROOT / "benchmarks" / "sb3_peer.py"), "--algo", entry.peer,
@@ -68,6 +71,27 @@ def run_jobs(jobs: list[tuple[list[str], Path]], parallel: int) -> list[int]:
     return codes
 
 
+def shell_line(cmd: list[str], cwd: Path) -> str:
+    """One (command, cwd) job as one shell command line, for a scheduler to run on any machine that sees this
+    checkout and `cwd` at the same paths: what run_jobs does with it (the folder made, the output to log.txt there),
+    after removing the runs an earlier try of the same line left in it, so a task run again replaces its run."""
+    where = shlex.quote(str(cwd))
+    return f"mkdir -p {where} && cd {where} && rm -rf runs && {shlex.join(cmd)} > log.txt 2>&1"
+
+
+# ## A Slurm job array of those lines, from a template in the style of CleanRL's benchmark utility
+SLURM_ARRAY, SLURM_COMMANDS = "{{array}}", "{{commands}}"  # a template must hold both
+
+
+def slurm_script(template: str, lines: list[str], out: Path) -> str:
+    """`template` with {{array}} as 0-(N-1) (one array task per line), {{commands}} as the N lines (one quoted
+    bash word each, for a bash array that SLURM_ARRAY_TASK_ID indexes), {{len_commands}} as N and {{out}} as the
+    folder the runs write to."""
+    words = "\n".join(shlex.quote(line) for line in lines)
+    text = template.replace(SLURM_ARRAY, f"0-{len(lines) - 1}").replace("{{len_commands}}", str(len(lines)))
+    return text.replace("{{out}}", str(out)).replace(SLURM_COMMANDS, words)
+
+
 def read_run(run_dir: Path) -> dict:
     """The summary of one run plus its episodes as lists (steps, wall times, returns)."""
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -76,6 +100,7 @@ def read_run(run_dir: Path) -> dict:
     summary["steps"] = [int(r["global_step"]) for r in rows]
     summary["walls"] = [float(r["wall_time"]) for r in rows]
     summary["returns"] = [float(r["episodic_return"]) for r in rows]
+    summary["run_dir"] = str(run_dir)
     return summary
 
 
@@ -157,3 +182,58 @@ def table(rows: list[dict], env_id: str, threshold: float, window: int) -> str:
             f"| {r['sps']:,.0f} | {r['wall_time_s']:.1f} |"
         )
     return "\n".join(lines)
+
+
+# ## Shipped checkpoints: models/<entry>.pt and the table of models/README.md
+MODEL_EVAL_EPISODES = 3  # the evaluation of a shipped checkpoint that models/README.md records and its test repeats
+MODEL_HEADER = (
+    "| file | script | env | flags | seed | eval return (episodes) | eval of the file, 3 episodes | size (kB) |",
+    "|---|---|---|---|---|---|---|---|",
+)
+
+
+def without_budget(flags: list[str]) -> list[str]:
+    """An entry's flags less `--total-timesteps N`: what evaluating its checkpoint needs (the env, the networks)."""
+    cut = [i for i, flag in enumerate(flags) if flag == "--total-timesteps"]
+    return [flag for i, flag in enumerate(flags) if i not in cut and i - 1 not in cut]
+
+
+def model_eval_command(script: str, model: Path, env_id: str, seed: int, flags: list[str]) -> list[str]:
+    """Load `model` into `script` and only evaluate it: the first MODEL_EVAL_EPISODES of the evaluation episodes
+    that a run with `seed` ends with (the scripts seed episode k of it with seed + 10000 + k)."""
+    return [sys.executable, str(ROOT / script), "--model-path", str(Path(model).resolve()), "--total-timesteps", "0",
+            "--env-id", env_id, "--seed", str(seed), "--eval-episodes", str(MODEL_EVAL_EPISODES), *flags]  # fmt: skip
+
+
+def model_eval_return(cmd: list[str], cwd: Path) -> float:
+    """Run `model_eval_command`'s `cmd` in `cwd` (its run folder lands there) and return its eval_mean_return."""
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}: {(done.stdout + done.stderr)[-2000:]}")
+    (summary,) = Path(cwd).glob("runs/*/summary.json")
+    return json.loads(summary.read_text())["eval_mean_return"]
+
+
+def model_row(row: dict) -> str:
+    flags = f"`{' '.join(row['flags'])}`" if row["flags"] else "defaults"
+    return (
+        f"| {row['file']} | {row['script']} | {row['env_id']} | {flags} | {row['seed']} | {row['eval']:.2f} "
+        f"({row['eval_episodes']}) | {row['check']:.2f} | {row['kb']:.1f} |"
+    )
+
+
+def read_model_rows(readme: Path) -> dict[str, dict]:
+    """file name -> its row of models/README.md's table (nothing when there is no such file yet)."""
+    rows = {}
+    for line in readme.read_text().splitlines() if readme.exists() else []:
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != len(MODEL_HEADER[1].split("|")) - 2 or not cells[0].endswith(".pt"):
+            continue
+        name, script, env_id, flags, seed, evaluation, check, kb = cells
+        eval_return, episodes = evaluation.rstrip(")").split(" (")
+        rows[name] = {
+            "file": name, "script": script, "env_id": env_id, "flags": flags.strip("`").split() if flags != "defaults"
+            else [], "seed": int(seed), "eval": float(eval_return), "eval_episodes": int(episodes),
+            "check": float(check), "kb": float(kb),
+        }  # fmt: skip
+    return rows

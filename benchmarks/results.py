@@ -6,6 +6,13 @@
     python benchmarks/results.py --replot        # no training: tables and curves again from the kept runs
     python benchmarks/results.py --mujoco --jobs 2   # the MuJoCo entries instead (1M steps, 3 seeds: many hours)
 
+On more than one machine, results.py hands the grid to a scheduler and trains nothing itself (--only, --seeds and
+--mujoco choose the runs as above); the checkout and DIR must be at the same paths wherever the commands run:
+
+    python benchmarks/results.py --print-commands --out DIR | parallel -j 8   # one shell line a run
+    python benchmarks/results.py --slurm benchmarks/slurm_template.sh --out DIR   # DIR/results.slurm, then sbatch it
+    python benchmarks/results.py --collect DIR   # results.md, the README tables, the curves, models/ from DIR's runs
+
 Each script runs with its default arguments (unless SUITE names flags: the documented command for that
 env) on CartPole-v1 and LunarLander-v3 if it takes Discrete actions and on Pendulum-v1 and
 LunarLanderContinuous-v3 if it takes Box actions (those two need `box2d`), over `--seeds` seeds, beside the
@@ -13,7 +20,8 @@ Stable-Baselines3 / sb3-contrib peer with rl-zoo's hyperparameters where one exi
 one pool of `--jobs` processes, ours and the peers interleaved, so every figure comes from the
 same invocation on the same load. Curves: mean of the last `window` training episodes against env
 steps and against wall time, median over seeds with the 25-75% band. The runs stay in
-benchmarks/out/results/<entry>/<label>/seed<k>/, so `--replot` can rebuild everything from them.
+benchmarks/out/results/<entry>/<label>/seed<k>/, so `--replot` can rebuild everything from them. Our runs save
+their weights: the median seed's checkpoint of each entry goes to models/<entry>.pt, with its row of models/README.md.
 """
 
 import argparse
@@ -23,19 +31,31 @@ import os
 import platform
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (  # noqa: E402
+    MODEL_EVAL_EPISODES,
+    MODEL_HEADER,
     REACH_NOTE,
     ROOT,
+    SLURM_ARRAY,
+    SLURM_COMMANDS,
     Entry,
     collect,
     jobs_for,
+    model_eval_command,
+    model_eval_return,
+    model_row,
     reach_cells,
+    read_model_rows,
     run_jobs,
+    shell_line,
+    slurm_script,
     summarize,
     table,
+    without_budget,
 )
 
 OUT = ROOT / "benchmarks" / "out" / "results"  # the runs, kept for --replot
@@ -43,6 +63,7 @@ PAGE, CURVES = ROOT / "benchmarks" / "results.md", ROOT / "benchmarks" / "curves
 README = ROOT / "README.md"  # its results table lies between these two lines, rewritten by every invocation
 TABLE_START, TABLE_END = "<!-- results table: written by benchmarks/results.py -->", "<!-- end of results table -->"
 MUJOCO_START, MUJOCO_END = "<!-- mujoco table: written by benchmarks/results.py -->", "<!-- end of mujoco table -->"
+MODELS = ROOT / "models"  # one checkpoint per entry run (its median seed's) and README.md, the table of them
 
 CARTPOLE, PENDULUM, LUNAR = 475.0, -200.0, 200.0
 TRPO_PENDULUM = (
@@ -339,6 +360,72 @@ def rewrite_readme(readme: Path, results: dict[str, list[dict]]) -> None:
     readme.write_text(text)
 
 
+MODELS_INTRO = f"""# Trained agents
+
+One checkpoint per benchmark entry, written by `python benchmarks/results.py` with the runs of
+[benchmarks/results.md](../benchmarks/results.md): of the entry's seeds, the one whose evaluation after training is
+the median (with an even number of seeds, the lower of the two middle ones), trained with the entry's flags. Watch
+one, with the row's env, flags and seed (`--capture-video` writes the episodes under `videos/`):
+
+    python ppo.py --model-path models/ppo-CartPole-v1.pt --total-timesteps 0 --env-id CartPole-v1 --seed 1
+
+'eval return' is the seed's own evaluation after training (mean over the episodes in brackets); 'eval of the file'
+is the mean return of the first {MODEL_EVAL_EPISODES} of those episodes (the same episode seeds) from loading the
+file with `--total-timesteps 0 --eval-episodes {MODEL_EVAL_EPISODES}`, which tests/test_models.py repeats. The
+flags are the training command's less its budget.
+"""
+
+
+def median_run(runs: list[dict]) -> dict | None:
+    """The run whose evaluation is the median of `runs`: the lower of the two middle ones for an even count, a tie
+    broken by the lower seed; None when no run was evaluated (all interrupted)."""
+    evaluated = sorted(
+        (r for r in runs if r.get("eval_mean_return") is not None), key=lambda r: (r["eval_mean_return"], r["seed"])
+    )
+    return evaluated[(len(evaluated) - 1) // 2] if evaluated else None
+
+
+def ship_models(runs_dir: Path, seeds: int, models: Path) -> None:
+    """For every entry with runs kept under `runs_dir`: its median seed's checkpoint to models/<entry>.pt and that
+    entry's row of models/README.md (the other rows kept). Our script's runs only, never the peer's. An entry whose
+    median seed saved no checkpoint (runs kept from before `--save-model`) keeps what models/ had."""
+    readme = models / "README.md"
+    rows = read_model_rows(readme)
+    for entry in SUITE + MUJOCO:
+        run = median_run(collect(jobs_for(entry, seeds, runs_dir / entry.name)).get(entry.script[:-3], []))
+        if run is None:
+            continue
+        saved = sorted(Path(run["run_dir"]).glob("*.pt"))
+        if not saved:
+            print(f"{entry.name}: seed {run['seed']}, the median, saved no checkpoint; models/ unchanged", flush=True)
+            continue
+        target = models / f"{entry.name}.pt"
+        old = rows.get(target.name)
+        if old and old["seed"] == run["seed"] and target.exists() and target.read_bytes() == saved[0].read_bytes():
+            continue  # shipped from this very run already: no need to evaluate it again
+        flags = without_budget(entry.extra)
+        with tempfile.TemporaryDirectory() as tmp:  # the file evaluated where it lies, before anything is copied
+            try:
+                check = model_eval_return(
+                    model_eval_command(entry.script, saved[0], entry.env_id, run["seed"], flags), tmp
+                )
+            except RuntimeError as e:  # the runs and tables stand; this entry's row waits for a --replot
+                print(f"{entry.name}: its checkpoint did not evaluate, models/ unchanged: {e}", flush=True)
+                continue
+        models.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(saved[0], target)
+        rows[target.name] = {
+            "file": target.name, "script": entry.script, "env_id": entry.env_id, "flags": flags, "seed": run["seed"],
+            "eval": run["eval_mean_return"], "eval_episodes": run["eval_episodes"], "check": check,
+            "kb": target.stat().st_size / 1000,
+        }  # fmt: skip
+    if rows == read_model_rows(readme):
+        return  # nothing shipped: models/README.md stays as it is
+    order = [f"{e.name}.pt" for e in SUITE + MUJOCO]
+    names = sorted(rows, key=lambda name: (order.index(name) if name in order else len(order), name))
+    readme.write_text(MODELS_INTRO + "\n" + "\n".join([*MODEL_HEADER, *(model_row(rows[n]) for n in names)]) + "\n")
+
+
 KEPT = "; the peer's runs kept from: "
 
 
@@ -354,6 +441,47 @@ def read_meta(path: Path, key: str) -> str:
               "(the page then loses only the line it gave) or rerun that entry", file=sys.stderr)  # fmt: skip
         raise SystemExit(2)
     return value
+
+
+def ran_line(entry: Entry, command: str, kept: dict[str, str]) -> str:
+    """The 'Runs:' line of an entry's section: the day, the command that made its runs, how many seeds ran where
+    the entry has its own count, and whose peer runs were kept or ran on fewer seeds."""
+    ran = f"{today()}, `{command}`"
+    ran += f" ({entry.seeds} seed{'s' if entry.seeds != 1 else ''}, the entry's own)" if entry.seeds else ""
+    peers = "seed 1" if entry.peer_seeds == 1 else f"seeds 1-{entry.peer_seeds}"
+    ran += f"{KEPT}{kept[entry.name]}" if entry.name in kept else ""
+    ran += f" (the peer on {peers} only)" if entry.peer_seeds and entry.name not in kept else ""
+    return ran
+
+
+def handoff(args, rerun: list[Entry], template: str | None) -> None:
+    """--print-commands and --slurm: the runs of `rerun`, each as one shell command line writing its run to its own
+    folder under --out, printed or made a Slurm job array; and the records --collect reads (which command, which
+    day). Nothing trains here."""
+    out = args.out.resolve()
+    lines = [
+        shell_line(cmd, cwd) for e in rerun for _, cmd, cwd in jobs_for(e, args.seeds, out / e.name, save_model=True)
+    ]
+    command = "python benchmarks/results.py" + (" --print-commands" if args.print_commands else " --slurm TEMPLATE")
+    command += (
+        " --out DIR" + (" --mujoco" if args.mujoco else "") + (f" --only {' '.join(args.only)}" if args.only else "")
+    )
+    for entry in rerun:
+        (out / entry.name).mkdir(parents=True, exist_ok=True)
+        how = f"{command} --seeds {args.seeds}" if not entry.seeds else command
+        (out / entry.name / "meta.json").write_text(json.dumps({"ran": ran_line(entry, how, {})}))
+    (out / "meta.json").write_text(json.dumps({"generated": (
+        f"Runs from the commands of `{command} --seeds {args.seeds}` on {today()}, one a run, each on whatever "
+        "machine its scheduler gave it (not recorded here)."
+    )}))  # fmt: skip
+    if template is not None:
+        script = out / "results.slurm"
+        script.write_text(slurm_script(template, lines, out))
+        to = sys.stderr if args.print_commands else sys.stdout  # stdout: the printed commands alone, for a pipe
+        print(f"{script}: a Slurm job array of {len(lines)} tasks, one a run. Submit it with: sbatch {script}", file=to)
+        print(f"Then: python benchmarks/results.py --collect {out}", file=to)
+    if args.print_commands:
+        print("\n".join(lines))
 
 
 def main(argv: list[str] | None = None):
@@ -375,19 +503,68 @@ def main(argv: list[str] | None = None):
         help="rerun our script's seeds and keep the SB3 peer's runs from last time (our flags do not change them; "
         "SB3 DDPG on LunarLanderContinuous takes 80 min a run)",
     )
+    parser.add_argument(
+        "--print-commands",
+        action="store_true",
+        help="train nothing here: print one shell command per run (ours and the peers'), each writing its run to "
+        "DIR/<entry>/<label>/seed<k>/ (--out DIR), for any scheduler to run (GNU parallel, a batch queue)",
+    )
+    parser.add_argument(
+        "--slurm",
+        type=Path,
+        metavar="TEMPLATE",
+        help="train nothing here: write DIR/results.slurm (--out DIR), a Slurm job array of those commands, one "
+        "array task each, from TEMPLATE (benchmarks/slurm_template.sh)",
+    )
+    parser.add_argument("--out", type=Path, metavar="DIR", help="the folder --print-commands' or --slurm's runs go to")
+    parser.add_argument(
+        "--collect",
+        type=Path,
+        metavar="DIR",
+        help="train nothing: build results.md, the README tables, the curves and models/ from the runs under DIR",
+    )
     args = parser.parse_args(argv)
-    if args.replot and (args.only is not None or args.keep_peers):  # they choose what to train: replot trains nothing
-        parser.exit(2, "error: --replot trains nothing and rebuilds every entry: drop --only and --keep-peers\n")
-    meta = OUT / "meta.json"
-    for path in (meta, *sorted(OUT.glob("*/meta.json"))):  # the records of earlier invocations, read before training
-        if path.exists():
+    handing_off = args.print_commands or args.slurm is not None
+    if args.replot and args.collect:
+        parser.exit(2, "error: --replot rebuilds from benchmarks/out/results, --collect from DIR: give one of them\n")
+    rebuild = "--replot" if args.replot else "--collect" if args.collect else None
+    if rebuild and (args.only is not None or args.keep_peers or handing_off):  # they choose what to train
+        parser.exit(2, f"error: {rebuild} trains nothing and rebuilds every entry: drop --only, --keep-peers, "
+                    "--print-commands and --slurm\n")  # fmt: skip
+    if handing_off and args.out is None:
+        parser.exit(2, "error: --print-commands and --slurm need --out DIR, the folder the runs write to\n")
+    if args.out is not None and not handing_off:
+        parser.exit(2, "error: --out DIR is where --print-commands' or --slurm's runs go: add one of them\n")
+    if handing_off and args.keep_peers:
+        parser.exit(2, "error: --keep-peers keeps runs here; the commands write every run to DIR: drop it\n")
+    template = None
+    if args.slurm is not None:
+        try:
+            template = args.slurm.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            parser.exit(2, f"error: --slurm {args.slurm}: cannot read the template ({e.__class__.__name__})\n")
+        missing = [field for field in (SLURM_ARRAY, SLURM_COMMANDS) if field not in template]
+        if missing:
+            parser.exit(2, f"error: --slurm {args.slurm}: the template has no {' and no '.join(missing)} (see "
+                        "benchmarks/slurm_template.sh)\n")  # fmt: skip
+    runs_dir = args.collect.resolve() if args.collect else OUT  # the runs the tables and curves are built from
+    meta = runs_dir / "meta.json"
+    for path in (meta, *sorted(runs_dir.glob("*/meta.json"))) if not handing_off else ():
+        if path.exists():  # the records of earlier invocations, read before training
             read_meta(path, "generated" if path == meta else "ran")
-    if args.replot:
-        seeds = max((int(p.name.removeprefix("seed")) for p in OUT.glob("*/*/seed*")), default=0)
+    if rebuild:
+        # --replot: every seed folder kept; --collect: those whose command finished (wrote its summary)
+        finished = [summary.parents[2] for summary in runs_dir.glob("*/*/seed*/runs/*/summary.json")]
+        found = finished if args.collect else list(runs_dir.glob("*/*/seed*"))
+        seeds = max((int(p.name.removeprefix("seed")) for p in found), default=0)
+        if not seeds and args.collect:
+            parser.exit(2, f"error: no runs under {runs_dir} to collect (as DIR/<entry>/<label>/seed<k>/runs/*/"
+                        "summary.json); run the commands of --print-commands --out DIR first\n")  # fmt: skip
         if not seeds:
             parser.exit(2, f"error: no runs kept in {OUT} to replot; run python benchmarks/results.py first\n")
         generated = read_meta(meta, "generated") if meta.exists() else "Machine and command of these runs not recorded."
-        generated += f" Tables and curves rebuilt from those runs with `--replot` on {today()}."
+        generated += f" Tables and curves {'rebuilt' if args.replot else 'built'} from those runs with `{rebuild}` on "
+        generated += f"{today()}."
     else:
         suite = MUJOCO if args.mujoco else SUITE
         unknown = set(args.only or ()) - {name for e in suite for name in (e.script, e.name)}
@@ -395,6 +572,8 @@ def main(argv: list[str] | None = None):
             where = "MUJOCO" if args.mujoco else "SUITE (MuJoCo's entries need --mujoco)"
             parser.exit(2, f"error: --only {' '.join(sorted(unknown))}: no such script or entry in {where}\n")
         seeds, rerun = args.seeds, [e for e in suite if not args.only or {e.script, e.name} & set(args.only)]
+        if handing_off:
+            return handoff(args, rerun, template)
         kept = {}  # entry name -> the runs line of the invocation whose peer runs --keep-peers keeps
         for entry in rerun:
             if args.keep_peers and entry.peer:
@@ -409,7 +588,7 @@ def main(argv: list[str] | None = None):
         flat = [
             (cmd, cwd)
             for e in rerun
-            for label, cmd, cwd in jobs_for(e, seeds, OUT / e.name)
+            for label, cmd, cwd in jobs_for(e, seeds, OUT / e.name, save_model=True)
             if not (e.name in kept and label.startswith("sb3_"))
         ]
         print(f"{len(flat)} runs, {args.jobs} at a time, in {OUT}", flush=True)
@@ -420,17 +599,14 @@ def main(argv: list[str] | None = None):
         only += " --keep-peers" if args.keep_peers else ""
         for entry in rerun:  # an entry with its own seed count ignores --seeds: its line says how many ran
             how = f"--seeds {seeds} --jobs {args.jobs}" if not entry.seeds else f"--jobs {args.jobs}"
-            ran = f"{today()}, `python benchmarks/results.py {how}{' --mujoco' if args.mujoco else ''}{only}`"
-            ran += f" ({entry.seeds} seed{'s' if entry.seeds != 1 else ''}, the entry's own)" if entry.seeds else ""
-            peers = "seed 1" if entry.peer_seeds == 1 else f"seeds 1-{entry.peer_seeds}"
-            ran += f"{KEPT}{kept[entry.name]}" if entry.name in kept else ""
-            ran += f" (the peer on {peers} only)" if entry.peer_seeds and entry.name not in kept else ""
+            command = f"python benchmarks/results.py {how}{' --mujoco' if args.mujoco else ''}{only}"
             (OUT / entry.name).mkdir(parents=True, exist_ok=True)
-            (OUT / entry.name / "meta.json").write_text(json.dumps({"ran": ran}))
+            (OUT / entry.name / "meta.json").write_text(json.dumps({"ran": ran_line(entry, command, kept)}))
         meta.write_text(json.dumps({"generated": generated}))
-    results = write_report(OUT, seeds, generated, PAGE, CURVES)
-    (OUT / "results.json").write_text(json.dumps(results, indent=2))
+    results = write_report(runs_dir, seeds, generated, PAGE, CURVES)
+    (runs_dir / "results.json").write_text(json.dumps(results, indent=2))
     rewrite_readme(README, results)
+    ship_models(runs_dir, seeds, MODELS)
     print(PAGE.read_text())
 
 

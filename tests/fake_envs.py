@@ -170,3 +170,14 @@ gym.register("Clock-v0", entry_point=ClockEnv)
 gym.register("ClockBox-v0", entry_point=ClockEnv, kwargs={"continuous": True})
 gym.register("Bandit-v0", entry_point=BanditEnv)
 gym.register("BanditBox-v0", entry_point=BanditEnv, kwargs={"continuous": True})
+
+
+class NoRenderModeEnv(ConstantRewardEnv):
+    """A user's own env as often written: its constructor takes no `render_mode`."""
+
+    def __init__(self, continuous: bool = False):
+        super().__init__(continuous=continuous)
+
+
+gym.register("NoRenderMode-v0", entry_point=NoRenderModeEnv, max_episode_steps=5)
+gym.register("NoRenderModeBox-v0", entry_point=NoRenderModeEnv, kwargs={"continuous": True}, max_episode_steps=5)

@@ -111,3 +111,24 @@ def spy(monkeypatch, owner, name: str) -> list[tuple[tuple, dict, object]]:
 
     monkeypatch.setattr(owner, name, wrapper)
     return calls
+
+
+def main_in(tmp_path: Path, module, *argv: str) -> tuple[int, str, str]:
+    """Run `module.main()` as the command line `argv` does, with cwd = tmp_path, in this process (no start-up
+    cost); return its exit status, stdout and stderr."""
+    import contextlib
+    import io
+
+    old_cwd, old_argv, out, err = os.getcwd(), sys.argv, io.StringIO(), io.StringIO()
+    os.chdir(tmp_path)
+    sys.argv = [module.__file__, *argv]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            module.main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    finally:
+        os.chdir(old_cwd)
+        sys.argv = old_argv
+    return code, out.getvalue(), err.getvalue()

@@ -1,17 +1,26 @@
-"""The benchmark runner's arithmetic, against naive recomputation; the words of its tables; and the
-curves and results page rebuilt from kept runs (`results.py --replot`) without training anything."""
+"""The benchmark runner's arithmetic, against naive recomputation; the words of its tables; the
+curves and results page rebuilt from kept runs (`results.py --replot`) without training anything; and the grid
+handed to a scheduler (`--print-commands`, `--slurm`) and collected back (`--collect`)."""
 
 import json
 import math
+import os
 import random
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from benchmarks import results
-from benchmarks.common import first_reach, median, reach_cells
+from benchmarks.common import ROOT, Entry, first_reach, jobs_for, median, reach_cells, read_model_rows, shell_line
 from benchmarks.results import SUITE, figure, steps_tick
+
+
+@pytest.fixture(autouse=True)
+def scratch_models(monkeypatch, tmp_path):
+    """What results.main ships (models/<entry>.pt, models/README.md) goes to tmp_path, never to the project's models/."""
+    monkeypatch.setattr(results, "MODELS", tmp_path / "models")
 
 
 def naive_first_reach(steps, walls, returns, threshold, window):
@@ -345,3 +354,139 @@ def test_keep_peers_reruns_our_seeds_and_keeps_the_peers_runs_and_says_from_when
     assert any("sb3_ddpg" in r and "101" in r for r in rows) and any(
         r.startswith("| ddpg ") and "200" in r for r in rows
     )
+
+
+# ## The grid handed to a scheduler: --print-commands and --slurm write the runs to DIR, --collect builds from them
+# A tiny entry: ppo.py for 1024 steps on seeds 1 and 2 and its SB3 peer for 512 steps on seed 1 (a few seconds each).
+TINY = Entry("ppo.py", "CartPole-v1", 25.0, window=5, peer="ppo", peer_seeds=1, peer_timesteps=512,
+             extra="--total-timesteps 1024 --eval-episodes 2".split())  # fmt: skip
+WALL_CLOCK = {"median s to it", "median SPS", "median wall s"}  # columns of results.md's tables that wall time sets
+
+
+def point_results_at(monkeypatch, where: Path) -> None:
+    """Everything results.main writes (its runs, results.md, curves, the README's tables, models/) under `where`."""
+    where.mkdir(parents=True)
+    for name, value in (("OUT", where / "out"), ("PAGE", where / "results.md"), ("CURVES", where / "curves"),
+                        ("README", where / "README.md"), ("MODELS", where / "models")):  # fmt: skip
+        monkeypatch.setattr(results, name, value)
+    (where / "README.md").write_text(f"# Title\n\n{results.TABLE_START}\nold\n{results.TABLE_END}\n")
+
+
+def report(where: Path) -> dict:
+    """What results.main made under `where`, less what wall time sets: each entry's title and table with the columns
+    WALL_CLOCK dropped; the README's results table with each cell's 'median s to it' and SPS dropped; the curves'
+    names; models/README.md's rows (every cell) and the shipped checkpoints' bytes."""
+    page, tables, cut = (where / "results.md").read_text().splitlines(), [], []
+    for line in page:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if line.startswith("## "):
+            tables.append([line])
+        elif line.startswith("| ") and "median eval" in line:
+            cut = [i for i, cell in enumerate(cells) if cell in WALL_CLOCK]
+        if line.startswith("|"):
+            tables[-1].append([cell for i, cell in enumerate(cells) if i not in cut])
+    readme = (where / "README.md").read_text()
+    rows = readme[readme.index(results.TABLE_START) : readme.index(results.TABLE_END)].splitlines()[3:]
+    rows = [re.sub(r" / ([\d.*]+|never|not defined) / ([\d,]+)( \||$)", r"\3", row) for row in rows]
+    models = where / "models"
+    return {
+        "tables": tables, "readme": rows, "curves": sorted(p.name for p in (where / "curves").iterdir()),
+        "models": read_model_rows(models / "README.md"), "checkpoints": {p.name: p.read_bytes() for p in models.glob("*.pt")},
+    }  # fmt: skip
+
+
+def test_the_printed_commands_run_by_a_plain_loop_and_collected_give_the_report_of_running_the_entry_here(
+    monkeypatch, tmp_path, capsys
+):
+    """A scheduler's part played by a loop over the printed lines: the same tables (their wall-clock columns
+    aside), README rows, curves and shipped checkpoint as results.py's own pool gives."""
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed: pip install -r requirements-dev.txt")
+    monkeypatch.setattr(results, "SUITE", [TINY])
+    monkeypatch.setattr(results, "MUJOCO", [])
+    point_results_at(monkeypatch, tmp_path / "here")
+    results.main(["--seeds", "2", "--jobs", "2"])
+    here = report(tmp_path / "here")
+
+    point_results_at(monkeypatch, tmp_path / "there")
+    monkeypatch.setattr(results, "run_jobs", None)  # training anything in results.py itself would fail
+    grid = tmp_path / "grid"
+    capsys.readouterr()
+    results.main(["--print-commands", "--out", str(grid), "--seeds", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3  # ours on seeds 1 and 2, the peer on seed 1
+    for line in lines:
+        subprocess.run(line, shell=True, check=True, cwd=tmp_path)
+    assert not (tmp_path / "there" / "results.md").exists()
+    results.main(["--collect", str(grid)])
+    there = report(tmp_path / "there")
+
+    assert there == here
+    assert [row[0] for row in here["tables"][0][3:]] == ["ppo", "sb3_ppo"] and here["models"] and here["checkpoints"]
+    assert sorted(p.relative_to(grid).as_posix() for p in grid.glob("*/*/seed*")) == [
+        f"{TINY.name}/ppo/seed1", f"{TINY.name}/ppo/seed2", f"{TINY.name}/sb3_ppo/seed1"
+    ]  # fmt: skip
+    page = (tmp_path / "there" / "results.md").read_text()
+    assert "`python benchmarks/results.py --print-commands --out DIR --seeds 2`" in page
+    assert "built from those runs with `--collect`" in page
+    assert not (tmp_path / "there" / "out").exists()
+
+
+def test_the_slurm_script_from_the_shipped_template_runs_one_printed_command_per_array_task(
+    monkeypatch, tmp_path, capsys
+):
+    """ppo on CartPole over 3 seeds beside its peer: an array of 6 tasks, task i running the i-th printed line (bash
+    runs the script with a stand-in for srun that records what it was given)."""
+    point_results_at(monkeypatch, tmp_path / "results")
+    entry, grid = next(e for e in SUITE if e.name == "ppo-CartPole-v1"), tmp_path / "grid"
+    results.main(["--print-commands", "--out", str(grid), "--seeds", "3", "--only", entry.name])
+    printed = capsys.readouterr().out.splitlines()
+    jobs = jobs_for(entry, 3, grid / entry.name, save_model=True)  # what results.py's own pool would run
+    assert printed == [shell_line(cmd, cwd) for _, cmd, cwd in jobs] and len(printed) == 6
+    template = ROOT / "benchmarks" / "slurm_template.sh"
+    results.main(["--slurm", str(template), "--out", str(grid), "--seeds", "3", "--only", entry.name])
+    script = grid / "results.slurm"
+    assert f"sbatch {script}" in capsys.readouterr().out
+    text = script.read_text()
+    assert re.findall(r"^#SBATCH --array=(.*)$", text, re.M) == ["0-5"] and "{{array}}" not in text
+    (tmp_path / "bin").mkdir()
+    srun = tmp_path / "bin" / "srun"
+    srun.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$SRUN_GOT"\n')
+    srun.chmod(0o755)
+    for task, line in enumerate(printed):
+        got = tmp_path / f"task{task}"
+        env = {**os.environ, "PATH": f"{srun.parent}:{os.environ['PATH']}", "SLURM_ARRAY_TASK_ID": str(task),
+               "SRUN_GOT": str(got)}  # fmt: skip
+        subprocess.run(["bash", str(script)], env=env, check=True, capture_output=True)
+        assert got.read_text() == f"bash\n-c\n{line}\n", task
+    assert not (tmp_path / "results" / "results.md").exists() and not list(grid.glob("*/*/seed*"))
+
+
+@pytest.mark.parametrize(
+    "argv, err",
+    [
+        (["--print-commands"], "error: --print-commands and --slurm need --out DIR"),
+        (["--slurm", "TEMPLATE"], "error: --print-commands and --slurm need --out DIR"),
+        (["--out", "GRID"], "error: --out DIR is where --print-commands' or --slurm's runs go"),
+        (["--slurm", "NO_PLACEHOLDER", "--out", "GRID"], "error: --slurm {tmp}/template.sh: the template has no {{{{"),
+        (["--slurm", "{tmp}/missing.sh", "--out", "GRID"], "error: --slurm {tmp}/missing.sh: cannot read"),
+        (["--collect", "GRID"], "error: no runs under {tmp}/grid to collect"),
+        (["--collect", "GRID", "--only", "ppo.py"], "error: --collect trains nothing"),
+        (["--collect", "GRID", "--replot"], "error: --replot rebuilds from benchmarks/out/results, --collect from"),
+        (["--print-commands", "--out", "GRID", "--keep-peers"], "error: --keep-peers keeps runs here"),
+        (["--print-commands", "--out", "GRID", "--replot"], "error: --replot trains nothing"),
+    ],
+)
+def test_bad_input_to_the_scheduler_flags_is_one_error_line_and_nothing_written(
+    monkeypatch, tmp_path, capsys, argv, err
+):
+    point_results_at(monkeypatch, tmp_path / "results")
+    monkeypatch.setattr(results, "run_jobs", None)  # training anything would fail
+    template = tmp_path / "template.sh"
+    template.write_text("#!/bin/bash\n#SBATCH --array=0-1\nsrun python ppo.py --seed $SLURM_ARRAY_TASK_ID\n")
+    (tmp_path / "grid").mkdir()  # an empty folder: nothing to collect
+    subs = {"GRID": str(tmp_path / "grid"), "TEMPLATE": str(template), "NO_PLACEHOLDER": str(template)}
+    with pytest.raises(SystemExit) as stop:
+        results.main([subs.get(a, a.format(tmp=tmp_path)) for a in argv])
+    got = capsys.readouterr().err
+    assert stop.value.code == 2 and got.startswith(err.format(tmp=tmp_path)) and got.count("\n") == 1, got
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["README.md", "grid", "results", "template.sh"]

@@ -231,7 +231,7 @@ def test_a_model_that_does_not_fit_is_one_error_line(tmp_path):
     no_stats = run_cli(
         "ppo_continuous.py", *cli_flags(env_id="Pendulum-v1", norm_obs=False, **evaluate_only), cwd=tmp_path
     )
-    assert_one_line_error(no_stats, mentions="obs_rms")  # the tail: "... holds [...]; this run needs [...]"
+    assert_one_line_error(no_stats, mentions="was saved with --norm-obs, this run has --no-norm-obs")
 
 
 def test_nan_stops_the_run_naming_the_step(tmp_path):

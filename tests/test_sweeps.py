@@ -8,6 +8,7 @@ import tyro
 import yaml
 
 from tests.helpers import ROOT, load_script
+from tests.scripts import SCRIPTS
 
 SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
 
@@ -47,5 +48,13 @@ def test_sweep_command_lines_parse_through_the_script(path: Path):
             assert math.isclose(float(got), float(value)) if isinstance(got, float) else str(got) == value, arg
 
 
-def test_there_are_sweeps_for_ppo_and_ddpg():
-    assert {p.name for p in SWEEPS} >= {"ppo.yaml", "ddpg.yaml"}
+def test_every_script_has_a_sweep_that_searches_its_method():
+    """One sweep per script, each searching at least two of the method's own fields (not only the seed), none of
+    them a boolean: ${args_no_boolean_flags} would drop a false one and the trial would run the default."""
+    assert {p.name for p in SWEEPS} == {spec.name.replace(".py", ".yaml") for spec in SCRIPTS}
+    for path in SWEEPS:
+        params = yaml.safe_load(path.read_text())["parameters"]
+        searched = {name for name, p in params.items() if "value" not in p} - {"seed"}
+        assert len(searched) >= 2, (path.name, searched)
+        values = [v for p in params.values() for v in p.get("values", [p.get("value")])]
+        assert not any(isinstance(v, bool) for v in values), path.name

@@ -1,0 +1,144 @@
+"""The trained agents shipped under models/: each loads into its script and evaluates as models/README.md records,
+and stays small; and how benchmarks/results.py picks and records them (the median seed's checkpoint, one row per
+entry), on fake run folders and one tiny real run."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import results
+from benchmarks.common import ROOT, model_eval_command, model_eval_return, read_model_rows, without_budget
+from benchmarks.results import median_run, ship_models
+from tests.test_benchmarks import write_run
+
+MODELS = ROOT / "models"
+SHIPPED = read_model_rows(MODELS / "README.md")
+MAX_BYTES = 1_000_000
+
+
+def tolerance(recorded: float) -> float:
+    """Loading and evaluating a file reproduces its recorded return exactly on the CPU that recorded it. The margin
+    (5% of it, plus 5) is for another CPU's float rounding; a checkpoint that did not load, or loaded into the wrong
+    network, is far outside it (CartPole 500 against tens, Pendulum -150 against -1200)."""
+    return 0.05 * abs(recorded) + 5.0
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_a_shipped_checkpoint_loads_into_its_script_and_evaluates_as_recorded(name, tmp_path):
+    row = SHIPPED[name]
+    model = MODELS / name
+    assert model.stat().st_size < MAX_BYTES, f"{name}: {model.stat().st_size} bytes"
+    cmd = model_eval_command(row["script"], model, row["env_id"], row["seed"], row["flags"])
+    got = model_eval_return(cmd, tmp_path)
+    assert abs(got - row["check"]) <= tolerance(row["check"]), (name, got, row["check"])
+
+
+def test_every_shipped_checkpoint_has_its_row_and_every_row_its_checkpoint():
+    files = {p.name for p in MODELS.glob("*.pt")}
+    assert files == set(SHIPPED)
+    assert all(p.stat().st_size < MAX_BYTES for p in MODELS.glob("*"))
+
+
+# ## The median seed's checkpoint, picked and recorded by results.py
+def runs_with(evals: dict[int, float | None]) -> list[dict]:
+    return [{"seed": seed, "eval_mean_return": value} for seed, value in evals.items()]
+
+
+@pytest.mark.parametrize(
+    "evals, seed",
+    [
+        ({1: 300.0, 2: 100.0, 3: 500.0, 4: 200.0, 5: 400.0}, 1),  # 100 200 [300] 400 500
+        ({1: 10.0, 2: 40.0, 3: 30.0, 4: 20.0}, 4),  # even: the lower middle, 20 of 20 and 30
+        ({1: 5.0, 2: 5.0, 3: 5.0}, 2),  # a tie: by seed
+        ({1: None, 2: 7.0, 3: 9.0, 4: 8.0}, 4),  # an interrupted run (no eval) is not a candidate
+        ({1: -200.0, 2: -150.0}, 1),
+        ({1: None}, None),
+    ],
+)
+def test_median_run_is_the_seed_with_the_median_eval_the_lower_middle_of_an_even_count(evals, seed):
+    picked = median_run(runs_with(evals))
+    assert (picked and picked["seed"]) == seed
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory):
+    """One tiny real run of ppo.py on CartPole (one update, 3 eval episodes) with --save-model, as results.py runs a
+    seed: in the seed's folder, seed 3."""
+    cwd = tmp_path_factory.mktemp("real") / "seed3"
+    cwd.mkdir()
+    cmd = [sys.executable, str(ROOT / "ppo.py"), "--env-id", "CartPole-v1", "--seed", "3", "--total-timesteps", "1024",
+           "--eval-episodes", "3", "--save-model"]  # fmt: skip
+    subprocess.run(cmd, cwd=cwd, check=True, capture_output=True)
+    (run_dir,) = cwd.glob("runs/*")
+    return run_dir
+
+
+def test_ship_models_copies_the_median_seeds_checkpoint_and_rewrites_only_its_row(real_run, tmp_path):
+    entry = next(e for e in results.SUITE if e.name == "ppo-CartPole-v1")
+    out, models = tmp_path / "out", tmp_path / "models"
+    real = json.loads((real_run / "summary.json").read_text())["eval_mean_return"]
+    # seed 3 (real) is the median of three: seed 1 below it, seed 2 above; their checkpoints are not loadable
+    for seed, value in ((1, real - 50), (2, real + 50)):
+        write_run(out / entry.name / "ppo", seed, 1024, value)
+        (next((out / entry.name / "ppo" / f"seed{seed}" / "runs").iterdir()) / "ppo.pt").write_bytes(b"not a model")
+    shutil.copytree(real_run, out / entry.name / "ppo" / "seed3" / "runs" / real_run.name)
+    write_run(out / entry.name / "sb3_ppo", 1, 1024, real + 10)  # the peer's: never shipped
+    (next((out / entry.name / "sb3_ppo" / "seed1" / "runs").iterdir()) / "ppo.pt").write_bytes(b"peer")
+    models.mkdir()
+    other = "| trpo-CartPole-v1.pt | trpo.py | CartPole-v1 | defaults | 4 | 500.00 (10) | 500.00 | 20.1 |"
+    stale = "| ppo-CartPole-v1.pt | ppo.py | CartPole-v1 | defaults | 9 | 1.00 (10) | 1.00 | 1.0 |"
+    (models / "README.md").write_text(
+        f"# old\n\n{results.MODEL_HEADER[0]}\n{results.MODEL_HEADER[1]}\n{stale}\n{other}\n"
+    )
+
+    ship_models(out, 3, models)
+
+    shipped = models / "ppo-CartPole-v1.pt"
+    assert shipped.read_bytes() == (real_run / "ppo.pt").read_bytes()
+    assert sorted(p.name for p in models.iterdir()) == ["README.md", "ppo-CartPole-v1.pt"]
+    rows = read_model_rows(models / "README.md")
+    assert list(rows) == ["trpo-CartPole-v1.pt", "ppo-CartPole-v1.pt"]  # the suite's order: trpo first
+    row = rows["ppo-CartPole-v1.pt"]
+    assert [row[key] for key in ("script", "env_id", "flags", "seed", "eval_episodes")] == [
+        "ppo.py",
+        "CartPole-v1",
+        [],
+        3,
+        3,
+    ]
+    # the run's own 3 eval episodes and the file's, loaded with --total-timesteps 0: the same episodes, the same return
+    assert row["eval"] == row["check"] == round(real, 2)
+    assert row["kb"] == round(shipped.stat().st_size / 1000, 1) and shipped.stat().st_size < MAX_BYTES
+    assert other in (models / "README.md").read_text().splitlines()
+    text = (models / "README.md").read_text()
+    ship_models(out, 3, models)  # the same runs again (as --replot does): nothing to change
+    assert (models / "README.md").read_text() == text
+
+
+def test_results_runs_save_our_models_and_never_the_peers(tmp_path):
+    from benchmarks.common import jobs_for
+
+    entry = next(e for e in results.SUITE if e.name == "ppo-CartPole-v1")
+    cmds = {label: cmd for label, cmd, _ in jobs_for(entry, 1, tmp_path, save_model=True)}
+    assert "--save-model" in cmds["ppo"] and "--save-model" not in cmds["sb3_ppo"]
+    assert all("--save-model" not in cmd for _, cmd, _ in jobs_for(entry, 1, tmp_path))
+
+
+def test_without_budget_drops_only_the_budget():
+    assert without_budget(["--gamma", "0.9", "--total-timesteps", "1000000", "--num-envs", "8"]) == [
+        "--gamma", "0.9", "--num-envs", "8"
+    ]  # fmt: skip
+    assert without_budget([]) == []
+
+
+def test_a_median_checkpoint_that_does_not_evaluate_ships_nothing_and_stops_nothing(tmp_path, capsys):
+    """After hours of runs, one unloadable file must not end results.py with a traceback: a line, models/ as it was."""
+    out, models = tmp_path / "out", tmp_path / "models"
+    write_run(out / "ppo-CartPole-v1" / "ppo", 1, 1024, 20.0)
+    (next((out / "ppo-CartPole-v1" / "ppo" / "seed1" / "runs").iterdir()) / "ppo.pt").write_bytes(b"not a model")
+    ship_models(out, 1, models)
+    assert "ppo-CartPole-v1: its checkpoint did not evaluate, models/ unchanged" in capsys.readouterr().out
+    assert not models.exists()
