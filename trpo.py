@@ -1,13 +1,16 @@
 r"""Trust Region Policy Optimization (TRPO), for Discrete and Box actions.
 
-Paper: Schulman, Levine, Moritz, Jordan, Abbeel. "Trust Region Policy Optimization", ICML 2015 (arXiv:1502.05477).
-Lecture: slide "Trust Region Policy Optimization (TRPO)", with the softmax and Gaussian output layers of "Policy Gradient Methods".
+Paper: Schulman, Levine, Moritz, Jordan, Abbeel. "Trust Region Policy Optimization", ICML 2015
+(arXiv:1502.05477). Lecture: slide "Trust Region Policy Optimization (TRPO)", with the softmax and
+Gaussian output layers of "Policy Gradient Methods".
 
-Each update maximises $\mathcal{L}(\theta) = \hat{\mathbb{E}}_t[r_t(\theta)\hat{A}_t]$ subject to $\bar{D}_{KL}(\theta_{old}, \theta) \le \delta$ by a
-natural-gradient step $\beta F^{-1}g$ ($F$: the Fisher matrix) and a line search; $\hat{A}_t$ is GAE($\lambda$) with a critic $V(s)$.
+Each update maximises $\mathcal{L}(\theta) = \hat{\mathbb{E}}_t[r_t(\theta)\hat{A}_t]$ subject to
+$\bar{D}_{KL}(\theta_{old}, \theta) \le \delta$ by a natural-gradient step $\beta F^{-1}g$ ($F$: the
+Fisher matrix) and a line search; $\hat{A}_t$ is GAE($\lambda$) with a critic $V(s)$.
 
 Run: python trpo.py --env-id CartPole-v1
-Pendulum-v1: python trpo.py --env-id Pendulum-v1 --gamma 0.9 --gae-lambda 0.9 --target-kl 0.03 --anneal-kl --num-minibatches 8 --critic-epochs 20"""
+Pendulum-v1: python trpo.py --env-id Pendulum-v1 --gamma 0.9 --gae-lambda 0.9 --target-kl 0.03 \
+    --anneal-kl --num-minibatches 8 --critic-epochs 20"""
 
 import functools
 import os
@@ -25,7 +28,7 @@ import tyro
 
 @dataclass
 class Args:
-    """TRPO: natural-gradient steps in a KL trust region; trains a policy for Discrete or Box actions on a gymnasium env."""
+    """TRPO: natural-gradient steps in a KL trust region, for Discrete or Box actions."""
 
     # TRPO's own fields, with CleanRL's names and meanings where CleanRL has them.
     target_kl: float = 0.01
@@ -40,6 +43,8 @@ class Args:
     """the line search shrinks the step by this factor after each rejected trial"""
     max_backtracks: int = 10
     """trial steps of the line search before it gives up and keeps the old policy"""
+    accept_ratio: float = 0.1
+    """the line search takes a step gaining at least this fraction of its linear model's g^T x"""
     learning_rate: float = 1e-3
     """Adam's step size for the critic"""
     critic_epochs: int = 10
@@ -51,25 +56,29 @@ class Args:
     num_steps: int = 128
     """steps per environment in each rollout"""
     gamma: float = 0.999
-    """discount factor gamma (0.999: a reward hundreds of steps away, as LunarLander's landing, still counts)"""
+    """discount factor gamma (0.999: LunarLander's landing, hundreds of steps away, still counts)"""
     gae_lambda: float = 0.98
     """lambda of GAE (1: Monte-Carlo returns, 0: one-step TD)"""
     norm_adv: bool = True
     """normalize the advantages of each rollout"""
     scale_rewards: bool = True
     """divide rewards by the running std of the discounted return (keeps V's targets near 1)"""
+    norm_obs: bool = False
+    """normalize observations with running mean and std (saved with the model, frozen at eval)"""
+    clip_obs: float = 10.0
+    """clip normalized observations to [-clip_obs, clip_obs]"""
     hidden_size: int = 64
     """units in each of the two hidden layers"""
     num_threads: int = 1
     """torch CPU threads (1 is fastest for networks this small)"""
 
-    # The fields every script shares (CONVENTIONS.md), same names and meanings in all nine.
+    # The fields every script shares (CONTRIBUTING.md), same names and meanings in all nine.
     exp_name: str = "trpo"
     """the name of this experiment (part of the run name)"""
     seed: int = 1
     """seed of random, numpy, torch and the environments"""
     torch_deterministic: bool = True
-    """make torch pick deterministic algorithms (same seed, same machine: same run)"""
+    """set torch.backends.cudnn.deterministic (only cuDNN reads it; these MLPs never use cuDNN)"""
     cuda: bool = False
     """use the GPU when one is available"""
     track: bool = False
@@ -81,7 +90,7 @@ class Args:
     capture_video: bool = False
     """record videos of the evaluation episodes under videos/<run_name>/"""
     save_model: bool = False
-    """save the weights to runs/<run_name>/<exp_name>.pt"""
+    """save the weights (and normalization statistics) to runs/<run_name>/<exp_name>.pt"""
     model_path: str | None = None
     """load weights from this file before training (with --total-timesteps 0: only evaluate)"""
     env_id: str = "CartPole-v1"
@@ -93,16 +102,15 @@ class Args:
 
 
 # ## Environments
-# Gymnasium 1.x vector envs, `SAME_STEP` autoreset: `step` returns the next episode's first observation, the true last one in `info["final_obs"]`.
-def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv:
+# Gymnasium 1.x vector envs, `SAME_STEP` autoreset: `step` returns the next episode's first
+# observation, the true last one in `info["final_obs"]`.
+def make_envs(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
     env_fns = [lambda: gym.make(env_id) for _ in range(num_envs)]
-    envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    envs.action_space.seed(seed)
-    return envs
+    return gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
 def true_next_obs(obs: np.ndarray, info: dict) -> np.ndarray:
-    """$s_{t+1}$ of every env: `obs`, except where an episode just ended: there its true last observation."""
+    """$s_{t+1}$ of every env: `obs`, except where an episode just ended: its true last one."""
     if "final_obs" not in info:
         return obs
     next_obs = obs.copy()
@@ -111,6 +119,9 @@ def true_next_obs(obs: np.ndarray, info: dict) -> np.ndarray:
     return next_obs
 
 
+# ## Networks
+# Orthogonal weights of gain `std`, zero biases; two tanh hidden layers. The small gain of the
+# policy's last layer starts $\pi$ near uniform (or the mean near 0).
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Linear:
     nn.init.orthogonal_(layer.weight, std)
     nn.init.constant_(layer.bias, bias)
@@ -118,11 +129,18 @@ def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> 
 
 
 def mlp(n_in: int, n_hidden: int, n_out: int, out_std: float) -> nn.Sequential:
-    hidden = [layer_init(nn.Linear(n_in, n_hidden)), nn.Tanh(), layer_init(nn.Linear(n_hidden, n_hidden)), nn.Tanh()]
-    return nn.Sequential(*hidden, layer_init(nn.Linear(n_hidden, n_out), std=out_std))
+    return nn.Sequential(
+        layer_init(nn.Linear(n_in, n_hidden)),
+        nn.Tanh(),
+        layer_init(nn.Linear(n_hidden, n_hidden)),
+        nn.Tanh(),
+        layer_init(nn.Linear(n_hidden, n_out), std=out_std),
+    )
 
 
-# ## The policy: actor $\pi(a|s;\theta)$ (logits $\mathbf{z}$, or the mean $f(s)$ and a free $\log\sigma$) and a separate critic $V(s)$
+# ## The policy and the critic
+# The actor $\pi(a|s;\theta)$ outputs the logits $\mathbf{z}$ (softmax layer), or the mean $f(s)$
+# of a Gaussian whose $\log\sigma$ is a free parameter; the critic $V(s)$ is a separate network.
 class Agent(nn.Module):
     def __init__(self, obs_dim: int, action_dim: int, discrete: bool, hidden: int):
         super().__init__()
@@ -132,51 +150,75 @@ class Agent(nn.Module):
         if not discrete:
             self.log_std = nn.Parameter(torch.zeros(action_dim))
 
-    def policy_params(self) -> list[nn.Parameter]:  # $\theta$: what the trust-region step moves
+    def policy_params(self) -> list[nn.Parameter]:
+        """$\\theta$: what the trust-region step moves (the actor, and $\\log\\sigma$)."""
         return list(self.actor.parameters()) + ([] if self.discrete else [self.log_std])
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(obs).squeeze(-1)
 
-    def dist(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:  # (logits, None), (mean, log_std)
+    def dist(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The output layer's parameters: (logits, None) or (mean, log_std)."""
         out = self.actor(obs)
         return (out, None) if self.discrete else (out, self.log_std)
 
     def sample(self, obs: torch.Tensor) -> torch.Tensor:
-        # Not torch.distributions (2-3x slower here): Gumbel-max $\arg\max_a (z_a - \log(-\log u_a))$, $u_a \sim U(0,1)$; $\mu + \sigma \xi$.
+        """$a \\sim \\pi(\\cdot|s)$: softmax over the logits, or $\\mathcal{N}(f(s), \\sigma^2)$."""
         out = self.actor(obs)
+        # Softmax by the Gumbel-max trick, $\arg\max_a (z_a - \log(-\log u_a))$, $u_a \sim U(0,1)$:
+        # a whole default CartPole run with `torch.distributions.Categorical(logits=out).sample()`
+        # took 1.21 times the CPU time (median of 5 alternating pairs).
         if self.discrete:
-            return torch.argmax(out - torch.log(-torch.log(torch.rand_like(out))), dim=-1)
-        return out + torch.exp(self.log_std) * torch.randn_like(out)
+            u = torch.rand_like(out)
+            return torch.argmax(out - torch.log(-torch.log(u)), dim=-1)
+        return torch.distributions.Normal(out, torch.exp(self.log_std)).sample()
 
-    def mode(self, obs: torch.Tensor) -> torch.Tensor:  # the most likely action, for evaluation
-        return torch.argmax(self.actor(obs), dim=-1) if self.discrete else self.actor(obs)
+    def mode(self, obs: torch.Tensor) -> torch.Tensor:
+        """The most likely action, for evaluation."""
+        out = self.actor(obs)
+        return torch.argmax(out, dim=-1) if self.discrete else out
 
 
 # ## Log-likelihood and KL of the two output layers
-# Softmax: $\log\pi(a|s) = z_a - \log\sum_b e^{z_b}$. Gaussian: $\log \pi(a|s) = -\sum_i \left[\frac{(a_i - \mu_i)^2}{2\sigma_i^2} + \log \sigma_i + \frac{1}{2}\log 2\pi\right]$.
-def log_prob(out: torch.Tensor, log_std: torch.Tensor | None, actions: torch.Tensor) -> torch.Tensor:
+# Written out, as the lecture's math, not taken from `torch.distributions` (the tests compare).
+# Softmax: $\log\pi(a|s) = z_a - \log\sum_b e^{z_b}$.
+# Gaussian: $\log \pi(a|s) = -\sum_i \left[\frac{(a_i - \mu_i)^2}{2\sigma_i^2} + \log \sigma_i
+# + \frac{1}{2}\log 2\pi\right]$.
+def log_prob(out: torch.Tensor, log_std: torch.Tensor | None, actions: torch.Tensor):
     if log_std is None:
-        return torch.log_softmax(out, -1).gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-    return -(0.5 * ((actions - out) * torch.exp(-log_std)).pow(2) + log_std + 0.5 * float(np.log(2 * np.pi))).sum(-1)
+        log_p = torch.log_softmax(out, -1)
+        return log_p.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+    z = (actions - out) * torch.exp(-log_std)
+    return -(0.5 * z.pow(2) + log_std + 0.5 * float(np.log(2 * np.pi))).sum(-1)
 
 
-# $KL(\pi_{old} || \pi)$ per state, the paper's order; a departure: the slide writes $KL(\pi_\theta || \pi_{old})$. Both agree
-# to second order at $\theta_{old}$ (same $F$, same step); only the line search's measured KL differs. Softmax: $\sum_a p^{old}_a (\log p^{old}_a - \log p_a)$.
-# Gaussian: $\sum_i \left[\log\frac{\sigma_i}{\sigma^{old}_i} + \frac{(\sigma^{old}_i)^2 + (\mu^{old}_i - \mu_i)^2}{2\sigma_i^2} - \frac{1}{2}\right]$.
+# $KL(\pi_{old} || \pi)$ per state, the paper's order; a departure: the slide writes
+# $KL(\pi_\theta || \pi_{old})$. Both agree to second order at $\theta_{old}$ (same $F$, same
+# step); only the line search's measured KL differs.
+# Softmax: $\sum_a p^{old}_a (\log p^{old}_a - \log p_a)$.
+# Gaussian: $\sum_i \left[\log\frac{\sigma_i}{\sigma^{old}_i}
+# + \frac{(\sigma^{old}_i)^2 + (\mu^{old}_i - \mu_i)^2}{2\sigma_i^2} - \frac{1}{2}\right]$.
 def kl_divergence(old_out, old_log_std, out, log_std) -> torch.Tensor:
     if log_std is None:
-        old_logp, logp = torch.log_softmax(old_out, -1), torch.log_softmax(out, -1)
+        old_logp = torch.log_softmax(old_out, -1)
+        logp = torch.log_softmax(out, -1)
         return (old_logp.exp() * (old_logp - logp)).sum(-1)
-    var_ratio, mean_term = torch.exp(2 * (old_log_std - log_std)), (old_out - out).pow(2) * torch.exp(-2 * log_std)
+    var_ratio = torch.exp(2 * (old_log_std - log_std))
+    mean_term = (old_out - out).pow(2) * torch.exp(-2 * log_std)
     return (log_std - old_log_std + 0.5 * (var_ratio + mean_term) - 0.5).sum(-1)
 
 
 # ## Generalized advantage estimation
-# $\delta_t = r_t + \gamma V(s_{t+1})(1 - \text{terminated}_t) - V(s_t)$ and $\hat{A}_t = \delta_t + \gamma\lambda (1 - \text{done}_t) \hat{A}_{t+1}$.
-# `next_values[t]`: $V$ of the true next state, also after a time limit (not terminal: it bootstraps); `dones[t]` only stops the sum.
-def gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambda: float) -> np.ndarray:
-    advantages, next_advantage = np.zeros_like(rewards), np.zeros_like(rewards[0])
+# $\delta_t = r_t + \gamma V(s_{t+1})(1 - \text{terminated}_t) - V(s_t)$ and
+# $\hat{A}_t = \delta_t + \gamma\lambda (1 - \text{done}_t) \hat{A}_{t+1}$: unrolled, the
+# $\lambda$-weighted sum $\hat{A}_t = \sum_l (\gamma\lambda)^l \delta_{t+l}$, i.e. the mix
+# $(1-\lambda)\sum_k \lambda^{k-1} \hat{A}^{(k)}_t$ of the $k$-step advantages
+# $\hat{A}^{(k)}_t = \sum_{l<k} \gamma^l r_{t+l} + \gamma^k V(s_{t+k}) - V(s_t)$.
+# `next_values[t]`: $V$ of the true next state, also after a time limit (not terminal: it
+# bootstraps); `dones[t]` only stops the sum.
+def gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambda: float):
+    advantages = np.zeros_like(rewards)
+    next_advantage = np.zeros_like(rewards[0])
     for t in reversed(range(rewards.shape[0])):
         delta = rewards[t] + gamma * next_values[t] * (1.0 - terminated[t]) - values[t]
         next_advantage = delta + gamma * gae_lambda * (1.0 - dones[t]) * next_advantage
@@ -185,166 +227,323 @@ def gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambd
 
 
 # ## The surrogate and the constraint
-# $\mathcal{L}(\theta) = \hat{\mathbb{E}}_t[r_t(\theta)\hat{A}_t]$, $r_t = \exp(\log\pi_\theta(a_t|s_t) - \log\pi_{\theta_{old}}(a_t|s_t))$, and $\bar{D}_{KL}(\theta)$
-# (`old_*`: $\pi_{\theta_{old}}$, detached). Like every implementation, the mean over $t$ drops the slide's $\gamma^t$.
+# $\mathcal{L}(\theta) = \hat{\mathbb{E}}_t[r_t(\theta)\hat{A}_t]$, with
+# $r_t = \exp(\log\pi_\theta(a_t|s_t) - \log\pi_{\theta_{old}}(a_t|s_t))$, and
+# $\bar{D}_{KL}(\theta)$, the mean KL over the rollout's states (`old_*`: $\pi_{\theta_{old}}$,
+# detached).
 def surrogate_and_kl(agent, obs, actions, advantages, old_out, old_log_std, old_log_prob):
     out, log_std = agent.dist(obs)
     ratio = torch.exp(log_prob(out, log_std, actions) - old_log_prob)
-    return (ratio * advantages).mean(), kl_divergence(old_out, old_log_std, out, log_std).mean()
+    surrogate = (ratio * advantages).mean()
+    kl = kl_divergence(old_out, old_log_std, out, log_std).mean()
+    return surrogate, kl
 
 
-def flat_grad(y: torch.Tensor, params, **kwargs) -> torch.Tensor:  # $\nabla_\theta y$ as one flat vector
+def flat_grad(y: torch.Tensor, params, **kwargs) -> torch.Tensor:
+    """$\\nabla_\\theta y$ as one flat vector."""
     return torch.cat([g.reshape(-1) for g in torch.autograd.grad(y, params, **kwargs)])
 
 
-def set_flat_params(params, flat: torch.Tensor) -> None:  # in place, exact: the same floats come back out
+def set_flat_params(params, flat: torch.Tensor) -> None:
+    """Write the flat vector into `params`, in place and exact: the same floats come back out."""
     with torch.no_grad():
         for p, x in zip(params, flat.split([p.numel() for p in params])):
             p.copy_(x.view_as(p))
 
 
-# $Fv = \nabla_\theta [(\nabla_\theta \bar{D}_{KL})^T v]$ by double backprop, without forming $F$ (the KL's Hessian at $\theta_{old}$). Damping: $(F + cI)v$.
+# ## The Fisher-vector product
+# $Fv = \nabla_\theta [(\nabla_\theta \bar{D}_{KL})^T v]$ by double backprop, without forming $F$
+# (the KL's Hessian at $\theta_{old}$). Damping: $(F + cI)v$.
 def fisher_vector_product_fn(kl: torch.Tensor, params, damping: float):
     grad_kl = flat_grad(kl, params, create_graph=True)
     return lambda v: flat_grad(grad_kl @ v, params, retain_graph=True) + damping * v
 
 
-# Conjugate gradient for $Fx = g$, $F$ symmetric positive definite, known only as $v \mapsto Fv$ (exact in $n$ iterations).
-def conjugate_gradient(Av, b: torch.Tensor, iters: int, residual_tol: float = 1e-10) -> torch.Tensor:
-    x, r, p, rr = torch.zeros_like(b), b.clone(), b.clone(), b @ b  # residual $r = b - Ax$, direction $p$, $r^T r$
+# ## Conjugate gradient
+# Solves $Fx = g$, $F$ symmetric positive definite and known only as $v \mapsto Fv$ (exact in
+# $n$ iterations). Each iteration moves $x$ along the direction $p$ to the minimum of
+# $\frac{1}{2}x^T F x - g^T x$ on that line, then makes the next direction $F$-conjugate to $p$.
+def conjugate_gradient(Av, b: torch.Tensor, iters: int, residual_tol: float = 1e-10):
+    x = torch.zeros_like(b)
+    r = b.clone()  # the residual $r = b - Ax$
+    p = b.clone()  # the search direction
+    rr = r @ r
     for _ in range(iters):
         if rr < residual_tol:
             break
+        # The exact step along $p$: $\alpha = r^T r / p^T F p$.
         Ap = Av(p)
         alpha = rr / (p @ Ap)
-        x, r = x + alpha * p, r - alpha * Ap
-        rr, rr_old = r @ r, rr
+        x = x + alpha * p
+        r = r - alpha * Ap
+        # The next direction: the new residual, made $F$-conjugate to the old direction.
+        rr_old = rr
+        rr = r @ r
         p = r + (rr / rr_old) * p
     return x
 
 
-# The largest step in the quadratic model, $\frac{1}{2}(\beta s)^T F (\beta s) = \delta \Rightarrow \beta = \sqrt{2\delta / s^T F s}$;
-# a departure from the slide: `Fs` is the damped $(F + cI)s$, so the step is a little shorter.
+# ## The step length, from the quadratic model
+# Near $\theta_{old}$, $\mathcal{L}(\theta_{old} + x) \approx \mathcal{L} + g^T x$ and
+# $\bar{D}_{KL} \approx \frac{1}{2}x^T F x$. Maximising $g^T x$ subject to
+# $\frac{1}{2}x^T F x \le \delta$: the Lagrangian's gradient $g - \lambda F x = 0$ gives
+# $x = \beta s$ with $s = F^{-1}g$, and the constraint, active at the optimum,
+# $\frac{1}{2}\beta^2 s^T F s = \delta$, gives $\beta = \sqrt{2\delta / s^T F s}$. The model then
+# expects the gain $g^T \beta s = \beta\, s^T F s = \sqrt{2\delta\, g^T F^{-1} g}$.
+# A departure from the slide: `Fs` is the damped $(F + cI)s$, so the step is a little shorter.
 def max_step(s: torch.Tensor, Fs: torch.Tensor, delta: float) -> torch.Tensor:
     return torch.sqrt(2.0 * delta / (s @ Fs)) * s
 
 
-# Backtracking line search: the first $\theta_{old} + \alpha^k \beta s$, $k = 0, 1, \dots$, with measured $\bar{D}_{KL} \le \delta$ and a
-# better $\mathcal{L}$, else $\theta_{old}$ exactly. Returns (accepted, backtracks, KL, $\mathcal{L}$).
-def line_search(params, step: torch.Tensor, surrogate_kl, delta: float, coef: float, max_backtracks: int):
+# ## Backtracking line search
+# Trials $\theta_{old} + \alpha^k x$, $k = 0, 1, \dots$: the first with a measured
+# $\bar{D}_{KL} \le \delta$ and a gain $\mathcal{L}(\theta) - \mathcal{L}(\theta_{old})$ of at least
+# `accept_ratio` times the linear model's $\alpha^k g^T x$ (`expected` is $g^T x$) is
+# taken, as in the TRPO paper's code; else $\theta_{old}$ comes back exactly.
+# Returns (accepted, backtracks, KL, $\mathcal{L}$).
+def line_search(params, step, expected, surrogate_kl, delta, coef, max_backtracks, accept_ratio):
     with torch.no_grad():
         old = torch.cat([p.reshape(-1) for p in params]).clone()
         old_surrogate, _ = surrogate_kl()
         for k in range(max_backtracks):
-            set_flat_params(params, old + coef**k * step)
+            # Trial $k$: $\theta_{old} + \alpha^k x$, measured, and the model's gain for it.
+            fraction = coef**k
+            set_flat_params(params, old + fraction * step)
             surrogate, kl = surrogate_kl()
-            if kl <= delta and surrogate > old_surrogate:  # False on NaN
+            improvement = surrogate - old_surrogate
+            enough = improvement > accept_ratio * fraction * expected
+            if kl <= delta and improvement > 0 and enough:  # False on NaN
                 return True, k, float(kl), float(surrogate)
+        # No trial passed: $\theta_{old}$ again.
         set_flat_params(params, old)
     return False, max_backtracks, 0.0, float(old_surrogate)
+
+
+# ## One TRPO step
+# $g = \nabla_\theta \mathcal{L}$ at $\theta_{old}$, $s = F^{-1}g$ by CG, the step $x = \beta s$ to
+# the edge of the quadratic trust region, then the line search along it. `surrogate_kl()` returns
+# $(\mathcal{L}(\theta), \bar{D}_{KL}(\theta))$ for the current `params`.
+# Returns (accepted, backtracks, KL, $\mathcal{L}$, $|x|$).
+def trpo_step(params, surrogate_kl, delta, cg_iters, damping, coef, max_backtracks, accept_ratio):
+    # The gradient and $v \mapsto (F + cI)v$, both from one forward pass at $\theta_{old}$.
+    surrogate, kl = surrogate_kl()
+    g = flat_grad(surrogate, params, retain_graph=True)
+    fvp = fisher_vector_product_fn(kl, params, damping)
+    # The natural-gradient direction and the full step.
+    s = conjugate_gradient(fvp, g, cg_iters)
+    step = max_step(s, fvp(s), delta)
+    # What the linear model expects of the full step: $g^T x$.
+    expected = float(g @ step)
+    accepted, backtracks, step_kl, new_surrogate = line_search(
+        params, step, expected, surrogate_kl, delta, coef, max_backtracks, accept_ratio
+    )
+    return accepted, backtracks, step_kl, new_surrogate, float(step.norm().nan_to_num())
 
 
 class RunningMeanStd:
     """Mean and variance of a stream of batches (Chan et al.'s parallel update)."""
 
     def __init__(self, shape=()):
-        self.mean, self.var, self.count = np.zeros(shape), np.ones(shape), 1e-4
+        self.mean = np.zeros(shape)
+        self.var = np.ones(shape)
+        self.count = 1e-4
 
     def update(self, batch: np.ndarray):
-        b_mean, b_var, b_count = batch.mean(0), batch.var(0), batch.shape[0]
-        delta, total = b_mean - self.mean, self.count + b_count
+        # Merge the batch's moments into the running ones: the sum of squared deviations `m2` of
+        # both parts, plus the spread between their means.
+        b_mean = batch.mean(0)
+        b_var = batch.var(0)
+        b_count = batch.shape[0]
+        delta = b_mean - self.mean
+        total = self.count + b_count
         self.mean = self.mean + delta * b_count / total
         m2 = self.var * self.count + b_var * b_count + delta**2 * self.count * b_count / total
-        self.var, self.count = m2 / total, total
+        self.var = m2 / total
+        self.count = total
+
+
+# ## Observation normalization
+# $\tilde{s} = \text{clip}((s - \mu_s) / \sqrt{\sigma_s^2 + 10^{-8}}, -c, c)$, with
+# $\mu_s, \sigma_s^2$ of every $s$ seen so far (`update` adds `obs` first): saved with the
+# policy, frozen at evaluation.
+def normalize_obs(obs: np.ndarray, rms: RunningMeanStd | None, clip: float, update: bool = False):
+    if rms is not None and update:
+        rms.update(obs)
+    if rms is not None:
+        obs = np.clip((obs - rms.mean) / np.sqrt(rms.var + 1e-8), -clip, clip)
+    return obs.astype(np.float32)
+
+
+def frozen_policy(agent: Agent, rms: RunningMeanStd | None, clip: float):
+    """The evaluated policy: observations normalized with the statistics as training left them."""
+
+    def policy(obs: torch.Tensor) -> torch.Tensor:
+        normalized = normalize_obs(obs.cpu().numpy(), rms, clip)
+        return agent.mode(torch.from_numpy(normalized).to(obs.device))
+
+    return policy
 
 
 # ## Reward scaling
-# $\tilde{r}_t = r_t / \sqrt{\text{Var}[G] + 10^{-8}}$, with $G_t = \gamma G_{t-1} + r_t$ the discounted sum of the running
-# episode's rewards, its variance over all rollouts so far (Engstrom et al. 2020). Subtracting a mean would change the task.
+# $\tilde{r}_t = r_t / \sqrt{\text{Var}[G] + 10^{-8}}$, with $G_t = \gamma G_{t-1} + r_t$ the
+# discounted sum of the running episode's rewards, its variance over all rollouts so far
+# (Engstrom et al. 2020). Subtracting a mean would change the task.
 class RewardScaler:
     def __init__(self, num_envs: int, gamma: float):
-        self.rms, self.gamma, self.G = RunningMeanStd(), gamma, np.zeros(num_envs)
+        self.rms = RunningMeanStd()
+        self.gamma = gamma
+        self.G = np.zeros(num_envs)
 
     def __call__(self, rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
+        # $G_t$ of every step of the rollout, restarted after each episode's end.
         G = np.zeros_like(rewards)
         for t in range(len(rewards)):
-            G[t] = self.G = self.G * self.gamma + rewards[t]
+            self.G = self.G * self.gamma + rewards[t]
+            G[t] = self.G
             self.G = self.G * (1.0 - dones[t])
+        # Its variance over all rollouts so far scales every reward of this one.
         self.rms.update(G.reshape(-1))
         return (rewards / np.sqrt(self.rms.var + 1e-8)).astype(np.float32)
 
 
+# ## Checks of TRPO's own arguments
+# Bad values are one `error:` line (exit 2) before anything is built.
 def check_args(args: Args) -> None:
-    sizes = ("num_envs", "num_steps", "num_minibatches", "critic_epochs", "cg_iters", "max_backtracks", "hidden_size")
-    for name in (*sizes, "num_threads", "learning_rate", "target_kl"):
-        if not getattr(args, name) > 0:  # also False for NaN
-            raise ArgError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if not (0 < args.backtrack_coef < 1 and args.cg_damping >= 0 and 0 <= args.gamma <= 1 and 0 <= args.gae_lambda <= 1):  # fmt: skip
-        raise ArgError(f"need 0 < --backtrack-coef < 1, --cg-damping >= 0, --gamma and --gae-lambda in [0, 1]; got "
-                       f"{args.backtrack_coef}, {args.cg_damping}, {args.gamma}, {args.gae_lambda}")  # fmt: skip
-    if (batch_size := args.num_envs * args.num_steps) % args.num_minibatches:
-        raise ArgError(f"--num-minibatches {args.num_minibatches} must divide num_envs * num_steps = {batch_size}")
+    sizes = ["num_envs", "num_steps", "num_minibatches", "critic_epochs", "cg_iters", "hidden_size"]
+    sizes += ["max_backtracks", "num_threads", "learning_rate", "target_kl", "clip_obs"]
+    # (name, allowed or not, the allowed range); every comparison is False for NaN.
+    checks = [(name, getattr(args, name) > 0, "positive") for name in sizes]
+    checks.append(("backtrack_coef", 0 < args.backtrack_coef < 1, "in (0, 1)"))
+    checks.append(("accept_ratio", 0 <= args.accept_ratio < 1, "in [0, 1)"))
+    checks.append(("cg_damping", args.cg_damping >= 0, ">= 0"))
+    checks.append(("gamma", 0 <= args.gamma <= 1, "in [0, 1]"))
+    checks.append(("gae_lambda", 0 <= args.gae_lambda <= 1, "in [0, 1]"))
+    for name, ok, allowed in checks:
+        if not ok:
+            flag = "--" + name.replace("_", "-")
+            raise ArgError(f"{flag} must be {allowed}, got {getattr(args, name)}")
+    # Whole minibatches of the rollout for the critic.
+    batch_size = args.num_envs * args.num_steps
+    if batch_size % args.num_minibatches:
+        n = args.num_minibatches
+        raise ArgError(f"--num-minibatches {n} must divide num_envs * num_steps = {batch_size}")
 
 
 def train(args: Args) -> dict:
     check_args(args)
-    run = Run(args, "trpo", (gym.spaces.Discrete, gym.spaces.Box))  # checks, seeds, device
-    envs = make_envs(args.env_id, args.num_envs, args.seed)
-    device, discrete = run.device, run.discrete
-    agent = Agent(run.obs_dim, run.action_dim, discrete, args.hidden_size).to(device)
-    critic_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.learning_rate, eps=1e-5)
-    reward_scaler = RewardScaler(args.num_envs, args.gamma)
-    T, N = args.num_steps, args.num_envs
-    batch_size, minibatch_size = T * N, T * N // args.num_minibatches
-    run.start(batch_size, agent=agent, reward_rms=reward_scaler.rms)  # loads --model-path, opens the run folder
+    # The checks every script shares: the env id, its spaces, --seed, --model-path, ...
+    run = Run(args, "trpo", (gym.spaces.Discrete, gym.spaces.Box))
 
-    # Rollout storage, on the CPU as numpy (the env lives there): T x N transitions $(s_t, a_t, r_t, s_{t+1})$.
-    obs_buf, next_obs_buf = np.zeros((2, T, N, run.obs_dim), dtype=np.float32)
-    actions_buf = np.zeros((T, N) if discrete else (T, N, run.action_dim), dtype=np.int64 if discrete else np.float32)
-    rewards_buf, terminated_buf, dones_buf = np.zeros((3, T, N), dtype=np.float32)
-    global_step, (obs, _) = 0, envs.reset(seed=args.seed)
+    # ## Seeds, device, spaces
+    # The seeds of `random`, numpy and torch; one CPU thread is fastest for networks this small.
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.num_threads)
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    # N envs; the sizes of $s$ and of the logits $\mathbf{z}$ (Discrete) or of $a$ (Box), whose
+    # bounds the env's actions are clipped into.
+    envs = make_envs(args.env_id, args.num_envs)
+    obs_dim = envs.single_observation_space.shape[0]
+    action_space = envs.single_action_space
+    discrete = isinstance(action_space, gym.spaces.Discrete)
+    action_dim = int(action_space.n) if discrete else action_space.shape[0]
+    action_low = None if discrete else action_space.low
+    action_high = None if discrete else action_space.high
+
+    # ## The networks and their helpers
+    # $\pi_\theta$ and $V$; Adam for $V$ only ($\theta$ moves by the trust-region step); the
+    # running statistics of $s$ (`--norm-obs`) and of the discounted return (`--scale-rewards`).
+    agent = Agent(obs_dim, action_dim, discrete, args.hidden_size).to(device)
+    critic_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.learning_rate, eps=1e-5)
+    obs_rms = RunningMeanStd((obs_dim,)) if args.norm_obs else None
+    reward_scaler = RewardScaler(args.num_envs, args.gamma)
+    T = args.num_steps
+    N = args.num_envs
+    batch_size = T * N
+    minibatch_size = batch_size // args.num_minibatches
+    # Loads --model-path, opens the run folder.
+    run.start(batch_size, agent=agent, obs_rms=obs_rms, reward_rms=reward_scaler.rms)
+
+    # ## Rollout storage
+    # On the CPU as numpy (the env lives there): T x N transitions $(s_t, a_t, r_t, s_{t+1})$, $s$
+    # normalized as $\pi_{\theta_{old}}$ saw it.
+    obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
+    next_obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
+    action_shape = (T, N) if discrete else (T, N, action_dim)
+    actions_buf = np.zeros(action_shape, dtype=np.int64 if discrete else np.float32)
+    rewards_buf = np.zeros((T, N), dtype=np.float32)
+    terminated_buf = np.zeros((T, N), dtype=np.float32)
+    dones_buf = np.zeros((T, N), dtype=np.float32)
+    global_step = 0
+    # The statistics move only while training: an evaluation-only run keeps the loaded ones.
+    first_obs, _ = envs.reset(seed=args.seed)
+    obs = normalize_obs(first_obs, obs_rms, args.clip_obs, update=run.num_iterations > 0)
+
     for iteration in run.iterations():
         # ## Rollout: run $\pi_{\theta_{old}}$ for T steps in each of the N envs
+        # $a_t$ is stored as sampled; the env gets it clipped into the box. The true $s_{t+1}$ is
+        # normalized with the same statistics as $s_{t+1}$ of the next row, so that $V(s_{t+1})$
+        # bootstraps a truncated episode from the input $V$ is trained on.
         for step in range(T):
             obs_buf[step] = obs
             with torch.inference_mode():
-                action = agent.sample(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-            actions_buf[step] = action  # as sampled; the env gets it clipped into the box
-            action = action if discrete else np.clip(action, run.action_low, run.action_high)
-            obs, reward, terminated, truncated, info = envs.step(action)
+                action = agent.sample(torch.from_numpy(obs).to(device)).cpu().numpy()
+            actions_buf[step] = action
+            if not discrete:
+                action = np.clip(action, action_low, action_high)
+            raw_obs, reward, terminated, truncated, info = envs.step(action)
             global_step += N
-            next_obs_buf[step] = true_next_obs(obs, info)
+            # The statistics take in the new row first; both $s_{t+1}$ are normalized with them.
+            obs = normalize_obs(raw_obs, obs_rms, args.clip_obs, update=True)
+            next_obs_buf[step] = normalize_obs(true_next_obs(raw_obs, info), obs_rms, args.clip_obs)
+            # Termination stops the bootstrap; either end stops the GAE sum.
             done = terminated | truncated
-            rewards_buf[step], terminated_buf[step], dones_buf[step] = reward, terminated, done
+            rewards_buf[step] = reward
+            terminated_buf[step] = terminated
+            dones_buf[step] = done
             run.record(global_step, reward, done)
 
-        # ## Advantages: one batched forward of V over $s_t$ and the true $s_{t+1}$
+        # ## Advantages
+        # $\tilde{r}_t$; one batched forward of V over $s_t$ and over the true $s_{t+1}$;
+        # $\pi_{\theta_{old}}$'s outputs, kept (detached) for the ratio and the KL.
         rewards = reward_scaler(rewards_buf, dones_buf) if args.scale_rewards else rewards_buf
-        b_obs = torch.from_numpy(obs_buf).to(device).reshape(batch_size, run.obs_dim)
-        b_actions = torch.from_numpy(actions_buf).to(device).reshape(batch_size, *actions_buf.shape[2:])
+        b_obs = torch.from_numpy(obs_buf).to(device).reshape(batch_size, obs_dim)
+        b_actions = torch.from_numpy(actions_buf).to(device).flatten(0, 1)
         with torch.no_grad():
             values = agent.value(b_obs).reshape(T, N).cpu().numpy()
-            next_values = agent.value(torch.from_numpy(next_obs_buf).to(device)).reshape(T, N).cpu().numpy()
-            old_out, old_log_std = (x if x is None else x.clone() for x in agent.dist(b_obs))  # $\pi_{old}$, kept
-            old = (old_out, old_log_std, log_prob(old_out, old_log_std, b_actions))
-        advantages = gae(rewards, values, next_values, terminated_buf, dones_buf, args.gamma, args.gae_lambda)
-        returns = advantages + values  # $V^{targ}_t = \hat{A}_t + V(s_t)$
-        b_adv, b_returns, b_values = torch.from_numpy(np.stack([advantages, returns, values])).to(device).flatten(1)
-        b_adv = (b_adv - b_adv.mean()) / (b_adv.std() + 1e-8) if args.norm_adv else b_adv
+            next_values = agent.value(torch.from_numpy(next_obs_buf).to(device))
+            next_values = next_values.reshape(T, N).cpu().numpy()
+            old_out, old_log_std = agent.dist(b_obs)
+            old_log_std = None if old_log_std is None else old_log_std.clone()
+            old_log_prob = log_prob(old_out, old_log_std, b_actions)
+        # $\hat{A}_t$ by GAE, and the critic's targets $V^{targ}_t = \hat{A}_t + V(s_t)$.
+        advantages = gae(rewards, values, next_values, terminated_buf, dones_buf,
+                         args.gamma, args.gae_lambda)  # fmt: skip
+        returns = advantages + values
+        # Flat over the T x N batch; $\hat{A}_t$ normalized per rollout (`--norm-adv`).
+        b_adv = torch.from_numpy(advantages).to(device).flatten()
+        b_returns = torch.from_numpy(returns).to(device).flatten()
+        b_values = torch.from_numpy(values).to(device).flatten()
+        if args.norm_adv:
+            b_adv = (b_adv - b_adv.mean()) / (b_adv.std() + 1e-8)
 
-        # ## Policy: $g$, $s = F^{-1}g$ by CG, the step $\beta s$, the line search (`--anneal-kl`: $\delta_k = \delta (1 - (k - 1) / K)$)
-        delta = args.target_kl * (1.0 - (iteration - 1) / run.num_iterations if args.anneal_kl else 1.0)
-        surrogate_kl = functools.partial(surrogate_and_kl, agent, b_obs, b_actions, b_adv, *old)
-        surrogate, kl = surrogate_kl()
-        params = agent.policy_params()  # $\theta$
-        g = flat_grad(surrogate, params, retain_graph=True)
-        fvp = fisher_vector_product_fn(kl, params, args.cg_damping)
-        s = conjugate_gradient(fvp, g, args.cg_iters)
-        step = max_step(s, fvp(s), delta)
-        accepted, backtracks, step_kl, new_surrogate = line_search(params, step, surrogate_kl, delta,
-                                                                   args.backtrack_coef, args.max_backtracks)  # fmt: skip
+        # ## Policy: one TRPO step of $\theta$
+        # $\max_\theta \mathcal{L}(\theta)$ subject to $\bar{D}_{KL} \le \delta$; with
+        # `--anneal-kl`, update $k$ of $K$ has $\delta_k = \delta (1 - (k - 1) / K)$.
+        anneal = 1.0 - (iteration - 1) / run.num_iterations if args.anneal_kl else 1.0
+        delta = args.target_kl * anneal
+        surrogate_kl = functools.partial(
+            surrogate_and_kl, agent, b_obs, b_actions, b_adv, old_out, old_log_std, old_log_prob
+        )
+        accepted, backtracks, step_kl, new_surrogate, step_norm = trpo_step(
+            agent.policy_params(), surrogate_kl, delta, args.cg_iters, args.cg_damping,
+            args.backtrack_coef, args.max_backtracks, args.accept_ratio,
+        )  # fmt: skip
 
-        # ## Critic: minimise $\frac{1}{2}(V(s_t) - V_t^{targ})^2$, $V_t^{targ} = \hat{A}_t + V_{old}(s_t)$, by Adam
+        # ## Critic
+        # Minimise $\frac{1}{2}(V(s_t) - V_t^{targ})^2$ by Adam, over shuffled minibatches.
         for _epoch in range(args.critic_epochs):
             for mb in torch.randperm(batch_size, device=device).split(minibatch_size):
                 v_loss = 0.5 * (agent.value(b_obs[mb]) - b_returns[mb]).pow(2).mean()
@@ -352,12 +551,25 @@ def train(args: Args) -> dict:
                 v_loss.backward()
                 critic_optimizer.step()
 
-        run.log(global_step, {"losses/policy_objective": new_surrogate, "losses/value_loss": v_loss, "losses/kl": step_kl,
-                              "losses/line_search_backtracks": backtracks, "losses/line_search_success": float(accepted),
-                              "losses/step_norm": step.norm().nan_to_num(), "losses/explained_variance":
-                              1 - (b_returns - b_values).var() / b_returns.var().clamp_min(1e-12)})  # fmt: skip
+        # ## Logging
+        # Explained variance of V's targets by the rollout's $V(s_t)$: 1 is a perfect critic.
+        explained_variance = 1 - (b_returns - b_values).var() / b_returns.var().clamp_min(1e-12)
+        # What the line search decided, and the critic's last minibatch loss.
+        metrics = {
+            "losses/policy_objective": new_surrogate,
+            "losses/value_loss": v_loss,
+            "losses/kl": step_kl,
+            "losses/line_search_backtracks": backtracks,
+            "losses/line_search_success": float(accepted),
+            "losses/step_norm": step_norm,
+            "losses/explained_variance": explained_variance,
+        }
+        run.log(global_step, metrics)
+
+    # ## The end: the evaluated policy acts by its mode, on observations normalized with the
+    # statistics frozen as training left them.
     envs.close()
-    return run.finish(global_step, agent.mode)
+    return run.finish(global_step, frozen_policy(agent, obs_rms, args.clip_obs))
 
 
 # ## Bookkeeping

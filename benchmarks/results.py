@@ -154,10 +154,10 @@ PUBLISHED = {
 PPO_MUJOCO = (
     "--num-envs 1 --num-steps 2048 --num-minibatches 32 --update-epochs 10 --learning-rate 3e-4 --gamma 0.99".split()
 )
-# rl-zoo's sb3-contrib TRPO settings for MuJoCo, in our flags.
+# rl-zoo's sb3-contrib TRPO settings for MuJoCo, in our flags, with its observation normalization (VecNormalize).
 TRPO_MUJOCO = (
-    "--num-envs 2 --num-steps 1024 --gamma 0.99 --gae-lambda 0.95 --critic-epochs 20 --num-minibatches 16".split()
-)
+    "--num-envs 2 --num-steps 1024 --gamma 0.99 --gae-lambda 0.95 --critic-epochs 20 --num-minibatches 16 --norm-obs"
+).split()
 # CleanRL's ddpg_continuous_action.py settings.
 DDPG_MUJOCO = "--learning-rate 3e-4 --gamma 0.99 --hidden-size 256 --learning-starts 25000 --policy-frequency 2".split()
 MUJOCO = (

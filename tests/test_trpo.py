@@ -171,8 +171,9 @@ def params_bytes(params) -> list[bytes]:
     return [p.detach().numpy().tobytes() for p in params]
 
 
+@pytest.mark.parametrize("accept_ratio", [0.0, 0.1])
 @pytest.mark.parametrize("discrete", [True, False], ids=["softmax", "gaussian"])
-def test_line_search_accepts_first_feasible_step_and_restores_exactly_on_failure(discrete):
+def test_line_search_accepts_first_feasible_step_and_restores_exactly_on_failure(discrete, accept_ratio):
     agent, obs, _, _, surrogate_kl = tiny_policy(discrete, seed=1)
     params = agent.policy_params()
     surrogate, kl = surrogate_kl()
@@ -181,23 +182,28 @@ def test_line_search_accepts_first_feasible_step_and_restores_exactly_on_failure
     s = trpo.conjugate_gradient(fvp, g, 10)
     delta, coef = 0.01, 0.5
     step = 20 * trpo.max_step(s, fvp(s), delta)  # too far: needs some backtracking
+    expected = (g @ step).item()
+    assert expected > 0
     before = params_bytes(params)
     old = torch.cat([p.detach().reshape(-1) for p in params]).clone()
     with torch.no_grad():
         old_surrogate = surrogate_kl()[0].item()
 
-    # Brute force: the first k whose step keeps KL <= delta and improves the surrogate.
+    # Brute force: the first k whose step keeps KL <= delta and gains at least `accept_ratio` of
+    # the linear model's coef^k g^T step.
     expected_k = None
     for k in range(10):
         trpo.set_flat_params(params, old + coef**k * step)
         with torch.no_grad():
             sur_k, kl_k = (x.item() for x in surrogate_kl())
-        if kl_k <= delta and sur_k > old_surrogate:
+        gain = sur_k - old_surrogate
+        if kl_k <= delta and gain > 0 and gain / (coef**k * expected) > accept_ratio:
             expected_k = k
             break
     trpo.set_flat_params(params, old)
     assert expected_k is not None and expected_k >= 2
-    accepted, k, step_kl, new_surrogate = trpo.line_search(params, step, surrogate_kl, delta, coef, 10)
+    search = functools.partial(trpo.line_search, params, step, expected, surrogate_kl, delta, coef)
+    accepted, k, step_kl, new_surrogate = search(10, accept_ratio)
     assert accepted and k == expected_k and step_kl <= delta and new_surrogate > old_surrogate
     with torch.no_grad():
         measured_sur, measured_kl = (x.item() for x in surrogate_kl())
@@ -207,11 +213,13 @@ def test_line_search_accepts_first_feasible_step_and_restores_exactly_on_failure
 
     # Too few trials to get back inside the trust region: rejected, theta_old restored bit for bit.
     trpo.set_flat_params(params, old)
-    accepted, k, _, _ = trpo.line_search(params, step, surrogate_kl, delta, coef, expected_k)
+    accepted, k, _, _ = search(expected_k, accept_ratio)
     assert not accepted and k == expected_k
     assert params_bytes(params) == before
     # A step that makes everything NaN is rejected the same way.
-    accepted, _, _, _ = trpo.line_search(params, step * float("nan"), surrogate_kl, delta, coef, 3)
+    accepted, _, _, _ = trpo.line_search(
+        params, step * float("nan"), expected, surrogate_kl, delta, coef, 3, accept_ratio
+    )
     assert not accepted and params_bytes(params) == before
 
 
@@ -222,8 +230,69 @@ def test_line_search_rejects_a_step_that_lowers_the_surrogate():
     g = trpo.flat_grad(surrogate, params)
     before = params_bytes(params)
     # A tiny step against the gradient: inside the trust region, but the surrogate goes down.
-    accepted, _, _, _ = trpo.line_search(params, -1e-4 * g / g.norm(), surrogate_kl, 0.01, 0.8, 5)
-    assert not accepted and params_bytes(params) == before
+    step = -1e-4 * g / g.norm()
+    for accept_ratio in (0.0, 0.1):
+        accepted, _, _, _ = trpo.line_search(params, step, (g @ step).item(), surrogate_kl, 0.01, 0.8, 5, accept_ratio)
+        assert not accepted and params_bytes(params) == before
+
+
+@pytest.mark.grades("line_search")
+def test_line_search_backtracks_a_step_that_gains_far_less_than_the_linear_model():
+    r"""$\mathcal{L}(x) = x - 0.95 x^2$ from $x = 0$, $g = 1$, KL negligible: the full step $x = 1$ gains
+    0.05, a twentieth of the model's $g^T x = 1$. Any-gain acceptance takes it; the paper's rule (gain
+    over prediction above 0.1) backtracks once, to $x = 0.8$: gain 0.192 of 0.8 predicted."""
+    x = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+
+    def surrogate_kl():
+        return x[0] - 0.95 * x[0] ** 2, 1e-6 * x[0] ** 2
+
+    step = torch.ones(1, dtype=torch.float64)
+    accepted, k, _, surrogate = trpo.line_search([x], step, 1.0, surrogate_kl, 0.01, 0.8, 10, 0.0)
+    assert accepted and k == 0 and surrogate == pytest.approx(0.05)
+    trpo.set_flat_params([x], torch.zeros(1, dtype=torch.float64))
+    accepted, k, _, surrogate = trpo.line_search([x], step, 1.0, surrogate_kl, 0.01, 0.8, 10, 0.1)
+    assert accepted and k == 1 and surrogate == pytest.approx(0.8 - 0.95 * 0.64)
+    assert x.item() == pytest.approx(0.8)
+    # Gains below a tenth of the prediction at every trial: rejected, x back at 0 exactly.
+    trpo.set_flat_params([x], torch.zeros(1, dtype=torch.float64))
+    accepted, _, _, _ = trpo.line_search([x], step, 20.0, surrogate_kl, 0.01, 0.8, 10, 0.1)
+    assert not accepted and x.item() == 0.0
+
+
+@pytest.mark.grades("trpo_step")
+@pytest.mark.parametrize("discrete", [True, False], ids=["softmax", "gaussian"])
+def test_trpo_step_moves_theta_along_the_natural_gradient_by_the_line_search(discrete):
+    r"""The step a second way: $s = (F + cI)^{-1} g$ with the explicit Fisher matrix, $x = \beta s$ with
+    $\frac{1}{2}x^T (F + cI) x = \delta$, then the first $\alpha^k x$ the paper's rule accepts."""
+    agent, obs, _, _, surrogate_kl = tiny_policy(discrete, seed=3)
+    params = agent.policy_params()
+    old = flat_params(params)
+    surrogate, _ = surrogate_kl()
+    g = trpo.flat_grad(surrogate, params)
+    damping, delta, coef, ratio = 0.05, 0.02, 0.7, 0.1
+    F = explicit_fisher(agent, obs) + damping * torch.eye(g.numel(), dtype=torch.float64)
+    s = torch.linalg.solve(F, g)
+    x = torch.sqrt(2 * delta / (s @ F @ s)) * s
+    expected_k = None
+    for k in range(10):
+        copy_into(params, old + coef**k * x)
+        with torch.no_grad():
+            sur_k, kl_k = (t.item() for t in surrogate_kl())
+        gain = sur_k - surrogate.item()
+        if kl_k <= delta and gain > ratio * coef**k * (g @ x).item():
+            expected_k = k
+            break
+    copy_into(params, old)
+    assert expected_k is not None
+    n = g.numel()
+    result = trpo.trpo_step(params, surrogate_kl, delta, 4 * n, damping, coef, 10, ratio)
+    accepted, backtracks, kl, new_surrogate, step_norm = result
+    assert accepted and backtracks == expected_k
+    assert step_norm == pytest.approx(x.norm().item(), rel=1e-5)
+    assert_near(flat_params(params), old + coef**expected_k * x, rel=1e-5)
+    with torch.no_grad():
+        measured_sur, measured_kl = (t.item() for t in surrogate_kl())
+    assert (kl, new_surrogate) == (measured_kl, measured_sur)
 
 
 def test_kl_and_log_prob_match_torch_distributions():
@@ -278,9 +347,9 @@ def test_anneal_kl_shrinks_delta_linearly(anneal, tmp_path, monkeypatch):
     """With --anneal-kl, update k of K gets delta (1 - (k - 1) / K); without it, delta every time."""
     deltas, real = [], trpo.line_search
 
-    def spy(params, step, surrogate_kl, delta, *rest):
+    def spy(params, step, expected, surrogate_kl, delta, *rest):
         deltas.append(delta)
-        return real(params, step, surrogate_kl, delta, *rest)
+        return real(params, step, expected, surrogate_kl, delta, *rest)
 
     monkeypatch.setattr(trpo, "line_search", spy)
     train_in(tmp_path, trpo, env_id="CartPole-v1", total_timesteps=4 * 64, num_envs=1, num_steps=64,
@@ -295,7 +364,7 @@ def test_anneal_kl_shrinks_delta_linearly(anneal, tmp_path, monkeypatch):
 CLOCK_ARGS = dict(
     num_envs=2, num_steps=6, total_timesteps=3 * 12, hidden_size=8, critic_epochs=1, num_minibatches=1, gamma=0.9,
     gae_lambda=0.7, target_kl=0.02, anneal_kl=True, cg_iters=7, cg_damping=0.05, backtrack_coef=0.6, max_backtracks=7,
-    eval_episodes=1,
+    accept_ratio=0.15, eval_episodes=1,
 )  # fmt: skip
 CLOCK_IDS = ["tests.fake_envs:Clock-v0", "tests.fake_envs:ClockBox-v0"]
 SIGNATURES = {name: inspect.signature(getattr(trpo, name)) for name in ("conjugate_gradient", "line_search")}
@@ -530,8 +599,8 @@ def test_conjugate_gradient_gets_the_surrogate_gradient_and_the_fisher_at_theta_
 
 
 def test_line_search_gets_the_full_natural_step_and_keeps_the_constraint(clock_run):
-    """Catches a step not scaled to 1/2 x^T F x = delta, not along s, and a result that breaks KL <= delta or
-    lowers the surrogate."""
+    """Catches a step not scaled to 1/2 x^T F x = delta, not along s, the linear model's gain g^T x or the
+    acceptance ratio not passed on, and a result that breaks KL <= delta or gains less than the ratio asks."""
     accepted, updates = 0, clock_run["updates"]
     for k, (update, next_update) in enumerate(zip(updates, updates[1:] + [None])):
         agent, cg, search = update["agent_old"], update["cg"], update["line_search"]
@@ -540,8 +609,10 @@ def test_line_search_gets_the_full_natural_step_and_keeps_the_constraint(clock_r
         assert (
             search["coef"] == CLOCK_ARGS["backtrack_coef"] and search["max_backtracks"] == CLOCK_ARGS["max_backtracks"]
         )
+        assert search["accept_ratio"] == CLOCK_ARGS["accept_ratio"]
         torch.testing.assert_close(search["before"], update["theta_old"])
         step, s = search["step"], cg["s"]
+        assert search["expected"] == pytest.approx(torch.dot(cg["b"], step).item(), rel=1e-6)
         assert torch.dot(step, s) > 0 and abs(torch.dot(step, s)) >= (1 - 1e-5) * step.norm() * s.norm()
         Fx = explicit_fisher(agent, update["obs"]) @ step + CLOCK_ARGS["cg_damping"] * step
         assert 0.5 * torch.dot(step, Fx).item() == pytest.approx(delta, rel=1e-3)
@@ -551,12 +622,87 @@ def test_line_search_gets_the_full_natural_step_and_keeps_the_constraint(clock_r
                 old, new = policy(agent, update["obs"]), policy(with_params(agent, search["after"]), update["obs"])
                 assert kl_divergence(old, new).mean() <= delta * (1 + 1e-4)
                 ratio = torch.exp(new.log_prob(update["actions"]) - old.log_prob(update["actions"]))
-                assert (ratio * update["adv"]).mean() > update["adv"].mean()
+                gain = (ratio * update["adv"]).mean() - update["adv"].mean()
+                fraction = torch.dot(search["after"] - search["before"], step) / torch.dot(step, step)
+                assert gain > 0 and gain >= CLOCK_ARGS["accept_ratio"] * fraction * search["expected"]
         else:
             torch.testing.assert_close(search["after"], search["before"], rtol=0, atol=0)
         if next_update is not None:  # nothing else moves theta between two updates
             torch.testing.assert_close(next_update["theta_old"], search["after"], rtol=0, atol=0)
     assert accepted >= 1
+
+
+def test_running_mean_std_of_batches_is_that_of_their_concatenation():
+    """Chan et al.'s update against numpy over all rows at once (the prior count 1e-4 weighs nothing)."""
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(3.0, 2.0, size=(n, 4)) for n in (1, 7, 50, 3)]
+    rms = trpo.RunningMeanStd((4,))
+    for batch in batches:
+        rms.update(batch)
+    everything = np.concatenate(batches)
+    np.testing.assert_allclose(rms.mean, everything.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(rms.var, everything.var(0), rtol=1e-5)
+    assert rms.count == pytest.approx(len(everything) + 1e-4)
+
+
+def clock_normalized(steps: int):
+    """What --norm-obs gives the networks on Clock, by hand: $s_t$ normalized with the mean and variance
+    of every observation up to $s_t$, the true $s_{t+1}$ with those up to the observation that step
+    returned (the next row's $s$, a reset one at an episode's end), and the statistics at the end."""
+    obs, _, true_next, _, _ = clock_transitions(steps + 1)
+
+    def stats(j):
+        return obs[: j + 1].mean(0), obs[: j + 1].var(0)
+
+    def normalize(x, j):
+        mean, var = stats(j)
+        return np.clip((x - mean) / np.sqrt(var + 1e-8), -10.0, 10.0)
+
+    s = np.stack([normalize(obs[t], t) for t in range(steps)])
+    s_next = np.stack([normalize(true_next[t], t + 1) for t in range(steps)])
+    return s, s_next, stats(steps)
+
+
+@pytest.mark.grades("train")
+def test_norm_obs_feeds_policy_and_v_normalized_s_and_true_next_s_and_freezes_at_evaluation(tmp_path, monkeypatch):
+    """Catches the policy or V fed raw observations, the true last observation of an episode (final_obs)
+    left raw or normalized with other statistics than the next row's $s$, statistics that move during
+    the evaluation, and statistics not saved or not loaded."""
+    monkeypatch.setattr(trpo.Agent, "value", clock_value)
+    gae_calls, sample_calls = record(monkeypatch, trpo, "gae"), record(monkeypatch, trpo.Agent, "sample")
+    mode_calls = record(monkeypatch, trpo.Agent, "mode")
+    N, T, updates = 2, 6, 3
+    flags = dict(num_envs=N, num_steps=T, hidden_size=8, critic_epochs=1, num_minibatches=1, norm_obs=True)
+    (tmp_path / "train").mkdir()
+    _, run_dir = train_in(tmp_path / "train", trpo, env_id=CLOCK_IDS[0], total_timesteps=updates * N * T,
+                          save_model=True, eval_episodes=1, **flags)  # fmt: skip
+    s, s_next, (mean, var) = clock_normalized(updates * T)
+    sampled_from = np.stack([args["obs"].numpy() for args, _ in sample_calls])
+    np.testing.assert_allclose(sampled_from, np.repeat(s[:, None], N, 1), rtol=1e-3, atol=1e-4)
+    values = np.concatenate([args["values"] for args, _ in gae_calls])
+    next_values = np.concatenate([args["next_values"] for args, _ in gae_calls])
+    np.testing.assert_allclose(values, np.repeat((s @ [10.0, 100.0] + 1)[:, None], N, 1), rtol=1e-3, atol=1e-3)
+    expected_next = np.repeat((s_next @ [10.0, 100.0] + 1)[:, None], N, 1)
+    np.testing.assert_allclose(next_values, expected_next, rtol=1e-3, atol=1e-3)
+
+    # The evaluation (one episode: (0, 0), (1, 0), (2, 0)) with the statistics as training left them.
+    eval_obs = np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
+    expected_eval = (eval_obs - mean) / np.sqrt(var + 1e-8)
+    got = np.concatenate([args["obs"].numpy() for args, _ in mode_calls])
+    np.testing.assert_allclose(got, expected_eval, rtol=1e-3, atol=1e-4)
+    saved = torch.load(next(run_dir.glob("*.pt")))["obs_rms"]
+    np.testing.assert_allclose(saved["mean"].numpy(), mean, rtol=1e-4)
+    np.testing.assert_allclose(saved["var"].numpy(), var, rtol=1e-4)
+
+    # Evaluation only, from the checkpoint: its statistics, unchanged by the reset or the episodes.
+    mode_calls.clear()
+    (tmp_path / "eval").mkdir()
+    _, eval_dir = train_in(tmp_path / "eval", trpo, env_id=CLOCK_IDS[0], total_timesteps=0, save_model=True,
+                           model_path=str(next(run_dir.glob("*.pt"))), eval_episodes=1, **flags)  # fmt: skip
+    got = np.concatenate([args["obs"].numpy() for args, _ in mode_calls])
+    np.testing.assert_allclose(got, expected_eval, rtol=1e-3, atol=1e-4)
+    resaved = torch.load(next(eval_dir.glob("*.pt")))["obs_rms"]
+    assert all(torch.equal(saved[key], resaved[key]) for key in ("mean", "var", "count"))
 
 
 BANDIT_IDS = ["tests.fake_envs:Bandit-v0", "tests.fake_envs:BanditBox-v0"]
