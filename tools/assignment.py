@@ -21,6 +21,7 @@ that definition is the student's (tests/helpers.py's `load_script` reads `PG_GRA
 import argparse
 import ast
 import contextlib
+import functools
 import io
 import json
 import os
@@ -89,7 +90,7 @@ def definitions(text: str) -> dict[str, ast.FunctionDef]:
     """Top-level functions and class methods above the bookkeeping line, by name (`gae`, `Agent.sample`)."""
     tail = next(i for i, line in enumerate(text.splitlines(), 1) if line.startswith(TAIL))
     defs = {}
-    for node in ast.parse(text).body:
+    for node in parse(text).body:
         if node.lineno >= tail:
             break
         if isinstance(node, ast.FunctionDef):
@@ -97,6 +98,11 @@ def definitions(text: str) -> dict[str, ast.FunctionDef]:
         elif isinstance(node, ast.ClassDef):
             defs.update({f"{node.name}.{m.name}": m for m in node.body if isinstance(m, ast.FunctionDef)})
     return defs
+
+
+@functools.lru_cache(maxsize=32)
+def parse(text: str) -> ast.Module:
+    return ast.parse(text)
 
 
 def first_line(node: ast.FunctionDef) -> int:
@@ -139,7 +145,7 @@ def slide_of(text: str, name: str, node: ast.FunctionDef) -> str:
         return cited.group(1)
     if name.split(".")[-1] in SLIDES or name in SLIDES:
         return SLIDES.get(name, SLIDES.get(name.split(".")[-1]))
-    cited = SLIDE_CITED.search(ast.get_docstring(ast.parse(text)) or "")
+    cited = SLIDE_CITED.search(ast.get_docstring(parse(text)) or "")
     return cited.group(1) if cited else "the lecture"
 
 
@@ -167,7 +173,7 @@ def blank(text: str, names: list[str]) -> str:
 
 def student_readme(path: Path, text: str, names: list[str]) -> str:
     defs, lines = definitions(text), text.splitlines()
-    doc = ast.get_docstring(ast.parse(text)) or ""
+    doc = ast.get_docstring(parse(text)) or ""
     run = re.search(r"^Run: (.+)$", doc, re.M)
     out = [
         f"# Homework: {path.name}",
@@ -236,11 +242,12 @@ def run_pytest(test: Path, env: dict[str, str], name: str | None, collect_only: 
     outcome = Outcome(name)
     ours = [k for k in sys.modules if k == "tests" or k.startswith(("tests.", "script_"))]
     saved_modules = {k: sys.modules.pop(k) for k in ours}
-    saved_env = {k: os.environ.pop(k, None) for k in ("PG_GRADE_FILE", "PG_GRADE_NAME")}
+    saved_env = {k: os.environ.pop(k, None) for k in ("PG_GRADE_FILE", "PG_GRADE_NAME", "PG_GRADE_TMP")}
     saved_path = list(sys.path)
     os.environ.update(env)
     sys.path.insert(0, str(ROOT))
-    args = [str(test), "-p", "no:cacheprovider", "-o", "addopts=", "-q", "--rootdir", str(ROOT)]
+    args = [str(test), "-p", "no:cacheprovider", "-p", "no:unraisableexception", "-o", "addopts=", "-q"]
+    args += ["--rootdir", str(ROOT)]
     args += ["-c", str(ROOT / "pyproject.toml"), "-W", "ignore", "--tb=short"]
     try:
         with contextlib.redirect_stdout(io.StringIO()) as log:
@@ -322,18 +329,31 @@ def short(report) -> str:
 
 def gradable(path: Path) -> dict[str, list[str]]:
     """name -> ids of the tests that grade it, for the names defined in the script's method part."""
-    defs = definitions(path.read_text())
-    found = run_pytest(test_file(path), {}, None, collect_only=True)
-    if found.errors:
-        raise RuntimeError(f"{test_file(path).name} does not collect: {found.errors[0]}")
-    return {name: found.grades[name] for name in defs if name in found.grades}
+    key = (path, path.read_text(), test_file(path).read_text())
+    if key not in _GRADABLE:  # one collection per script and version of it, in a process that grades many files
+        defs = definitions(path.read_text())
+        found = run_pytest(test_file(path), {}, None, collect_only=True)
+        if found.errors:
+            raise RuntimeError(f"{test_file(path).name} does not collect: {found.errors[0]}")
+        _GRADABLE[key] = {name: found.grades[name] for name in defs if name in found.grades}
+    return _GRADABLE[key]
+
+
+_GRADABLE: dict = {}
 
 
 def spliced_file(reference: Path, student: Path, name: str) -> Path:
-    """A copy of `reference` with the definition `name` (and any new top-level name) from `student`.
+    """`spliced_text` written under the script's name to a temporary folder (`PG_GRADE_TMP` when set).
 
-    tests/helpers.py's `load_script` loads it when grading one name. It is written beside nothing
-    of the project, in a temporary folder, under the script's name."""
+    tests/helpers.py's `load_script` loads it when grading one name."""
+    folder = os.environ.get("PG_GRADE_TMP") or tempfile.mkdtemp(prefix="pg-grade-")
+    out = Path(folder) / reference.name
+    out.write_text(spliced_text(reference, student, name))
+    return out
+
+
+def spliced_text(reference: Path, student: Path, name: str) -> str:
+    """`reference` with the definition `name` (and any top-level name the reference lacks) from `student`."""
     ref_text, stu_text = reference.read_text(), student.read_text()
     try:
         stu_tree = ast.parse(stu_text)
@@ -359,9 +379,7 @@ def spliced_file(reference: Path, student: Path, name: str) -> Path:
     if body and not body[-1].endswith("\n"):
         body[-1] += "\n"
     lines[first_line(ref_node) - 1 : ref_node.end_lineno] = body
-    out = Path(tempfile.mkdtemp(prefix="pg-grade-")) / reference.name
-    out.write_text("".join(lines))
-    return out
+    return "".join(lines)
 
 
 def bound_names(node: ast.stmt) -> set[str]:
@@ -377,8 +395,11 @@ def bound_names(node: ast.stmt) -> set[str]:
 # ## grade
 
 
-def grade(file: Path, names: list[str] | None = None) -> list[dict]:
-    """Grade each name of `file` (all gradable ones when None) on its own; one result dict per name."""
+def grade(file: Path, names: list[str] | None = None, memo: dict | None = None) -> list[dict]:
+    """Grade each name of `file` (all gradable ones when None) on its own; one result dict per name.
+
+    `memo`, kept by a caller that grades many files, maps a spliced file's text to its result: the
+    same tests on the same text, run once (a starter's untouched functions are the reference's)."""
     if not file.is_file():
         raise BadInput(f"{file} is not a file")
     reference = script_path(file.name)
@@ -386,29 +407,44 @@ def grade(file: Path, names: list[str] | None = None) -> list[dict]:
     names = names or list(tests)
     check_names(reference, tests, names)
     results = []
-    for name in names:
-        started = time.perf_counter()
-        env = {"PG_GRADE_FILE": str(file.resolve()), "PG_GRADE_NAME": name}
-        outcome = run_pytest(test_file(reference), env, name)
-        ran = {k: v for k, v in outcome.results.items() if v[0] != "skipped"}
-        passed = sum(status == "passed" for status, _ in ran.values())
-        missing = [v for v in ran.values() if v[0] == "not implemented"]
-        failing = [(k, v) for k, v in ran.items() if v[0] != "passed"]
-        if outcome.errors or not ran and outcome.exit_code not in (0, 5):
-            status, why = "failed", (outcome.errors or [outcome.log.strip().splitlines()[-1:]])[0]
-        elif missing:
-            status, why = "not implemented", missing[0][1]
-        elif failing:
-            test_id, (_, message) = failing[0]
-            status, why = "failed", f"{test_id.split('::')[-1]}: {message}"
-        else:
-            status, why = "passed", ""
-        score = passed / len(ran) if ran else float(status == "passed")
-        results.append(
-            {"name": name, "status": status, "passed": passed, "tests": len(ran), "score": score, "why": why,
-             "seconds": time.perf_counter() - started}
-        )  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="pg-grade-") as folder:
+        for name in names:
+            results.append(grade_one(reference, file, name, folder, memo))
     return results
+
+
+def grade_one(reference: Path, file: Path, name: str, folder: str, memo: dict | None) -> dict:
+    """Run the tests that grade `name` on the reference with `file`'s `name` in it; their verdict."""
+    started = time.perf_counter()
+    key = None
+    if memo is not None:
+        with contextlib.suppress(ImportError):
+            key = (name, spliced_text(reference, file, name))
+        if key in memo:
+            return dict(memo[key], seconds=0.0)
+    env = {"PG_GRADE_FILE": str(file.resolve()), "PG_GRADE_NAME": name, "PG_GRADE_TMP": folder}
+    outcome = run_pytest(test_file(reference), env, name)
+    ran = {k: v for k, v in outcome.results.items() if v[0] != "skipped"}
+    passed = sum(status == "passed" for status, _ in ran.values())
+    missing = [v for v in ran.values() if v[0] == "not implemented"]
+    failing = [(k, v) for k, v in ran.items() if v[0] != "passed"]
+    if outcome.errors or not ran and outcome.exit_code not in (0, 5):  # the file does not even import
+        why = (outcome.errors or outcome.log.strip().splitlines()[-1:] or ["no test ran"])[0]
+        status = "not implemented" if why.startswith("NotImplementedError") else "failed"
+    elif missing:
+        status, why = "not implemented", missing[0][1]
+    elif failing:
+        test_id, (_, message) = failing[0]
+        status, why = "failed", f"{test_id.split('::')[-1]}: {message}"
+    else:
+        status, why = "passed", ""
+    result = {
+        "name": name, "status": status, "passed": passed, "tests": len(ran), "why": why,
+        "score": passed / len(ran) if ran else float(status == "passed"), "seconds": time.perf_counter() - started,
+    }  # fmt: skip
+    if key is not None:
+        memo[key] = result
+    return result
 
 
 def check_names(reference: Path, tests: dict, names: list[str]) -> None:
