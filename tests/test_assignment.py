@@ -227,6 +227,16 @@ def test_a_wrong_implementation_fails_its_name(mutant, tmp_path):
     assert result["status"] == "failed" and result["score"] < 1.0, result
 
 
+# ## A course may hand the scripts out: the license and how to cite
+def test_license_is_mit_and_the_citation_file_names_it():
+    import yaml
+
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License\n\nCopyright (c) 2026 ")
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["license"] == "MIT"
+    assert cff["title"] and cff["message"] and all("name" in a or "family-names" in a for a in cff["authors"])
+
+
 def check_every_starter(scripts: list[str]) -> bool:
     memo, ok = {}, True
     for script in scripts:
