@@ -313,7 +313,7 @@ class Outcome:
 
 
 def short(report) -> str:
-    """The first line of what failed: the assertion or the exception, at most 200 characters."""
+    """The first lines of what failed, the assertion or the exception, in one line of at most 200 characters."""
     crash = getattr(report.longrepr, "reprcrash", None)
     if crash is not None:
         text = crash.message
@@ -323,7 +323,7 @@ def short(report) -> str:
         text = str(report.longrepr)
         errors = [line[1:].strip() for line in text.splitlines() if line.startswith("E ")]
         text = errors[-1] if errors else text
-    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    line = " ".join([line.strip() for line in text.splitlines() if line.strip()][:3])
     return line if len(line) <= 200 else line[:197] + "..."
 
 
@@ -356,10 +356,10 @@ def spliced_text(reference: Path, student: Path, name: str) -> str:
     """`reference` with the definition `name` (and any top-level name the reference lacks) from `student`."""
     ref_text, stu_text = reference.read_text(), student.read_text()
     try:
-        stu_tree = ast.parse(stu_text)
+        stu_tree = parse(stu_text)
     except SyntaxError as e:
         raise ImportError(f"{student.name} does not parse: {e.msg} (line {e.lineno})") from None
-    ref_tree, stu_defs = ast.parse(ref_text), definitions(stu_text)
+    ref_tree, stu_defs = parse(ref_text), definitions(stu_text)
     if name not in stu_defs:
         raise ImportError(f"{student.name} has no {name} above its '{TAIL}' line")
     lines, stu_lines = ref_text.splitlines(keepends=True), stu_text.splitlines(keepends=True)
