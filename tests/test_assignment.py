@@ -52,7 +52,7 @@ def test_every_grades_marker_names_a_definition_of_its_script():
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_blanking_any_definition_keeps_every_other_line_and_its_comments(script):
     text = (ROOT / script).read_text()
-    lines, comments = text.splitlines(keepends=True), assignment.comment_lines(text)
+    lines, comments = text.splitlines(keepends=True), assignment.comments_of(text)
     for name, node in assignment.definitions(text).items():
         starter = assignment.blank(text, [name])
         new = starter.splitlines(keepends=True)
@@ -62,7 +62,7 @@ def test_blanking_any_definition_keeps_every_other_line_and_its_comments(script)
         assert new[len(new) - tail :] == lines[end:], name  # everything below
         body = new[start - 1 : len(new) - tail]
         assert body[-1].strip().startswith(f'raise NotImplementedError("{name} (slide: '), name
-        kept = [lines[i - 1] for i in range(start, end + 1) if i in comments]
+        kept = [comments[i] or lines[i - 1] for i in range(start, end + 1) if i in comments]  # after code too
         assert [line for line in body if line.strip().startswith("#")] == kept, name
         assert all(line.strip().startswith("#") or not line.strip() for line in body[:-1]), name
         compile(starter, script, "exec")

@@ -119,11 +119,22 @@ def docstring_end(node: ast.FunctionDef) -> int:
 
 def comment_lines(text: str) -> set[int]:
     """Numbers of the lines that hold only a comment."""
+    return {i for i, standalone in comments_of(text).items() if standalone is None}
+
+
+def comments_of(text: str) -> dict[int, str | None]:
+    """Line number -> None for a line that holds only a comment, the comment for one after code.
+
+    Formatter and linter pragmas after code (`# fmt: skip`, `# noqa`) are no comments for a reader."""
     lines = text.splitlines()
-    found = set()
+    found = {}
     for tok in tokenize.generate_tokens(io.StringIO(text).readline):
-        if tok.type == tokenize.COMMENT and not lines[tok.start[0] - 1][: tok.start[1]].strip():
-            found.add(tok.start[0])
+        if tok.type == tokenize.COMMENT:
+            before = lines[tok.start[0] - 1][: tok.start[1]]
+            if not before.strip():
+                found[tok.start[0]] = None
+            elif not re.match(r"#\s*(fmt:|noqa|type:)", tok.string):
+                found[tok.start[0]] = before[: len(before) - len(before.lstrip())] + tok.string + "\n"
     return found
 
 
@@ -154,7 +165,7 @@ def slide_of(text: str, name: str, node: ast.FunctionDef) -> str:
 
 def blank(text: str, names: list[str]) -> str:
     """`text` with each named body replaced by its comments and a `raise NotImplementedError`."""
-    defs, lines, comments = definitions(text), text.splitlines(keepends=True), comment_lines(text)
+    defs, lines, comments = definitions(text), text.splitlines(keepends=True), comments_of(text)
     for name in sorted(names, key=lambda n: -defs[n].lineno):  # bottom up: line numbers above stay valid
         node = defs[name]
         start, end = docstring_end(node) + 1, node.end_lineno
@@ -162,7 +173,10 @@ def blank(text: str, names: list[str]) -> str:
             raise BadInput(f"{name} has its body on the line of its def; it cannot be blanked")
         rest = [s for s in node.body if s.lineno >= start]
         indent = " " * (rest or node.body)[0].col_offset
-        kept = [lines[i - 1] for i in range(start, end + 1) if i in comments or not lines[i - 1].strip()]
+        # what stays of the body: its comments (one after code moves to a line of its own) and blank lines
+        kept = [
+            comments.get(i) or lines[i - 1] for i in range(start, end + 1) if i in comments or not lines[i - 1].strip()
+        ]
         kept = [line for i, line in enumerate(kept) if line.strip() or (i and kept[i - 1].strip())]
         while kept and not kept[-1].strip():
             kept.pop()
