@@ -42,12 +42,14 @@ def run_nstep(rewards, next_values, terminated, dones, gamma):
 
 
 @pytest.mark.parametrize("gamma", [0.99, 0.5, 1.0])
+@pytest.mark.grades("nstep_returns")
 def test_nstep_returns_match_naive_loop(gamma):
     rewards, values, next_values, terminated, dones = random_batch(seed=3)
     expected = naive_nstep_returns(rewards, next_values, terminated, dones, gamma)
     np.testing.assert_allclose(run_nstep(rewards, next_values, terminated, dones, gamma), expected, atol=1e-10)
 
 
+@pytest.mark.grades("nstep_returns")
 def test_nstep_returns_closed_form_without_episode_ends():
     """One episode running through the rollout: $G_t = \\sum_k \\gamma^{k-t} r_k + \\gamma^{T-t} V(s_T)$."""
     gamma, T = 0.9, 5
@@ -59,6 +61,7 @@ def test_nstep_returns_closed_form_without_episode_ends():
     np.testing.assert_allclose(run_nstep(rewards, next_values, zeros, zeros, gamma)[:, 0], expected, atol=1e-10)
 
 
+@pytest.mark.grades("nstep_returns")
 def test_nstep_truncation_bootstraps_and_termination_does_not():
     # One env, two steps: step 0 truncated with V(final)=5, step 1 terminated with V(final)=7.
     r, next_v = np.array([[1.0], [1.0]]), np.array([[5.0], [7.0]])
@@ -67,11 +70,13 @@ def test_nstep_truncation_bootstraps_and_termination_does_not():
 
 
 @pytest.mark.parametrize("gamma,lam", [(0.99, 0.95), (0.9, 0.5)])
+@pytest.mark.grades("gae")
 def test_gae_matches_naive_double_loop(gamma, lam):
     batch = random_batch(seed=4)
     np.testing.assert_allclose(a2c.gae(*batch, gamma, lam), naive_gae(*batch, gamma, lam), atol=1e-10)
 
 
+@pytest.mark.grades("gae")
 def test_gae_with_lambda_1_is_the_nstep_advantage():
     """The two paths of `train` agree: GAE(1) = $G_t - V(s_t)$ with the n-step $G_t$."""
     rewards, values, next_values, terminated, dones = batch = random_batch(seed=5)
@@ -81,6 +86,7 @@ def test_gae_with_lambda_1_is_the_nstep_advantage():
     )
 
 
+@pytest.mark.grades("a2c_loss")
 def test_loss_against_closed_form_and_its_gradients():
     torch.manual_seed(0)
     log_prob = torch.randn(6, dtype=torch.float64, requires_grad=True)
@@ -100,6 +106,7 @@ def test_loss_against_closed_form_and_its_gradients():
 
 
 @pytest.mark.parametrize("discrete", [True, False])
+@pytest.mark.grades("Agent.__init__", "Agent.value", "Agent.log_prob_entropy_value")
 def test_both_losses_reach_the_shared_trunk(discrete):
     torch.manual_seed(1)
     agent = a2c.Agent(4, 2, discrete, 16)
@@ -158,6 +165,7 @@ def assert_samples_follow_the_policy(agent, obs: torch.Tensor, num_actions: int 
 
 
 @pytest.mark.parametrize("discrete", [True, False])
+@pytest.mark.grades("Agent.sample")
 def test_sampling_follows_the_policy(discrete):
     """Catches a sampler that draws from another distribution than the one whose log-probability is trained."""
     torch.manual_seed(0)
@@ -169,6 +177,7 @@ def test_sampling_follows_the_policy(discrete):
     assert_samples_follow_the_policy(agent, torch.randn(1, 3), num_actions=3)
 
 
+@pytest.mark.grades("train")
 def test_truncation_is_not_termination(tmp_path):
     """Reward 1 forever, cut at 5 steps by a time limit: V(s) must approach 1/(1-gamma) = 10,
     not the about 2.6 that treating the time limit as termination would teach."""
@@ -183,11 +192,13 @@ def test_truncation_is_not_termination(tmp_path):
     assert agent.value(torch.tensor([[0.5, -0.5]])).item() == pytest.approx(1 / (1 - gamma), rel=0.1)
 
 
+@pytest.mark.grades("train")
 def test_nan_stops_the_run_naming_the_step(tmp_path):
     with pytest.raises(FloatingPointError, match="global_step="):
         train_in(tmp_path, a2c, env_id="tests.fake_envs:NaNReward-v0", total_timesteps=400, num_envs=2, eval_episodes=1)
 
 
+@pytest.mark.grades("a2c_loss")
 def test_a2c_loss_keeps_the_actor_gradient_out_of_the_critic():
     """Advantages handed over with their graph ($G_t - V(s_t)$): only the value loss may reach $V$."""
     values = torch.tensor([0.5, -1.0, 2.0], requires_grad=True)
@@ -197,6 +208,7 @@ def test_a2c_loss_keeps_the_actor_gradient_out_of_the_critic():
     torch.testing.assert_close(values.grad, -0.5 * (returns - values.detach()) / 3)
 
 
+@pytest.mark.grades("true_next_obs")
 def test_true_next_obs_takes_final_obs_where_an_episode_ended():
     """$s_{t+1}$ is `final_obs` where `_final_obs` is set, the returned (reset) observation elsewhere."""
     obs = np.array([[0.0, 0.0], [4.0, 1.0], [0.0, 1.0]], dtype=np.float32)
@@ -395,6 +407,7 @@ def expected_update(run: SimpleNamespace, k: int) -> dict:
             "returns": returns, "advantages": advantages}  # fmt: skip
 
 
+@pytest.mark.grades("train")
 def test_rollout_acts_in_s_t_with_the_policy_of_the_update(tmp_path, monkeypatch):
     """Catches acting on a stale or reset observation, or with a policy updated during the rollout."""
     run = clock_run(tmp_path, monkeypatch, iterations=2)
@@ -406,6 +419,7 @@ def test_rollout_acts_in_s_t_with_the_policy_of_the_update(tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("gae_lambda,scale_rewards", [(1.0, True), (0.8, False)])
+@pytest.mark.grades("train", "RewardScaler.__init__", "RewardScaler.__call__")
 def test_returns_get_rewards_masks_and_v_of_the_true_next_state(gae_lambda, scale_rewards, tmp_path, monkeypatch):
     """Catches a reset observation bootstrapped at a truncation, terminated/done masks swapped or
     dropped, V(s_t) in place of V(s_{t+1}), gamma or lambda not passed through, and rewards not divided
@@ -426,6 +440,7 @@ def test_returns_get_rewards_masks_and_v_of_the_true_next_state(gae_lambda, scal
 @pytest.mark.parametrize(
     "env,gae_lambda,norm_adv", [("StaggeredClock-v0", 1.0, False), ("StaggeredClockBox-v0", 0.8, True)]
 )
+@pytest.mark.grades("train")
 def test_loss_gets_log_pi_of_the_taken_action_and_the_advantages(env, gae_lambda, norm_adv, tmp_path, monkeypatch):
     """Catches a negated or unnormalized advantage, returns or values of the wrong states, log-probabilities
     of the wrong (or clipped) actions, and c1 and c2 swapped."""
@@ -459,6 +474,7 @@ def test_loss_gets_log_pi_of_the_taken_action_and_the_advantages(env, gae_lambda
     ],
     ids=["rmsprop-nstep", "adam-gae-box"],
 )
+@pytest.mark.grades("train")
 def test_each_update_is_one_clipped_descent_step_on_the_a2c_loss(overrides, tmp_path, monkeypatch):
     """Catches any wrong input, sign or factor of the loss, an actor gradient reaching the critic, the critic
     cut off the shared trunk, a missing zero_grad, clip or step, and a wrong step size or schedule.
@@ -510,12 +526,14 @@ def read_episodes(run_dir) -> list[tuple[int, float, int]]:
     ]
 
 
+@pytest.mark.grades("train")
 def test_progress_logs_the_clock_episodes(tmp_path, monkeypatch):
     """Catches the step count, or an episode's return or length, not summed or not reset per episode and env."""
     run = clock_run(tmp_path, monkeypatch, iterations=2)
     assert read_episodes(run.run_dir) == clock_progress(2 * T_CLOCK, N_CLOCK)
 
 
+@pytest.mark.grades("train")
 def test_box_env_gets_the_clipped_action(tmp_path, monkeypatch):
     """Catches the env stepped with the unclipped action (the loss gets the sampled one: tested above)."""
     run = traced_train(
@@ -551,6 +569,7 @@ def assert_uphill(before: float, after: float, discrete: bool, seed: int):
 
 
 @pytest.mark.parametrize("env", ["Bandit-v0", "BanditBox-v0"])
+@pytest.mark.grades("train")
 def test_a_few_updates_move_the_policy_toward_the_best_action(env, tmp_path, monkeypatch):
     """Catches a sign error anywhere between the reward and the step: it moves the policy away instead."""
     for seed in (1, 2, 3):

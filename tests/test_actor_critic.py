@@ -29,6 +29,7 @@ from tests.test_a2c import (
 ac = load_script("actor_critic.py")
 
 
+@pytest.mark.grades("td_target")
 def test_td_target_and_error_by_hand():
     # Three transitions: running on, terminated, truncated (time limit: s_{t+1} is the true last state).
     gamma = 0.9
@@ -40,6 +41,7 @@ def test_td_target_and_error_by_hand():
     assert (targets - values).tolist() == pytest.approx([1.5, 1.0, 0.6])
 
 
+@pytest.mark.grades("critic_loss")
 def test_critic_step_is_omega_plus_alpha_delta_grad_q():
     """The gradient of the critic loss is $-\\delta \\nabla_\\omega Q_\\omega(s_t,a_t)$, averaged over the batch;
     nothing flows into the bootstrap target."""
@@ -54,6 +56,7 @@ def test_critic_step_is_omega_plus_alpha_delta_grad_q():
     torch.testing.assert_close(w.grad, -(delta[:, None] * x).mean(0))
 
 
+@pytest.mark.grades("actor_loss")
 def test_actor_step_is_score_times_weight():
     """Gradient of the actor loss: $-\\Psi_t \\nabla_\\theta \\log\\pi(a_t|s_t)$ with the softmax score
     $e_{a} - \\pi(\\cdot|s)$ in closed form, and the weight $\\Psi$ held constant."""
@@ -98,6 +101,7 @@ def assert_unbiased(mean, stderr, exact):
     assert ((mean - exact).abs() <= 4 * stderr + 1e-9).all(), (mean, exact, stderr)
 
 
+@pytest.mark.grades("actor_loss", "categorical_log_prob_entropy")
 def test_q_critic_actor_direction_is_the_policy_gradient(tabular):
     """Policy gradient theorem: with the exact $Q^\\pi_t$ as critic, $\\mathbb{E}[\\sum_t \\nabla\\log\\pi(a_t|s_t) Q_t(s_t,a_t)] = \\nabla J$."""
     mdp, logits, ep = tabular
@@ -111,6 +115,7 @@ def test_q_critic_actor_direction_is_the_policy_gradient(tabular):
     assert ((wrong - exact_gradient(mdp, logits)).abs() > 4 * stderr).any()
 
 
+@pytest.mark.grades("actor_loss", "td_target")
 def test_v_critic_td_error_direction_is_the_policy_gradient(tabular):
     """With the exact $V^\\pi_t$, the TD error $\\delta_t = r_t + \\gamma V_{t+1}(s_{t+1}) - V_t(s_t)$ (0 after the
     terminal step H) has $\\mathbb{E}[\\delta_t|s_t,a_t] = A^\\pi_t(s_t,a_t)$, so its actor direction is $\\nabla J$ too."""
@@ -128,6 +133,7 @@ def test_v_critic_td_error_direction_is_the_policy_gradient(tabular):
 
 
 @pytest.mark.parametrize("discrete", [True, False])
+@pytest.mark.grades("Agent.__init__", "Agent.critic_value", "Agent.critic_pair")
 def test_critic_shapes_and_the_pair_forward(discrete):
     torch.manual_seed(2)
     agent = ac.Agent(4, 3, discrete, 16, critic="q")
@@ -148,6 +154,7 @@ def test_critic_shapes_and_the_pair_forward(discrete):
 
 
 @pytest.mark.parametrize("discrete", [True, False])
+@pytest.mark.grades("Agent.sample")
 def test_sampling_follows_the_policy(discrete):
     """Catches a sampler that draws from another distribution than the one whose log-probability is trained."""
     torch.manual_seed(0)
@@ -160,6 +167,7 @@ def test_sampling_follows_the_policy(discrete):
 
 
 @pytest.mark.parametrize("critic", ["v", "q"])
+@pytest.mark.grades("train")
 def test_truncation_is_not_termination(critic, tmp_path):
     """Reward 1 forever, cut at 5 steps by a time limit: the critic must approach 1/(1-gamma) = 10,
     not the about 2.6 that treating the time limit as termination would teach."""
@@ -175,11 +183,13 @@ def test_truncation_is_not_termination(critic, tmp_path):
     torch.testing.assert_close(values, torch.full((2,), 1 / (1 - gamma)), rtol=0.1, atol=0)
 
 
+@pytest.mark.grades("train")
 def test_nan_stops_the_run_naming_the_step(tmp_path):
     with pytest.raises(FloatingPointError, match="global_step="):
         train_in(tmp_path, ac, env_id="tests.fake_envs:NaNReward-v0", total_timesteps=200, eval_episodes=1)
 
 
+@pytest.mark.grades("true_next_obs")
 def test_true_next_obs_takes_final_obs_where_an_episode_ended():
     """Catches a reset observation passed on as $s_{t+1}$ where an episode ended, or the caller's array overwritten."""
     obs = np.array([[0.0, 0.0], [4.0, 1.0]], dtype=np.float32)
@@ -227,6 +237,7 @@ def expected_step(run: SimpleNamespace, t: int) -> dict:
 
 
 @pytest.mark.parametrize("critic", ["v", "q"])
+@pytest.mark.grades("train")
 def test_acts_in_s_t_and_draws_the_next_action_in_the_true_s_t1_before_the_update(critic, tmp_path, monkeypatch):
     """Catches a stale or reset observation, a_{t+1} drawn in s_t or in the reset state instead of the
     true s_{t+1}, or drawn with the parameters after the update instead of before it."""
@@ -242,6 +253,7 @@ def test_acts_in_s_t_and_draws_the_next_action_in_the_true_s_t1_before_the_updat
 
 @pytest.mark.parametrize("env", ["StaggeredClock-v0", "StaggeredClockBox-v0"])
 @pytest.mark.parametrize("critic", ["v", "q"])
+@pytest.mark.grades("train")
 def test_td_target_gets_r_and_the_critic_at_the_true_next_state_and_action(critic, env, tmp_path, monkeypatch):
     """Catches bootstrapping from the reset observation at a truncation, termination not stopping the
     bootstrap, a value of s_t or of a_t in place of s_{t+1}, a_{t+1}, and gamma not passed through."""
@@ -257,6 +269,7 @@ def test_td_target_gets_r_and_the_critic_at_the_true_next_state_and_action(criti
 
 @pytest.mark.parametrize("env", ["StaggeredClock-v0", "StaggeredClockBox-v0"])
 @pytest.mark.parametrize("critic", ["v", "q"])
+@pytest.mark.grades("train")
 def test_actor_weight_is_q_or_delta_without_gamma_t_and_critic_regresses_on_y(critic, env, tmp_path, monkeypatch):
     """Catches a wrong or negated actor weight (Q(s_t,a_t), or delta for the V critic, as is: no gamma^t),
     log pi of the wrong state or action, and a critic loss with the wrong prediction or target."""
@@ -279,6 +292,7 @@ def test_actor_weight_is_q_or_delta_without_gamma_t_and_critic_regresses_on_y(cr
 
 @pytest.mark.parametrize("env", ["StaggeredClock-v0", "StaggeredClockBox-v0"])
 @pytest.mark.parametrize("critic", ["v", "q"])
+@pytest.mark.grades("train")
 def test_each_step_is_one_descent_step_of_algorithm_2(critic, env, tmp_path, monkeypatch):
     """Catches any wrong input, sign or factor of either update, the actor's gradient reaching the critic
     (a weight not detached), a gradient through the TD target, the step sizes of actor and critic swapped
@@ -311,12 +325,14 @@ def test_each_step_is_one_descent_step_of_algorithm_2(critic, env, tmp_path, mon
     assert_replayed_step(run.steps, expected_grads, torch.optim.Adam, lrs)
 
 
+@pytest.mark.grades("train")
 def test_progress_logs_the_clock_episodes(tmp_path, monkeypatch):
     """Catches the step count, or an episode's return or length, not summed or not reset per episode and env."""
     run = clock_run(tmp_path, monkeypatch)
     assert read_episodes(run.run_dir) == clock_progress(STEPS, ENVS)
 
 
+@pytest.mark.grades("train")
 def test_box_env_gets_the_clipped_action(tmp_path, monkeypatch):
     """Catches the env stepped with the unclipped action (the updates get the sampled one: tested above)."""
     run = traced_train(
@@ -331,6 +347,7 @@ def test_box_env_gets_the_clipped_action(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("env", ["Bandit-v0", "BanditBox-v0"])
 @pytest.mark.parametrize("critic", ["v", "q"])
+@pytest.mark.grades("train")
 def test_a_few_updates_move_the_policy_toward_the_best_action(critic, env, tmp_path, monkeypatch):
     """Catches a sign error anywhere between the reward and the step: it moves the policy away instead."""
     # Seeds 1-15 all take P(best arm) from 1/3 to 0.39 or more and the mean from about 0 to 0.19 or more

@@ -14,6 +14,7 @@ ddpg = load_script("ddpg.py")
 LOW, HIGH = np.array([-2.0, 0.0], dtype=np.float32), np.array([2.0, 1.0], dtype=np.float32)
 
 
+@pytest.mark.grades("polyak_update")
 def test_polyak_update_matches_the_formula():
     torch.manual_seed(0)
     online, target = ddpg.Critic(3, 2, 8), ddpg.Critic(3, 2, 8)
@@ -27,6 +28,7 @@ def test_polyak_update_matches_the_formula():
         torch.testing.assert_close(value, online.state_dict()[name], rtol=0, atol=0)
 
 
+@pytest.mark.grades("td_target")
 def test_td_target_bootstraps_on_truncation_and_not_on_termination():
     # Three transitions: mid-episode, terminated, truncated (stored as terminated = 0).
     rewards, terminated = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.0, 1.0, 0.0])
@@ -51,6 +53,7 @@ class CounterEnv(gym.Env):
         return np.array([self.t], dtype=np.float32), 1.0, False, False, {}
 
 
+@pytest.mark.grades("true_next_obs")
 def test_stored_next_obs_is_the_true_final_one():
     thunks = [lambda k=k: gym.wrappers.TimeLimit(CounterEnv(), max_episode_steps=3 + k) for k in range(2)]
     envs = gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
@@ -73,6 +76,7 @@ def fill(buffer, markers, num_envs=1):
         buffer.add(np.repeat(col, 3, 1), np.repeat(col, 2, 1), m, np.repeat(-col, 3, 1), m % 2)
 
 
+@pytest.mark.grades("ReplayBuffer.__init__", "ReplayBuffer.add")
 def test_replay_buffer_wraps_around():
     rb = ddpg.ReplayBuffer(5, 3, 2, torch.device("cpu"))
     fill(rb, range(7))
@@ -84,6 +88,7 @@ def test_replay_buffer_wraps_around():
     assert (rb.pos, rb.size) == (2, 4) and rb.actions[:, 1].tolist() == [4, 5, 2, 3]
 
 
+@pytest.mark.grades("ReplayBuffer.__init__", "ReplayBuffer.add", "ReplayBuffer.sample")
 def test_replay_buffer_samples_only_filled_rows_with_fields_aligned():
     rb = ddpg.ReplayBuffer(100, 3, 2, torch.device("cpu"))
     fill(rb, [1, 2, 3])
@@ -99,6 +104,7 @@ def test_replay_buffer_samples_only_filled_rows_with_fields_aligned():
     torch.testing.assert_close(terminated, rewards % 2)
 
 
+@pytest.mark.grades("actor_loss")
 def test_actor_gradient_is_grad_a_q_times_grad_theta_pi():
     torch.manual_seed(1)
     actor, critic = ddpg.Actor(3, 2, 4, LOW, HIGH), ddpg.Critic(3, 2, 4)
@@ -118,6 +124,7 @@ def test_actor_gradient_is_grad_a_q_times_grad_theta_pi():
         torch.testing.assert_close(a_grad, m_grad)
 
 
+@pytest.mark.grades("Actor.__init__", "Actor.forward")
 def test_actor_stays_inside_the_box():
     torch.manual_seed(2)
     actor = ddpg.Actor(3, 2, 8, LOW, HIGH)
@@ -128,6 +135,7 @@ def test_actor_stays_inside_the_box():
     assert a[:, 1].min() < 0.01 and a[:, 1].max() > 0.99
 
 
+@pytest.mark.grades("explore")
 def test_exploration_noise_is_independent_per_dimension_and_scaled():
     rng = np.random.default_rng(0)
     std = np.array([0.1, 2.0], dtype=np.float32)
@@ -158,6 +166,7 @@ def test_evaluation_adds_no_noise():
         assert total == pytest.approx(expected, abs=1e-9)
 
 
+@pytest.mark.grades("train")
 def test_q_learns_the_infinite_horizon_value_through_time_limits(tmp_path):
     # Reward 1 forever, cut every 5 steps by a time limit: Q = 1 / (1 - gamma) = 2 for gamma = 0.5.
     # Treating truncation as termination would give 1 / (1 - 0.5 * 4/5) = 1.67 instead.
@@ -173,6 +182,7 @@ def test_q_learns_the_infinite_horizon_value_through_time_limits(tmp_path):
     np.testing.assert_allclose(q.numpy(), 2.0, atol=0.08)
 
 
+@pytest.mark.grades("train")
 def test_nan_reward_stops_the_run_naming_the_step(tmp_path):
     with pytest.raises(FloatingPointError, match="global_step=\\d+"):
         train_in(tmp_path, ddpg, env_id="tests.fake_envs:NaNRewardBox-v0", total_timesteps=200, learning_starts=10)
@@ -303,6 +313,7 @@ def clock_transitions(steps: int) -> list[tuple]:
     return rows
 
 
+@pytest.mark.grades("train")
 def test_buffer_stores_each_step_with_its_true_next_obs_and_termination(clock_run):
     """Catches s_{t+1} stored as the reset obs, truncation stored as termination (or termination dropped),
     and obs, actions or rewards stored a step off."""
@@ -333,6 +344,7 @@ def expected_schedule(total_timesteps, num_envs, learning_starts, policy_frequen
     return "".join(out)
 
 
+@pytest.mark.grades("train")
 def test_acting_and_learning_follow_learning_starts_and_policy_frequency(clock_run):
     """Catches an update or the actor's action before learning_starts, an update per vector step instead
     of per env, or the actor and the targets updated at every critic step despite policy_frequency."""
@@ -364,6 +376,7 @@ def assert_grads_equal(recorded, expected):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.grades("train")
 def test_critic_descends_the_squared_td_error_to_the_target_networks(clock_run):
     """Catches a TD target from the online actor or critic, (1 - terminated) or gamma dropped, s_t and
     s_{t+1} swapped, the loss ascended or scaled, or gradients left to accumulate."""
@@ -380,6 +393,7 @@ def test_critic_descends_the_squared_td_error_to_the_target_networks(clock_run):
         assert_grads_equal(grads, torch.autograd.grad(loss, phi))
 
 
+@pytest.mark.grades("train")
 def test_actor_ascends_the_online_critic_at_pi_of_s_t(clock_run):
     """Catches a negated actor loss, the target critic or target actor in it, s_{t+1} in place of s_t, or
     an action detached from the actor (no gradient reaching theta)."""
@@ -399,6 +413,7 @@ def assert_params_equal(got, want, rtol=0.0, atol=0.0):
         torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
 
 
+@pytest.mark.grades("train")
 def test_targets_start_as_copies_and_follow_by_polyak_after_each_actor_step(clock_run):
     """Catches tau and 1 - tau swapped, Polyak toward the wrong network, at every critic step, or skipped for
     one of the two targets, and targets that do not start as copies of the online networks."""
@@ -416,6 +431,7 @@ def test_targets_start_as_copies_and_follow_by_polyak_after_each_actor_step(cloc
 
 
 @pytest.mark.parametrize("run_name", ["clock_run", "annealed_clock_run"])
+@pytest.mark.grades("train")
 def test_each_optimizer_step_is_adam_descending_its_own_networks_gradient(run_name, request):
     """Catches the actor step changing the critic or the critic step the actor, an online net pulled toward
     its target, a wrong learning rate, or a step up the loss instead of down; with `--anneal-lr`, a step size
@@ -442,6 +458,7 @@ def test_each_optimizer_step_is_adam_descending_its_own_networks_gradient(run_na
             assert_params_equal(after[role[name]], expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.grades("train")
 def test_exploration_starts_from_the_online_actor_at_s_t(clock_run):
     """Catches acting with the target actor, on s_{t+1} or a stale observation, with the wrong noise or
     bounds, or stepping the env with the noiseless action."""
@@ -464,6 +481,7 @@ def test_exploration_starts_from_the_online_actor_at_s_t(clock_run):
     assert not np.allclose([data[4] for _, data, _ in explored], [data[0] for _, data, _ in explored])  # noise
 
 
+@pytest.mark.grades("train")
 def test_random_actions_cover_the_box_and_noise_is_scaled_to_it(tmp_path):
     """Catches noise not scaled by each dimension's half-range, explored actions not clipped to the box,
     and the random phase drawing from [-1, 1] instead of the box (Pendulum's is [-2, 2])."""
@@ -480,6 +498,7 @@ def test_random_actions_cover_the_box_and_noise_is_scaled_to_it(tmp_path):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.grades("train")
 def test_a_few_hundred_steps_move_pi_toward_the_best_action(tmp_path, seed):
     """Catches a sign error anywhere in the loop (pi then runs away from 0.5), and an evaluation that adds
     noise or uses the target actor."""

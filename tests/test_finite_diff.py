@@ -34,12 +34,14 @@ def fd_of_exact_J(mdp, theta, epsilon, central):
 
 
 @pytest.mark.parametrize("central", [False, True], ids=["forward", "central"])
+@pytest.mark.grades("perturbed_parameters", "finite_difference_gradient")
 def test_matches_the_exact_gradient(mdp_and_theta, central):
     mdp, theta = mdp_and_theta
     exact = exact_gradient(mdp, theta.view(3, 2)).flatten()
     assert torch.allclose(fd_of_exact_J(mdp, theta, 1e-6, central), exact, atol=1e-6)
 
 
+@pytest.mark.grades("perturbed_parameters", "finite_difference_gradient")
 def test_error_is_first_order_forward_second_order_central(mdp_and_theta):
     mdp, theta = mdp_and_theta
     exact = exact_gradient(mdp, theta.view(3, 2)).flatten()
@@ -51,6 +53,7 @@ def test_error_is_first_order_forward_second_order_central(mdp_and_theta):
     assert err(1e-2, True) / err(1e-3, True) == pytest.approx(100, rel=0.2)
 
 
+@pytest.mark.grades("perturbed_parameters")
 def test_perturbed_parameters_layout():
     theta = torch.tensor([1.0, 2.0])
     assert torch.equal(fd.perturbed_parameters(theta, 0.5, False), torch.tensor([[1.0, 2.0], [1.5, 2.0], [1.0, 2.5]]))
@@ -58,6 +61,7 @@ def test_perturbed_parameters_layout():
     assert torch.equal(central, torch.tensor([[1.5, 2.0], [1.0, 2.5], [0.5, 2.0], [1.0, 1.5], [1.0, 2.0]]))
 
 
+@pytest.mark.grades("linear_policy", "num_params")
 def test_linear_policy_is_Ws_plus_c_per_parameter_vector():
     torch.manual_seed(0)
     obs_dim, action_dim, K, M = 3, 2, 4, 5
@@ -71,6 +75,7 @@ def test_linear_policy_is_Ws_plus_c_per_parameter_vector():
         assert torch.equal(log_std[k, 0], ls)
 
 
+@pytest.mark.grades("train")
 def test_common_random_numbers_lower_the_variance_of_the_estimate(tmp_path):
     """The same seeds for every J: two rollouts of one theta agree exactly, the FD differences are small."""
     runs = {}
@@ -145,12 +150,14 @@ def batch_parameters(run):
     return [(b, step.values[0]) for b, step in zip(run.complete, run.steps, strict=True)]
 
 
+@pytest.mark.grades("train")
 def test_one_update_per_batch_of_whole_episodes(run):
     """Catches a loop that updates on a batch the budget cut short, or counts steps after an episode's end."""
     assert_whole_batches(run.batches, len(run.steps), run.summary["global_step"], run.args.total_timesteps)
     assert len(run.gradients) == len(run.steps)
 
 
+@pytest.mark.grades("train")
 def test_group_k_runs_theta_plus_its_perturbation(run):
     """Catches a perturbation other than +/- epsilon e_k, or envs fed the outputs of another group or observation."""
     for b, theta in batch_parameters(run):
@@ -164,6 +171,7 @@ def test_group_k_runs_theta_plus_its_perturbation(run):
 
 
 @pytest.mark.parametrize("run", ["bandit", "bandit-central"], indirect=True)
+@pytest.mark.grades("train")
 def test_each_env_acts_with_its_own_groups_policy(run):
     """Catches actions handed to the envs in another order than the groups' outputs (on the forced arms of epsilon = 40)."""
     for b, theta in batch_parameters(run):
@@ -174,6 +182,7 @@ def test_each_env_acts_with_its_own_groups_policy(run):
         assert (p.max(1) > 1 - 1e-6).sum() >= run.M * 5  # and the test has teeth: many envs had one sure action
 
 
+@pytest.mark.grades("train")
 def test_J_is_the_mean_return_of_each_groups_episodes(run):
     """Catches J estimates paired with the wrong group, rewards summed past an episode's end, or the wrong epsilon."""
     for b, call in zip(run.complete, run.gradients, strict=True):
@@ -182,6 +191,7 @@ def test_J_is_the_mean_return_of_each_groups_episodes(run):
         assert given["epsilon"] == run.args.epsilon and given["central"] == run.args.central
 
 
+@pytest.mark.grades("train")
 def test_adam_ascends_the_finite_difference_gradient(run):
     """Catches a descent (a sign), J differences in the wrong order or scale, or the wrong step size."""
     eps = run.args.epsilon
@@ -196,6 +206,7 @@ def test_adam_ascends_the_finite_difference_gradient(run):
         torch.testing.assert_close(step.grads[0], -ascent)
 
 
+@pytest.mark.grades("train")
 def test_common_random_numbers_share_the_env_seeds(run):
     """Catches perturbed groups that get other env seeds than theta's group, or a seed shared by all episodes."""
     for b in run.complete:
@@ -207,6 +218,7 @@ def test_common_random_numbers_share_the_env_seeds(run):
 
 
 @pytest.mark.parametrize("run", ["bandit-box", "bandit-box-independent"], indirect=True)
+@pytest.mark.grades("train")
 def test_common_random_numbers_share_the_action_noise(run):
     """Catches perturbed groups that draw other Gaussian noise than theta's group, or independent runs that share it."""
     for b, theta in batch_parameters(run):
@@ -224,6 +236,7 @@ def test_common_random_numbers_share_the_action_noise(run):
 
 
 @pytest.mark.parametrize("env_id", BANDITS)
+@pytest.mark.grades("train")
 def test_sampled_actions_follow_the_linear_policy(tmp_path, monkeypatch, env_id):
     """Catches a Gumbel-max or Gaussian sampler that draws from another distribution than softmax(Ws + c) or N(Ws + c, sigma^2)."""
     box = env_id.endswith("Box-v0")
@@ -251,6 +264,7 @@ def test_sampled_actions_follow_the_linear_policy(tmp_path, monkeypatch, env_id)
 
 
 @pytest.mark.parametrize("env_id", BANDITS)
+@pytest.mark.grades("train")
 def test_a_few_updates_climb_the_bandit(tmp_path, env_id):
     """Catches a sign error anywhere from the returns to the parameter step: the policy would walk away from the best action."""
     box = env_id.endswith("Box-v0")

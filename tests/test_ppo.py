@@ -33,17 +33,20 @@ def run_gae(batch, gamma, lam):
 
 
 @pytest.mark.parametrize("gamma,lam", [(0.99, 0.95), (0.9, 0.5), (1.0, 1.0)])
+@pytest.mark.grades("gae")
 def test_gae_matches_naive_double_loop(gamma, lam):
     batch = random_batch()
     np.testing.assert_allclose(run_gae(batch, gamma, lam), naive_gae(*batch, gamma, lam), atol=1e-10)
 
 
+@pytest.mark.grades("gae")
 def test_gae_lambda_0_is_the_td_error():
     rewards, values, next_values, terminated, dones = batch = random_batch(seed=1)
     delta = rewards + 0.97 * next_values * (1 - terminated) - values
     np.testing.assert_allclose(run_gae(batch, 0.97, 0.0), delta, atol=1e-12)
 
 
+@pytest.mark.grades("gae")
 def test_gae_lambda_1_is_discounted_return_minus_value():
     rewards, values, next_values, terminated, dones = batch = random_batch(seed=2)
     gamma, T, N = 0.97, *rewards.shape
@@ -58,6 +61,7 @@ def test_gae_lambda_1_is_discounted_return_minus_value():
     np.testing.assert_allclose(run_gae(batch, gamma, 1.0), expected, atol=1e-10)
 
 
+@pytest.mark.grades("gae")
 def test_gae_truncation_bootstraps_and_termination_does_not():
     # One env, two steps: step 0 truncated with V(final)=5, step 1 terminated with V(final)=7.
     r, v = np.array([[1.0], [1.0]]), np.array([[0.0], [0.0]])
@@ -66,6 +70,7 @@ def test_gae_truncation_bootstraps_and_termination_does_not():
     assert adv.flatten().tolist() == [1.0 + 0.5 * 5.0, 1.0]
 
 
+@pytest.mark.grades("clipped_policy_loss")
 def test_ratio_is_one_on_the_first_minibatch():
     torch.manual_seed(0)
     for discrete in (True, False):
@@ -83,6 +88,7 @@ def test_ratio_is_one_on_the_first_minibatch():
         assert loss.item() == pytest.approx(-adv.mean().item(), abs=1e-5)
 
 
+@pytest.mark.grades("clipped_policy_loss")
 def test_clipped_samples_give_zero_gradient():
     eps = 0.2
     ratios = torch.tensor([1.5, 0.5, 1.5, 0.5, 1.1, 0.9])
@@ -97,11 +103,13 @@ def test_clipped_samples_give_zero_gradient():
     assert clip_frac.item() == pytest.approx(4 / 6)
 
 
+@pytest.mark.grades("value_loss")
 def test_value_loss_clipping_against_hand_values():
     """Catches a value clip around V_old of the wrong width, or min taken for max."""
     wiring.check_value_loss_against_hand_values(ppo)
 
 
+@pytest.mark.grades("categorical_log_prob_entropy")
 def test_categorical_log_prob_and_entropy_closed_form():
     logits = torch.tensor([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]], dtype=torch.float64)
     actions = torch.tensor([2, 0])
@@ -111,6 +119,7 @@ def test_categorical_log_prob_and_entropy_closed_form():
     np.testing.assert_allclose(entropy.numpy(), -(p * np.log(p)).sum(1))
 
 
+@pytest.mark.grades("gaussian_log_prob_entropy")
 def test_gaussian_log_prob_and_entropy_closed_form():
     mean = torch.tensor([[0.5, -1.0], [2.0, 0.0]], dtype=torch.float64)
     log_std = torch.tensor([0.3, -0.7], dtype=torch.float64)
@@ -122,6 +131,7 @@ def test_gaussian_log_prob_and_entropy_closed_form():
     np.testing.assert_allclose(entropy.numpy(), [np.sum(0.5 * np.log(2 * np.pi * np.e * s**2))] * 2)
 
 
+@pytest.mark.grades("Agent.sample")
 def test_sampling_follows_the_policy():
     """Catches actions drawn from another distribution than the one log_prob_entropy scores."""
     torch.manual_seed(0)
@@ -137,6 +147,7 @@ def test_sampling_follows_the_policy():
     wiring.check_gaussian_sampling(ppo.Agent(3, 2, False, 8), obs_dim=3)
 
 
+@pytest.mark.grades("RunningMeanStd.__init__", "RunningMeanStd.update")
 def test_running_mean_std_matches_numpy_over_batches():
     rng = np.random.default_rng(0)
     stream = [rng.normal(3.0, 2.0, size=(n, 2)) for n in (1, 7, 50, 3)]
@@ -148,6 +159,7 @@ def test_running_mean_std_matches_numpy_over_batches():
     np.testing.assert_allclose(rms.var, everything.var(0), rtol=1e-4)
 
 
+@pytest.mark.grades("train")
 def test_truncation_is_not_termination(tmp_path):
     """Reward 1 forever, cut at 5 steps by a time limit: V(s) must approach 1/(1-gamma) = 10.
 
@@ -165,6 +177,7 @@ def test_truncation_is_not_termination(tmp_path):
     assert value == pytest.approx(1 / (1 - gamma), rel=0.1)
 
 
+@pytest.mark.grades("train")
 def test_nan_stops_the_run_naming_the_step(tmp_path):
     with pytest.raises(FloatingPointError, match="global_step="):
         train_in(tmp_path, ppo, env_id="tests.fake_envs:NaNReward-v0", total_timesteps=512, num_envs=2,
@@ -205,66 +218,79 @@ def clock(request, tmp_path_factory):
     return rec, wiring.expected_rollouts(rec, tr["obs"], tr["next_obs"], rewards)
 
 
+@pytest.mark.grades("train")
 def test_the_policy_acts_on_the_current_observation(clock):
     """Catches sampling a_t from a stale or wrong observation."""
     wiring.check_rollout_obs(*clock)
 
 
+@pytest.mark.grades("train", "RewardScaler.__init__", "RewardScaler.__call__")
 def test_gae_gets_scaled_rewards_both_masks_and_V_of_s_t_and_of_the_true_next_state(clock):
     """Catches the reset obs bootstrapped at a truncation, V(s_t)/V(s_t+1) or terminated/dones swapped, rewards not divided by the std, gamma or lambda misplaced."""
     wiring.check_gae_inputs(*clock)
 
 
+@pytest.mark.grades("train")
 def test_each_minibatch_sample_keeps_its_own_action_old_log_prob_and_advantage(clock):
     """Catches negated or unnormalized advantages, misaligned minibatch indexing, old log-probs not from the rollout's policy, epochs that skip samples."""
     wiring.check_minibatches(*clock)
 
 
+@pytest.mark.grades("train")
 def test_the_value_target_is_the_advantage_plus_the_old_value(clock):
     """Catches returns = A - V or A + V(s_t+1), V regressed at the wrong observation, the value clip switch inverted."""
     wiring.check_value_targets(*clock)
 
 
+@pytest.mark.grades("train")
 def test_the_ratio_is_one_on_the_first_minibatch_of_every_update(clock):
     """Catches log pi_old taken from another policy, action or observation than the one the loss uses."""
     wiring.check_ratio_starts_at_one(clock[0])
 
 
+@pytest.mark.grades("train")
 def test_each_step_follows_the_gradient_of_its_own_minibatch_loss(clock):
     """Catches a flipped sign or dropped factor on L^CLIP, c1 L^VF or c2 S, gradients not zeroed, the norm clip skipped."""
     wiring.check_gradients(clock[0])
 
 
+@pytest.mark.grades("train")
 def test_the_learning_rate_decays_linearly_from_alpha_per_update(clock):
     """Catches annealing off by one update, or ignoring --anneal-lr."""
     wiring.check_learning_rates(clock[0])
 
 
+@pytest.mark.grades("train")
 def test_progress_has_every_episode_of_every_env(clock):
     """Catches episode returns or lengths not reset, or episodes lost at a termination or truncation."""
     wiring.check_progress(clock[0])
 
 
+@pytest.mark.grades("true_next_obs", "make_envs")
 def test_true_next_obs_is_final_obs_where_an_episode_ended():
     """Catches the reset observation taken for s_t+1 at a termination or truncation."""
     wiring.check_true_next_obs(ppo)
 
 
+@pytest.mark.grades("clipped_policy_loss")
 def test_the_clip_bounds_are_one_plus_and_minus_epsilon():
     """Catches the clip range moved, e.g. to 1 + 2 epsilon."""
     wiring.check_clip_bounds(ppo)
 
 
+@pytest.mark.grades("train")
 def test_the_env_gets_the_clipped_action(tmp_path):
     """Catches the env stepped with the unclipped Gaussian sample."""
     wiring.check_env_gets_the_clipped_action(ppo, tmp_path, num_envs=4, num_steps=16, total_timesteps=64)
 
 
+@pytest.mark.grades("train")
 def test_target_kl_ends_the_update_after_the_epoch_that_exceeds_it(tmp_path):
     """Catches the early stop inverted, ignored or taken inside the epoch."""
     assert wiring.steps_per_update(ppo, tmp_path, **dict(wiring.CLOCK, update_epochs=3, target_kl=1e-12)) == [2] * 3
 
 
+@pytest.mark.grades("Agent.__init__", "Agent.value", "Agent.log_prob_entropy")
 def test_policy_and_value_use_their_own_networks():
     """Catches V computed by the actor, or log pi by the critic."""
     torch.manual_seed(0)
@@ -275,6 +301,7 @@ def test_policy_and_value_use_their_own_networks():
 
 
 @pytest.mark.parametrize("env_id", ["Bandit-v0", "BanditBox-v0"])
+@pytest.mark.grades("train")
 def test_a_few_updates_move_the_policy_toward_the_best_action(env_id, tmp_path):
     """Catches a sign error anywhere between the reward and the step: the policy would move away."""
     for seed in (1, 2, 3):

@@ -40,6 +40,7 @@ class RecordActionsEnv(gym.Env):
 gym.register("PPOContinuousRecordActions-v0", entry_point=RecordActionsEnv, max_episode_steps=16)
 
 
+@pytest.mark.grades("RunningMeanStd.__init__", "RunningMeanStd.update")
 def test_running_mean_std_matches_numpy_over_a_stream_of_batches():
     rng = np.random.default_rng(0)
     stream = [rng.normal([3.0, -1.0, 0.0], [2.0, 0.1, 5.0], size=(n, 3)) for n in (1, 8, 8, 100, 3, 1)]
@@ -58,6 +59,7 @@ def test_running_mean_std_matches_numpy_over_a_stream_of_batches():
     assert rms.count == pytest.approx(121, abs=1e-3)
 
 
+@pytest.mark.grades("normalize_obs")
 def test_normalize_obs_against_the_formula_and_the_clip():
     rms = pc.RunningMeanStd(shape=(2,))
     rms.mean, rms.var = np.array([1.0, -2.0]), np.array([4.0, 0.01])
@@ -69,6 +71,7 @@ def test_normalize_obs_against_the_formula_and_the_clip():
     np.testing.assert_array_equal(pc.normalize_obs(obs, None, 10.0), obs.astype(np.float32))
 
 
+@pytest.mark.grades("RewardScaler.__init__", "RewardScaler.__call__")
 def test_reward_scaler_divides_by_the_std_of_the_discounted_return():
     rng = np.random.default_rng(1)
     gamma, T, N = 0.9, 300, 3
@@ -88,6 +91,7 @@ def test_reward_scaler_divides_by_the_std_of_the_discounted_return():
         np.testing.assert_allclose(scaled[t], rewards[t] / np.sqrt(all_g[t].var() + 1e-8), rtol=1e-3)
 
 
+@pytest.mark.grades("gaussian_log_prob_entropy")
 def test_gaussian_log_prob_and_entropy_match_torch_distributions():
     torch.manual_seed(0)
     mean, log_std, actions = torch.randn(5, 3, dtype=torch.float64), torch.randn(3), torch.randn(5, 3) * 3
@@ -98,12 +102,14 @@ def test_gaussian_log_prob_and_entropy_match_torch_distributions():
 
 
 @pytest.mark.parametrize("gamma,lam", [(0.99, 0.95), (0.9, 0.0), (1.0, 1.0)])
+@pytest.mark.grades("gae")
 def test_gae_matches_the_naive_double_loop(gamma, lam):
     batch = random_batch(seed=3)
     got = pc.gae(*[np.asarray(x, dtype=np.float64) for x in batch], gamma, lam)  # numpy (T, N), as in ppo.py
     np.testing.assert_allclose(got, naive_gae(*batch, gamma, lam), atol=1e-10)
 
 
+@pytest.mark.grades("clipped_policy_loss")
 def test_clipped_policy_loss_against_the_piecewise_definition():
     rng = np.random.default_rng(2)
     new_lp, old_lp, adv = rng.normal(size=40) * 0.3, rng.normal(size=40) * 0.3, rng.normal(size=40)
@@ -117,11 +123,13 @@ def test_clipped_policy_loss_against_the_piecewise_definition():
     assert clip_frac.item() == pytest.approx(np.mean(np.abs(r - 1) > eps))
 
 
+@pytest.mark.grades("value_loss")
 def test_value_loss_clipping_against_hand_values():
     """Catches a value clip around V_old of the wrong width, or min taken for max."""
     wiring.check_value_loss_against_hand_values(pc)
 
 
+@pytest.mark.grades("train")
 def test_the_ratio_uses_the_unclipped_action_the_env_gets_the_clipped_one(tmp_path, monkeypatch):
     calls, losses = [], []
     real_log_prob, real_loss = pc.gaussian_log_prob_entropy, pc.clipped_policy_loss
@@ -157,6 +165,7 @@ def test_the_ratio_uses_the_unclipped_action_the_env_gets_the_clipped_one(tmp_pa
     torch.testing.assert_close(new_log_prob, old_log_prob)  # first minibatch: $r_t = 1$
 
 
+@pytest.mark.grades("train", "frozen_policy")
 def test_statistics_are_saved_restored_exactly_and_frozen_at_eval(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -177,6 +186,7 @@ def test_statistics_are_saved_restored_exactly_and_frozen_at_eval(tmp_path):
     assert evaluated["eval_mean_return"] == trained["eval_mean_return"]
 
 
+@pytest.mark.grades("frozen_policy", "normalize_obs")
 def test_eval_feeds_the_policy_observations_normalized_with_the_frozen_statistics():
     agent = pc.Agent(2, 1, 8)
     seen = []
@@ -194,6 +204,7 @@ def test_eval_feeds_the_policy_observations_normalized_with_the_frozen_statistic
     assert rms.count == 1000.0 and rms.mean.tolist() == [0.5, 0.0] and rms.var.tolist() == [4.0, 0.25]
 
 
+@pytest.mark.grades("train")
 def test_truncation_bootstraps_from_the_final_observation(tmp_path):
     """Reward 1 forever, cut at 5 steps by a time limit: V must approach 1/(1-gamma) = 10, not ~2.6."""
     gamma = 0.9
@@ -212,6 +223,7 @@ def test_truncation_bootstraps_from_the_final_observation(tmp_path):
 
 
 @pytest.mark.parametrize("norm_obs,scale_rewards", [(False, False), (True, False), (False, True)])
+@pytest.mark.grades("train")
 def test_normalizations_switch_off(norm_obs, scale_rewards, tmp_path):
     summary, run_dir = train_in(tmp_path, pc, env_id="Pendulum-v1", norm_obs=norm_obs, scale_rewards=scale_rewards,
                                 save_model=True, eval_episodes=1, **TINY)  # fmt: skip
@@ -234,6 +246,7 @@ def test_a_model_that_does_not_fit_is_one_error_line(tmp_path):
     assert_one_line_error(no_stats, mentions="was saved with --norm-obs, this run has --no-norm-obs")
 
 
+@pytest.mark.grades("train")
 def test_nan_stops_the_run_naming_the_step(tmp_path):
     with pytest.raises(FloatingPointError, match="global_step="):
         train_in(tmp_path, pc, env_id="tests.fake_envs:NaNRewardBox-v0", total_timesteps=256, num_envs=2,
@@ -284,6 +297,7 @@ def clock(request, tmp_path_factory):
     return rec, wiring.expected_rollouts(rec, obs, next_obs, rewards)
 
 
+@pytest.mark.grades("train", "normalize_obs")
 def test_the_policy_acts_on_the_observation_normalized_with_the_statistics_up_to_it(clock):
     """Catches observations normalized with stale statistics, not normalized, not clipped, or not updated at the reset."""
     rec, expected = clock
@@ -292,67 +306,80 @@ def test_the_policy_acts_on_the_observation_normalized_with_the_statistics_up_to
         assert any((np.abs(e["obs"]) == rec.args.clip_obs).any() for e in expected), "the clip never bit"
 
 
+@pytest.mark.grades("train")
 def test_gae_gets_scaled_rewards_both_masks_and_V_of_s_t_and_of_the_true_next_state(clock):
     """Catches the reset obs bootstrapped at a truncation, V(s_t)/V(s_t+1) or terminated/dones swapped, reward scaling multiplied or not reset at episode ends, gamma or lambda misplaced."""
     wiring.check_gae_inputs(*clock)
 
 
+@pytest.mark.grades("train")
 def test_each_minibatch_sample_keeps_its_own_action_old_log_prob_and_advantage(clock):
     """Catches negated or unnormalized advantages, clipped or misaligned actions, old log-probs not from the rollout's policy, epochs that skip samples."""
     wiring.check_minibatches(*clock)
 
 
+@pytest.mark.grades("train")
 def test_the_value_target_is_the_advantage_plus_the_old_value(clock):
     """Catches returns = A - V or A + V(s_t+1), V regressed at the wrong observation, the value clip switch inverted."""
     wiring.check_value_targets(*clock)
 
 
+@pytest.mark.grades("train")
 def test_the_ratio_is_one_on_the_first_minibatch_of_every_update(clock):
     """Catches log pi_old taken from another policy, action or observation than the one the loss uses."""
     wiring.check_ratio_starts_at_one(clock[0])
 
 
+@pytest.mark.grades("train")
 def test_each_step_follows_the_gradient_of_its_own_minibatch_loss(clock):
     """Catches a flipped sign or dropped factor on L^CLIP, c1 L^VF or c2 S, gradients not zeroed, the norm clip skipped."""
     wiring.check_gradients(clock[0])
 
 
+@pytest.mark.grades("train")
 def test_the_learning_rate_decays_linearly_from_alpha_per_update(clock):
     """Catches annealing off by one update, or ignoring --anneal-lr."""
     wiring.check_learning_rates(clock[0])
 
 
+@pytest.mark.grades("train")
 def test_progress_has_every_episode_of_every_env(clock):
     """Catches episode returns or lengths not reset, or episodes lost at a termination or truncation."""
     wiring.check_progress(clock[0])
 
 
+@pytest.mark.grades("true_next_obs", "make_envs")
 def test_true_next_obs_is_final_obs_where_an_episode_ended():
     """Catches the reset observation taken for s_t+1 at a termination or truncation."""
     wiring.check_true_next_obs(pc)
 
 
+@pytest.mark.grades("clipped_policy_loss")
 def test_the_clip_bounds_are_one_plus_and_minus_epsilon():
     """Catches the clip range moved, e.g. to 1 + 2 epsilon."""
     wiring.check_clip_bounds(pc)
 
 
+@pytest.mark.grades("train")
 def test_the_env_gets_the_clipped_action(tmp_path):
     """Catches the env stepped with the unclipped Gaussian sample."""
     wiring.check_env_gets_the_clipped_action(pc, tmp_path, num_envs=4, num_steps=16, total_timesteps=64)
 
 
+@pytest.mark.grades("train")
 def test_target_kl_ends_the_update_after_the_epoch_that_exceeds_it(tmp_path):
     """Catches the early stop inverted, ignored or taken inside the epoch."""
     overrides = dict(wiring.CLOCK, env_id="tests.fake_envs:ClockBox-v0", update_epochs=3, target_kl=1e-12)
     assert wiring.steps_per_update(pc, tmp_path, **overrides) == [2] * 3
 
 
+@pytest.mark.grades("Agent.sample")
 def test_sampling_follows_the_policy():
     """Catches actions drawn with the wrong mean or spread, or a mode that is not the density's peak."""
     wiring.check_gaussian_sampling(pc.Agent(3, 2, 8), obs_dim=3)
 
 
+@pytest.mark.grades("Agent.__init__", "Agent.value", "Agent.log_prob_entropy")
 def test_policy_and_value_use_their_own_networks():
     """Catches V computed by the actor, or log pi by the critic."""
     torch.manual_seed(0)
@@ -361,6 +388,7 @@ def test_policy_and_value_use_their_own_networks():
     wiring.check_policy_and_value_use_their_own_networks(agent, obs, agent.sample(obs).detach())
 
 
+@pytest.mark.grades("train")
 def test_a_few_updates_move_the_mean_toward_the_best_action(tmp_path):
     """Catches a sign error anywhere between the reward and the step: the mean would move away from 0.5."""
     for seed in (1, 2, 3):

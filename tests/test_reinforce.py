@@ -54,6 +54,7 @@ def per_episode_gradients(scores, weights):
     return (scores * weights.T[..., None, None]).sum(1).flatten(1)
 
 
+@pytest.mark.grades("rewards_to_go")
 def test_rewards_to_go_matches_a_naive_loop():
     rewards = torch.rand(7, 3)
     gamma = 0.9
@@ -64,6 +65,7 @@ def test_rewards_to_go_matches_a_naive_loop():
             assert got[t, i] == pytest.approx(float(want), rel=1e-5)
 
 
+@pytest.mark.grades("reinforce_weights")
 def test_weights_zero_after_the_episode_ends():
     rewards = torch.tensor([[1.0, 1.0], [1.0, 1.0], [0.0, 1.0]])  # episode 0 has 2 steps, episode 1 has 3
     mask = torch.tensor([[1.0, 1.0], [1.0, 1.0], [0.0, 1.0]])
@@ -77,6 +79,7 @@ def test_weights_zero_after_the_episode_ends():
     assert normalized[2, 0] == 0.0
 
 
+@pytest.mark.grades("surrogate_loss")
 def test_surrogate_loss_gradient_is_the_estimate(setup):
     """$-\\nabla_\\theta \\mathcal{L}$ by autograd == the mean of the per-episode closed-form estimates."""
     mdp, logits, ep, rewards, mask, scores = setup
@@ -90,6 +93,7 @@ def test_surrogate_loss_gradient_is_the_estimate(setup):
 
 
 @pytest.mark.parametrize("reward_to_go", [False, True], ids=["whole-return", "reward-to-go"])
+@pytest.mark.grades("reinforce_weights")
 def test_estimate_is_unbiased(setup, reward_to_go):
     mdp, logits, ep, rewards, mask, scores = setup
     g = per_episode_gradients(scores, rf.reinforce_weights(rewards, mask, 1.0, reward_to_go))
@@ -110,6 +114,7 @@ def discounted():
 
 
 @pytest.mark.parametrize("reward_to_go", [False, True], ids=["whole-return", "reward-to-go"])
+@pytest.mark.grades("reinforce_weights")
 def test_discounted_estimate_is_the_one_its_comment_names(discounted, reward_to_go):
     """$G(\\tau)$ at every step estimates $\\nabla J$ (with $\\gamma^t$); $G_t$ drops the $\\gamma^t$, as the comment says."""
     mdp, logits, ep, scores = discounted
@@ -123,6 +128,7 @@ def test_discounted_estimate_is_the_one_its_comment_names(discounted, reward_to_
     assert ((mean - other).abs() > 5 * se).any(), (mean, other, se)
 
 
+@pytest.mark.grades("reinforce_weights")
 def test_reward_to_go_lowers_the_variance(setup):
     mdp, logits, ep, rewards, mask, scores = setup
     var = {
@@ -132,6 +138,7 @@ def test_reward_to_go_lowers_the_variance(setup):
     assert var[True] < 0.8 * var[False], var
 
 
+@pytest.mark.grades("Agent.log_prob_entropy", "categorical_log_prob_entropy", "gaussian_log_prob_entropy")
 def test_policy_log_prob_matches_torch_distributions():
     torch.manual_seed(0)
     obs = torch.randn(5, 3)
@@ -150,6 +157,7 @@ def test_policy_log_prob_matches_torch_distributions():
         assert torch.allclose(policy.log_prob(obs, actions), dist.log_prob(actions), atol=1e-5)
 
 
+@pytest.mark.grades("Agent.sample")
 def test_sampled_actions_follow_the_softmax():
     torch.manual_seed(0)
     policy = rf.Agent(2, 3, True, 8)
@@ -175,6 +183,7 @@ def test_sampled_actions_follow_the_gaussian():
     torch.testing.assert_close(actions.std(0), policy.log_std.exp().detach(), atol=0, rtol=0.03)
 
 
+@pytest.mark.grades("train")
 def test_batches_are_whole_episodes(tmp_path):
     """ConstantReward-v0 ends every episode at step 5: the budget buys whole batches of N episodes."""
     summary, run_dir = train_in(
@@ -232,6 +241,7 @@ def expected_weights(batch, args) -> np.ndarray:
     return w
 
 
+@pytest.mark.grades("train")
 def test_one_update_per_batch_of_whole_fresh_episodes(run):
     """Catches a loop that learns from a batch the budget cut short, skips the reset, or reseeds every batch."""
     assert_whole_batches(
@@ -240,11 +250,13 @@ def test_one_update_per_batch_of_whole_fresh_episodes(run):
     assert len(run.losses) == len(run.steps)
 
 
+@pytest.mark.grades("train")
 def test_the_policy_samples_at_s_t_and_the_env_gets_that_sample(run):
     """Catches sampling from a stale observation, or an env action other than the sample (clipped for Box)."""
     assert_env_got_the_samples(run.batches, run.samples, run.args.env_id)
 
 
+@pytest.mark.grades("train")
 def test_weights_are_the_returns_the_flags_ask_for(run):
     """Catches a wrong gamma, rewards leaking past an episode's end, a shifted mask, or a flag not passed on."""
     for b, weights_call, loss_call in zip(run.complete, run.weights, run.losses):
@@ -258,6 +270,7 @@ def test_weights_are_the_returns_the_flags_ask_for(run):
         np.testing.assert_array_equal(loss_args["mask"].numpy(), b.mask)
 
 
+@pytest.mark.grades("train")
 def test_log_probs_are_those_of_the_sampled_actions_at_s_t(run):
     """Catches $\\log\\pi$ taken at $s_{t+1}$, of the clipped action, of other actions, or under another policy."""
     for b, step, loss_call in zip(run.complete, run.steps, run.losses):
@@ -267,6 +280,7 @@ def test_log_probs_are_those_of_the_sampled_actions_at_s_t(run):
         torch.testing.assert_close(bound(rf.surrogate_loss, loss_call)["log_probs"].detach(), want)
 
 
+@pytest.mark.grades("train")
 def test_adam_descends_the_surrogate_with_step_size_alpha_k(run):
     """Catches an ascent on the loss (a sign), gradients piling up over batches, or a step size other than $\\alpha_k$."""
     for b, step, lr in zip(run.complete, run.steps, step_sizes(run.args, run.batches), strict=True):
@@ -278,6 +292,7 @@ def test_adam_descends_the_surrogate_with_step_size_alpha_k(run):
 
 
 @pytest.mark.parametrize("env_id", BANDITS)
+@pytest.mark.grades("train")
 def test_a_few_updates_climb_the_bandit(tmp_path, env_id):
     """Catches a sign error anywhere from the rewards to the parameter step: the policy would walk away from the best action."""
     lr = 0.01 if env_id.endswith("Box-v0") else 0.05

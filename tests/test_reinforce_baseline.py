@@ -100,6 +100,7 @@ KINDS = ["none", "reward-to-go", "mean", "reward-to-go+mean", "value", "reward-t
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.grades("rewards_to_go", "mean_baseline", "optimal_baseline")
 def test_every_estimator_is_unbiased(batches, kind):
     mdp, logits = batches[0], batches[1]
     mean, se = mean_and_stderr(estimates(batches, kind))
@@ -108,6 +109,7 @@ def test_every_estimator_is_unbiased(batches, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.grades("rewards_to_go", "mean_baseline", "optimal_baseline")
 def test_discounted_estimator_is_the_one_its_comment_names(discounted_batches, kind):
     """With gamma < 1, weights $G(\\tau) - b$ estimate $\\nabla J$; $G_t - b_t$ drop its $\\gamma^t$, as the comment says."""
     mdp, logits = discounted_batches[0], discounted_batches[1]
@@ -119,6 +121,7 @@ def test_discounted_estimator_is_the_one_its_comment_names(discounted_batches, k
     assert ((mean - other).abs() > 5 * se).any(), (kind, mean, other, se)
 
 
+@pytest.mark.grades("rewards_to_go", "mean_baseline")
 def test_the_plain_batch_mean_would_be_biased(batches):
     """Why leave-one-out: $b$ = the mean including episode i shrinks the estimate by (N-1)/N."""
     mdp, logits, states, scores, returns = batches
@@ -129,6 +132,7 @@ def test_the_plain_batch_mean_would_be_biased(batches):
     assert ((mean - exact).abs() > 4 * se).any()
 
 
+@pytest.mark.grades("rewards_to_go", "mean_baseline", "optimal_baseline")
 def test_baselines_lower_the_variance(batches):
     var = {kind: float(estimates(batches, kind).var(0).sum()) for kind in KINDS}
     assert var["reward-to-go"] < var["none"]
@@ -138,6 +142,7 @@ def test_baselines_lower_the_variance(batches):
     assert var["optimal"] < 0.5 * var["none"], var
 
 
+@pytest.mark.grades("mean_baseline", "optimal_baseline")
 def test_optimal_baseline_has_the_lowest_variance():
     """Of the whole-return estimators, in batches big enough (64) for its ratio of moments to settle."""
     mdp = TabularMDP.random(n_states=3, n_actions=2, horizon=4, seed=0)
@@ -158,6 +163,7 @@ def test_optimal_baseline_has_the_lowest_variance():
     assert var["optimal"] < 0.9 * var["mean"] and var["mean"] < 0.5 * var["none"], var
 
 
+@pytest.mark.grades("mean_baseline")
 def test_mean_baseline_is_the_mean_of_the_other_running_episodes():
     returns = torch.tensor([[3.0, 5.0, 4.0], [2.0, 4.0, 0.0], [1.0, 0.0, 0.0]])
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
@@ -169,6 +175,7 @@ def test_mean_baseline_is_the_mean_of_the_other_running_episodes():
             assert float(b[t, i]) == pytest.approx(float(want))
 
 
+@pytest.mark.grades("optimal_baseline")
 def test_optimal_baseline_matches_a_naive_loop():
     torch.manual_seed(0)
     scores, G = torch.randn(5, 4, dtype=torch.float64), torch.rand(5, dtype=torch.float64) * 10
@@ -181,6 +188,7 @@ def test_optimal_baseline_matches_a_naive_loop():
 
 
 @pytest.mark.parametrize("discrete", [True, False], ids=["discrete", "gaussian"])
+@pytest.mark.grades("per_episode_gradients", "gradient_variance")
 def test_per_episode_gradients_match_autograd_one_episode_at_a_time(discrete):
     torch.manual_seed(0)
     policy = rb.Agent(3, 2, discrete, 8)
@@ -198,6 +206,7 @@ def test_per_episode_gradients_match_autograd_one_episode_at_a_time(discrete):
     assert rb.gradient_variance(got) == pytest.approx(float(sum(got[:, k].var() for k in range(got.shape[1])) / n))
 
 
+@pytest.mark.grades("value_loss")
 def test_value_loss_ignores_padding():
     values, returns = torch.tensor([[1.0, 2.0], [3.0, 9.0]]), torch.tensor([[2.0, 2.0], [1.0, 0.0]])
     mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
@@ -298,6 +307,7 @@ def expected_ascent(run, k: int, batch, policy) -> torch.Tensor:
     return (g * (G[:, None] - b)).mean(0).float()
 
 
+@pytest.mark.grades("train")
 def test_one_update_per_batch_of_whole_fresh_episodes(run):
     """Catches a loop that learns from a batch the budget cut short, skips the reset, or reseeds every batch."""
     assert_whole_batches(
@@ -313,11 +323,13 @@ def test_one_update_per_batch_of_whole_fresh_episodes(run):
     assert bool(run.value_losses or run.critic_steps) == (run.args.baseline == "value")
 
 
+@pytest.mark.grades("train")
 def test_the_policy_samples_at_s_t_and_the_env_gets_that_sample(run):
     """Catches sampling from a stale observation, or an env action other than the sample (clipped for Box)."""
     assert_env_got_the_samples(run.batches, run.samples, run.args.env_id)
 
 
+@pytest.mark.grades("train")
 def test_the_per_episode_gradients_get_psi_minus_the_baseline(run):
     """Catches a baseline added instead of subtracted, taken from the wrong episodes or steps, or a wrong mask, psi or gamma."""
     for k, (b, call) in enumerate(zip(run.complete, run.gradients)):
@@ -334,6 +346,7 @@ def test_the_per_episode_gradients_get_psi_minus_the_baseline(run):
 
 
 @pytest.mark.parametrize("run", ["optimal", "optimal-pendulum"], indirect=True)
+@pytest.mark.grades("train")
 def test_the_optimal_baseline_gets_the_scores_and_the_discounted_returns(run):
     """Catches the optimal baseline fed the rewards-to-go, undiscounted returns, or the negated scores."""
     for b, call, scores_call in zip(run.complete, run.optimal, run.gradients):
@@ -343,6 +356,7 @@ def test_the_optimal_baseline_gets_the_scores_and_the_discounted_returns(run):
         torch.testing.assert_close(given["scores"], -scores_call[2])  # $\nabla \log p$, not $\nabla$ of the loss
 
 
+@pytest.mark.grades("train")
 def test_adam_ascends_the_estimate_with_step_size_alpha_k(run):
     """Catches a step along the wrong sign, the optimal baseline's weighting wrong, or a step size other than $\\alpha_k$."""
     for k, (b, step, lr) in enumerate(
@@ -357,6 +371,7 @@ def test_adam_ascends_the_estimate_with_step_size_alpha_k(run):
 
 
 @pytest.mark.parametrize("run", [name for name in RUNS if RUNS[name]["baseline"] == "value"], indirect=True)
+@pytest.mark.grades("train")
 def test_V_regresses_on_the_rewards_to_go_at_s_t(run):
     """Catches V fit on the wrong targets, observations or mask, an ascent on its loss, or a critic that is never fit."""
     assert run.n_critics == 1
@@ -381,6 +396,7 @@ def test_V_regresses_on_the_rewards_to_go_at_s_t(run):
 
 @pytest.mark.parametrize("baseline", ["mean", "value", "optimal"])
 @pytest.mark.parametrize("env_id", BANDITS)
+@pytest.mark.grades("train")
 def test_a_few_updates_climb_the_bandit(tmp_path, env_id, baseline):
     """Catches a sign error anywhere from the rewards to the parameter step: the policy would walk away from the best action."""
     lr = 0.01 if env_id.endswith("Box-v0") else 0.05

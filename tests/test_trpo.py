@@ -24,6 +24,7 @@ def random_spd(n: int, eigenvalues: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("n", [3, 10, 30])
+@pytest.mark.grades("conjugate_gradient")
 def test_conjugate_gradient_solves_spd_systems_in_n_iterations(n):
     # Condition number 10: with a wider spectrum, rounding costs CG its finite termination.
     eig = torch.logspace(-0.5, 0.5, n, dtype=torch.float64)
@@ -33,6 +34,7 @@ def test_conjugate_gradient_solves_spd_systems_in_n_iterations(n):
     torch.testing.assert_close(x, torch.linalg.solve(A, b), rtol=1e-8, atol=1e-8)
 
 
+@pytest.mark.grades("conjugate_gradient")
 def test_conjugate_gradient_needs_one_iteration_per_distinct_eigenvalue():
     # A Krylov method: with 3 distinct eigenvalues the exact solution is reached after 3 steps,
     # and not after 2.
@@ -94,6 +96,7 @@ def explicit_fisher(agent, obs: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("discrete", [True, False], ids=["softmax", "gaussian"])
+@pytest.mark.grades("fisher_vector_product_fn", "surrogate_and_kl", "flat_grad")
 def test_fisher_vector_product_equals_explicit_fisher_times_v(discrete):
     agent, obs, _, _, surrogate_kl = tiny_policy(discrete)
     params = agent.policy_params()
@@ -109,6 +112,7 @@ def test_fisher_vector_product_equals_explicit_fisher_times_v(discrete):
         torch.testing.assert_close(fvp(v), F @ v + damping * v, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.grades("fisher_vector_product_fn", "flat_grad")
 def test_softmax_fisher_is_the_expected_outer_product_of_scores():
     # The definition $F = \hat{\mathbb{E}}_s \sum_a \pi(a|s) \nabla\log\pi(a|s) \nabla\log\pi(a|s)^T$,
     # summed exactly over the actions.
@@ -124,6 +128,7 @@ def test_softmax_fisher_is_the_expected_outer_product_of_scores():
 
 
 @pytest.mark.parametrize("discrete", [True, False], ids=["softmax", "gaussian"])
+@pytest.mark.grades("conjugate_gradient", "fisher_vector_product_fn", "surrogate_and_kl")
 def test_natural_gradient_direction_is_inverse_fisher_times_gradient(discrete):
     agent, obs, actions, advantages, surrogate_kl = tiny_policy(discrete)
     params = agent.policy_params()
@@ -144,6 +149,7 @@ def test_natural_gradient_direction_is_inverse_fisher_times_gradient(discrete):
 
 
 @pytest.mark.parametrize("discrete", [True, False], ids=["softmax", "gaussian"])
+@pytest.mark.grades("max_step", "set_flat_params", "surrogate_and_kl")
 def test_max_step_fills_the_quadratic_trust_region_and_kl_follows_it(discrete):
     agent, obs, _, _, surrogate_kl = tiny_policy(discrete)
     params = agent.policy_params()
@@ -173,6 +179,7 @@ def params_bytes(params) -> list[bytes]:
 
 @pytest.mark.parametrize("accept_ratio", [0.0, 0.1])
 @pytest.mark.parametrize("discrete", [True, False], ids=["softmax", "gaussian"])
+@pytest.mark.grades("line_search", "set_flat_params")
 def test_line_search_accepts_first_feasible_step_and_restores_exactly_on_failure(discrete, accept_ratio):
     agent, obs, _, _, surrogate_kl = tiny_policy(discrete, seed=1)
     params = agent.policy_params()
@@ -223,6 +230,7 @@ def test_line_search_accepts_first_feasible_step_and_restores_exactly_on_failure
     assert not accepted and params_bytes(params) == before
 
 
+@pytest.mark.grades("line_search")
 def test_line_search_rejects_a_step_that_lowers_the_surrogate():
     agent, _, _, _, surrogate_kl = tiny_policy(True, seed=2)
     params = agent.policy_params()
@@ -295,6 +303,7 @@ def test_trpo_step_moves_theta_along_the_natural_gradient_by_the_line_search(dis
     assert (kl, new_surrogate) == (measured_kl, measured_sur)
 
 
+@pytest.mark.grades("kl_divergence", "log_prob")
 def test_kl_and_log_prob_match_torch_distributions():
     from torch.distributions import Categorical, Normal, kl_divergence
 
@@ -314,12 +323,14 @@ def test_kl_and_log_prob_match_torch_distributions():
 
 
 @pytest.mark.parametrize("gamma,lam", [(0.99, 0.95), (0.9, 0.5)])
+@pytest.mark.grades("gae")
 def test_gae_matches_naive_double_loop(gamma, lam):
     batch = random_batch()
     got = trpo.gae(*batch, gamma, lam)
     np.testing.assert_allclose(got, naive_gae(*batch, gamma, lam), atol=1e-10)
 
 
+@pytest.mark.grades("train")
 def test_truncation_is_not_termination_and_log_std_is_trained(tmp_path):
     """Reward 1 forever, cut at 5 steps by a time limit: V(s) must approach 1/(1-gamma) = 10
     (treating the time limit as termination would teach V about 2.6). The Box variant also
@@ -336,6 +347,7 @@ def test_truncation_is_not_termination_and_log_std_is_trained(tmp_path):
     assert agent.log_std.item() != 0.0
 
 
+@pytest.mark.grades("train")
 def test_nan_stops_the_run_naming_the_step(tmp_path):
     with pytest.raises(FloatingPointError, match="global_step="):
         train_in(tmp_path, trpo, env_id="tests.fake_envs:NaNReward-v0", total_timesteps=512, num_envs=2,
@@ -343,6 +355,7 @@ def test_nan_stops_the_run_naming_the_step(tmp_path):
 
 
 @pytest.mark.parametrize("anneal", [False, True])
+@pytest.mark.grades("train")
 def test_anneal_kl_shrinks_delta_linearly(anneal, tmp_path, monkeypatch):
     """With --anneal-kl, update k of K gets delta (1 - (k - 1) / K); without it, delta every time."""
     deltas, real = [], trpo.line_search
@@ -500,6 +513,7 @@ def clock_run(request, tmp_path_factory):
     return dict(gae=gae_calls, sample=sample_calls, updates=recorder.updates, expected=expected, T=T, N=N)
 
 
+@pytest.mark.grades("train")
 def test_values_are_of_s_t_and_of_the_true_next_obs_at_episode_ends(clock_run):
     """Catches a bootstrap from the reset observation (final_obs not copied) and V taken of the wrong observation."""
     obs, _, next_obs, _, _ = clock_run["expected"]
@@ -511,6 +525,7 @@ def test_values_are_of_s_t_and_of_the_true_next_obs_at_episode_ends(clock_run):
     assert (next_obs == [5, 1]).all(-1).any() and (next_obs == [3, 0]).all(-1).any()
 
 
+@pytest.mark.grades("train")
 def test_gae_gets_terminations_dones_gamma_and_lambda_in_their_places(clock_run):
     """Catches terminated and dones swapped or lost, and gamma and lambda swapped."""
     _, _, _, terminated, done = clock_run["expected"]
@@ -521,6 +536,7 @@ def test_gae_gets_terminations_dones_gamma_and_lambda_in_their_places(clock_run)
     assert not np.array_equal(terminated, done)
 
 
+@pytest.mark.grades("train", "RewardScaler.__init__", "RewardScaler.__call__")
 def test_rewards_are_divided_by_the_running_std_of_the_discounted_return(clock_run):
     """Catches scaling by the variance or multiplying by the std, stats of the wrong sequence, or updated too late."""
     _, rewards, _, _, done = clock_run["expected"]
@@ -535,6 +551,7 @@ def test_rewards_are_divided_by_the_running_std_of_the_discounted_return(clock_r
         np.testing.assert_allclose(args["rewards"], r / std, rtol=1e-3)
 
 
+@pytest.mark.grades("train")
 def test_actions_are_sampled_from_s_t(clock_run):
     """Catches the policy sampling from a stale or wrong observation."""
     obs = clock_run["expected"][0].reshape(-1, clock_run["N"], 2)
@@ -542,6 +559,7 @@ def test_actions_are_sampled_from_s_t(clock_run):
     np.testing.assert_array_equal(sampled_from, obs)
 
 
+@pytest.mark.grades("train")
 def test_surrogate_gets_s_t_the_sampled_actions_and_the_normalized_advantages(clock_run):
     """Catches the advantage's sign flipped or normalization lost, and stored actions clipped or misaligned."""
     obs = clock_run["expected"][0]
@@ -555,6 +573,7 @@ def test_surrogate_gets_s_t_the_sampled_actions_and_the_normalized_advantages(cl
         torch.testing.assert_close(update["adv"], (A - A.mean()) / A.std(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.grades("train")
 def test_pi_old_is_a_detached_copy_of_the_rollout_policy(clock_run):
     """Catches pi_old (its log sigma included) moving when theta moves, or a graph left through it."""
     for update in clock_run["updates"]:
@@ -571,6 +590,7 @@ def test_pi_old_is_a_detached_copy_of_the_rollout_policy(clock_run):
         torch.testing.assert_close(old_log_prob, expected.detach())
 
 
+@pytest.mark.grades("train")
 def test_every_surrogate_and_kl_is_measured_against_pi_old(clock_run):
     """Catches a KL or ratio taken against the moving policy instead of pi_old, e.g. during the line search."""
     for update in clock_run["updates"]:
@@ -585,6 +605,7 @@ def test_every_surrogate_and_kl_is_measured_against_pi_old(clock_run):
                 assert kl == pytest.approx(kl_divergence(old, new).mean().item(), rel=1e-3, abs=1e-7)
 
 
+@pytest.mark.grades("train")
 def test_conjugate_gradient_gets_the_surrogate_gradient_and_the_fisher_at_theta_old(clock_run):
     """Catches g negated or of the wrong objective or parameters, and F v at the wrong policy or damping."""
     for update in clock_run["updates"]:
@@ -598,6 +619,7 @@ def test_conjugate_gradient_gets_the_surrogate_gradient_and_the_fisher_at_theta_
         assert_near(cg["Fv"], F @ cg["v"] + CLOCK_ARGS["cg_damping"] * cg["v"])
 
 
+@pytest.mark.grades("train")
 def test_line_search_gets_the_full_natural_step_and_keeps_the_constraint(clock_run):
     """Catches a step not scaled to 1/2 x^T F x = delta, not along s, the linear model's gain g^T x or the
     acceptance ratio not passed on, and a result that breaks KL <= delta or gains less than the ratio asks."""
@@ -717,6 +739,7 @@ def bandit_reward(actions: np.ndarray, discrete: bool) -> np.ndarray:
 
 
 @pytest.mark.parametrize("env_id", BANDIT_IDS, ids=["softmax", "gaussian"])
+@pytest.mark.grades("train")
 def test_env_gets_the_clipped_sample_and_without_norm_adv_gae_reaches_the_surrogate_as_is(
     env_id, tmp_path, monkeypatch
 ):
@@ -734,6 +757,7 @@ def test_env_gets_the_clipped_sample_and_without_norm_adv_gae_reaches_the_surrog
         torch.testing.assert_close(update["adv"], torch.from_numpy(advantages).flatten())
 
 
+@pytest.mark.grades("train")
 def test_critic_regresses_v_of_s_t_on_advantages_plus_values(tmp_path, monkeypatch):
     """Catches the critic fitted to targets other than A + V(s_t), on s_{t+1}, by ascent, with stale gradients
     (no zero_grad), or not stepped at all."""
@@ -786,6 +810,7 @@ def test_critic_regresses_v_of_s_t_on_advantages_plus_values(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("env_id", BANDIT_IDS, ids=["softmax", "gaussian"])
+@pytest.mark.grades("train")
 def test_a_few_updates_move_the_policy_uphill_on_the_bandit(env_id, tmp_path, monkeypatch):
     """Catches a sign error anywhere in the loop: P(best arm) must rise from 1/3, the Gaussian's mean from 0 to 0.5."""
     samples = spy(monkeypatch, trpo.Agent, "sample")
