@@ -1,17 +1,20 @@
-"""Build the annotated pages: every top-level script beside its comments, docco/pycco style.
+"""Build the project's site: the annotated scripts, docco/pycco style, and the documentation pages.
 
-    python docs/build.py                  # writes docs/_site/: index.html and one page per script
+    python docs/build.py                  # writes docs/_site/: index.html, one page per script, the docs pages
     python docs/build.py --out DIR        # somewhere else
     python docs/build.py --katex DIR      # KaTeX from a folder (katex.min.js, katex.min.css, fonts/)
 
 Each script is cut into sections. A section starts at a block of full-line `#` comments (or
-the module docstring): that block, read as Markdown with the math in `$...$`, goes in the
-left column; the code that follows it, up to the next such block, goes in the right column,
-every line as it is in the file. Trailing comments and pragmas (`# fmt: skip`, `# noqa`)
-stay in the code. The math is typeset by KaTeX in the browser, from a copy of npm's `katex`
-package placed beside the pages (fetched with `npm pack`, checked against a pinned hash),
-so the pages work offline, also straight from disk. The index lists the scripts with the
-lecture section of each, read from the scripts table of README.md.
+the module docstring, or a function or class with a docstring): that block, read as Markdown
+with the math in `$...$`, goes in the left column, a function's docstring with it, as on
+nn.labml.ai; the code that follows goes in the right column, every line as it is in the file,
+numbered. Trailing comments and pragmas (`# fmt: skip`, `# noqa`) stay in the code. The
+bookkeeping tail, the same in every script, is folded under one line. The math is typeset by
+KaTeX in the browser, from a copy of npm's `katex` package placed beside the pages (fetched
+with `npm pack`, checked against a pinned hash), so the pages work offline, also straight from
+disk. The index lists the scripts with the lecture section of each, read from the scripts table
+of README.md. README.md, CONTRIBUTING.md, docs/*.md and the benchmark pages become pages of the
+same look, their links pointed at the site's own files.
 
 Needs: markdown-it-py and pygments (requirements-dev.txt); npm, unless --katex is given.
 """
@@ -393,7 +396,13 @@ def figures_page(docs: Path, out: Path) -> bool:
 # annotated page, a link to another of these pages its HTML, and any other file of the repository it links to
 # (an image, results.md, a test) is copied beside the pages at the same path. A link to a file that does not
 # exist stops the build. Headings get GitHub's anchors, so `#results` works in both places.
-DOC_ROOT_PAGES = ("README.md", "CONTRIBUTING.md")
+DOC_ROOT_PAGES = (
+    "README.md",
+    "CONTRIBUTING.md",
+    "benchmarks/results.md",
+    "benchmarks/cuda_speed.md",
+    "benchmarks/cleanrl_speed.md",
+)
 LINK = re.compile(r'(?P<attr>href|src)="(?P<url>[^"#]*)(?P<fragment>#[^"]*)?"')
 HEADING = re.compile(r"<h(?P<level>[1-6])>(?P<inner>.*?)</h(?P=level)>", re.S)
 
@@ -512,20 +521,26 @@ def scripts(root: Path) -> list[Path]:
 
 
 def build(out: Path, root: Path = ROOT, katex: Path | None = None, with_katex: bool = True) -> list[dict]:
-    """Write the site to `out` (replaced whole); return the index's entries. KaTeX is brought first, into a
-    temporary folder, so a build that cannot get it leaves `out` as it was (no empty katex/ behind)."""
+    """Write the site to `out` (replaced whole); return the index's entries. The site is written in a temporary
+    folder first and replaces `out` only once complete, so a build that fails (no KaTeX, a dead link) leaves `out`
+    as it was."""
     if out.exists() and not (out / "index.html").exists() and any(out.iterdir()):
         raise BuildError(f"{out} exists and is not a site this script built; not replacing it")
     with tempfile.TemporaryDirectory() as tmp:
-        staged = Path(tmp) / "katex"
+        site = Path(tmp) / "site"
+        site.mkdir()
         if with_katex:
-            staged.mkdir()
-            copy_katex(katex, staged) if katex else fetch_katex(staged)
+            (site / "katex").mkdir()
+            copy_katex(katex, site / "katex") if katex else fetch_katex(site / "katex")
+        entries = write_site(site, root)
         if out.exists():
             shutil.rmtree(out)
-        out.mkdir(parents=True)
-        if with_katex:
-            shutil.move(staged, out / "katex")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(site, out)
+    return entries
+
+
+def write_site(out: Path, root: Path) -> list[dict]:
     for asset in ASSETS:
         shutil.copy2(HERE / asset, out / asset)
     from pygments.formatters import HtmlFormatter

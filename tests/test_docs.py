@@ -398,36 +398,59 @@ def browser(site, tmp_path_factory, request):
 LAYOUT = """(async () => {
   await document.fonts.ready;
   const box = (el) => { const r = el.getBoundingClientRect(); return {left: r.left, right: r.right, top: r.top, width: r.width}; };
-  const rows = [...document.querySelectorAll(".section")].map((s) =>
-    ({id: s.id, notes: box(s.querySelector(".notes")), code: box(s.querySelector(".code"))}));
+  const shown = [...document.querySelectorAll(".section")].filter((s) => !s.closest("details:not([open])"));
+  const rows = shown.map((s) => ({id: s.id, notes: box(s.querySelector(".notes")), code: box(s.querySelector(".code"))}));
   const raw = [...document.querySelectorAll(".notes, main.index td")].map((n) => {
     const copy = n.cloneNode(true);
-    copy.querySelectorAll(".katex").forEach((k) => k.remove());
+    copy.querySelectorAll(".katex, code, pre").forEach((k) => k.remove());
     return copy.textContent;
   }).filter((t) => /\\$[^$\\n]+\\$/.test(t));
+  // On the docs pages any $ outside code is math that did not come through (a table cell cut at a |, say).
+  raw.push(...[...document.querySelectorAll("main.doc p, main.doc li, main.doc td")].map((n) => {
+    const copy = n.cloneNode(true);
+    copy.querySelectorAll(".katex, code, pre").forEach((k) => k.remove());
+    return copy.textContent;
+  }).filter((t) => t.includes("$")));
   const fonts = [...document.fonts].filter((f) => f.family.includes("KaTeX"));
+  const lines = [...document.querySelectorAll(".line")];
+  const numbered = lines.filter((l) => getComputedStyle(l, "::before").content === `"${l.id.slice(1)}"`).length;
+  const images = [...document.images].map((i) => ({src: i.getAttribute("src"), ok: i.complete && i.naturalWidth > 0}));
   return {rows, raw, math: document.querySelectorAll(".math").length,
     typeset: document.querySelectorAll(".math > .katex, .math > .katex-display").length,
     done: document.documentElement.dataset.math, width: document.documentElement.clientWidth,
-    scrollWidth: document.documentElement.scrollWidth,
+    scrollWidth: document.documentElement.scrollWidth, lines: lines.length, numbered, images,
+    folded: document.querySelectorAll("details.tail:not([open]) .section").length,
     fontsLoaded: fonts.filter((f) => f.status === "loaded").length,
     fontsFailed: fonts.filter((f) => f.status === "error").map((f) => f.family)};
 })()"""
+ANNOTATED = [n.removesuffix(".py") + ".html" for n in SCRIPTS]
+DOC_PAGES = [
+    "README.html",
+    "CONTRIBUTING.html",
+    "benchmarks/results.html",
+    *(f"docs/{p.stem}.html" for p in sorted((ROOT / "docs").glob("*.md")) if p.name != "lecture_figures.md"),
+]
 
 
-@pytest.mark.parametrize("page", ["index.html"] + [n.removesuffix(".py") + ".html" for n in SCRIPTS])
+@pytest.mark.parametrize("page", ["index.html", "lecture_figures.html", *ANNOTATED, *DOC_PAGES])
 def test_page_in_chromium(site, browser, page):
     browser.open((site / page).as_uri())
     report = browser.evaluate(LAYOUT)
-    browser.screenshot(SCREENSHOTS / page.replace(".html", ".png"))
+    browser.screenshot(SCREENSHOTS / page.replace("/", "_").replace(".html", ".png"))
     assert browser.problems() == [], f"{page}: console errors"
     assert report["done"] == "done", f"{page}: math.js did not run"
     assert report["typeset"] == report["math"], f"{page}: {report['math'] - report['typeset']} formulas not typeset"
     assert report["raw"] == [], f"{page}: raw $...$ left after rendering"
     assert report["scrollWidth"] <= report["width"], f"{page}: the page scrolls sideways"
-    if page == "index.html":
+    assert all(image["ok"] for image in report["images"]), f"{page}: images not loaded: {report['images']}"
+    if page in DOC_PAGES and page.startswith("docs/"):
+        assert report["math"] > 0 and report["fontsLoaded"] > 0 and not report["fontsFailed"], report
+        assert report["images"], f"{page}: a docs page shows its learning curves"
+    if page not in ANNOTATED:
         return
     assert report["math"] > 0 and report["fontsLoaded"] > 0 and not report["fontsFailed"], report
+    assert report["lines"] > 0 and report["numbered"] == report["lines"], f"{page}: lines without their number"
+    assert report["folded"] > 0, f"{page}: the bookkeeping is not folded"
     assert len(report["rows"]) > 5
     for row in report["rows"]:
         notes, code = row["notes"], row["code"]
@@ -441,11 +464,17 @@ def test_chromium_checks_can_fail(site, browser, tmp_path):
     bad.write_text((site / "ppo.html").read_text().replace("</main>", '<span class="math">\\frac{a</span></main>'))
     for asset in ("katex", "math.js", "style.css", "pygments.css"):
         (tmp_path / asset).symlink_to(site / asset)
-    (tmp_path / "missing.html").write_text('<link rel="stylesheet" href="nowhere.css"><p>$x$ raw</p>')
+    (tmp_path / "missing.html").write_text(
+        '<link rel="stylesheet" href="nowhere.css"><p>$x$ raw</p><img src="nowhere.png">'
+        '<main class="doc"><table><tr><td>$a_t</td><td>s_t$</td></tr></table></main>'
+    )
     browser.open(bad.as_uri())
     assert any("KaTeX cannot typeset" in p for p in browser.problems())
     browser.open((tmp_path / "missing.html").as_uri())
     assert any("nowhere.css" in p for p in browser.problems())
+    report = browser.evaluate(LAYOUT)
+    assert report["images"] == [{"src": "nowhere.png", "ok": False}]
+    assert report["raw"] == ["$a_t", "s_t$"], report["raw"]  # a formula cut by a table's |
     browser.open((site / "ppo.html").as_uri(), width=700)  # a phone: notes stacked above their code
     rows = browser.evaluate(LAYOUT)["rows"]
     assert all(row["notes"]["right"] > row["code"]["left"] + 1 for row in rows)
