@@ -1,4 +1,4 @@
-"""The shape of a script (CONVENTIONS.md, issue 12): the method first, then one bookkeeping tail,
+"""The shape of a script (CONTRIBUTING.md): the method first, then one bookkeeping tail,
 identical byte for byte in all nine scripts, and nothing of the bookkeeping above it."""
 
 import ast
