@@ -239,6 +239,40 @@ def f():
     assert sections[1].notes == ["## A heading", "$x_1$ explained"]
 
 
+def test_docstrings_of_functions_and_classes_join_the_notes_beside_their_def():
+    source = '''x = 1
+# ## The loss
+# $L = -\\hat{A}$
+@decorator
+def loss(a,
+         b):
+    r"""The clipped loss, $\\min(r A, \\text{clip}(r) A)$."""
+    return a
+class Agent:
+    """Actor and critic."""
+
+    def sample(self):
+        r"""Draw $a \\sim \\pi$."""
+        return 1
+
+    def mode(self): """stays in the code: on the def line"""
+'''
+    sections = split_sections(source)
+    assert [(s.notes_lines, s.code_lines) for s in sections] == [
+        ([], [1]),
+        ([2, 3, 7], [4, 5, 6, 8]),  # the comment above, then the docstring; the def and its body as code
+        ([10], [9, 11]),
+        ([13], [12, 14, 15, 16]),
+    ]
+    assert sections[1].notes == [
+        "## The loss",
+        "$L = -\\hat{A}$",
+        "",
+        "The clipped loss, $\\min(r A, \\text{clip}(r) A)$.",
+    ]
+    assert sections[3].notes == ["Draw $a \\sim \\pi$."]
+
+
 def test_markdown_leaves_math_alone():
     out = markdown_to_html(r"a $\hat{A}_t = r_{t+1}$ and _emph_, `$x_1$`, \$5 and $10, $$\sum_i x_i$$")
     assert '<span class="math">\\hat{A}_t = r_{t+1}</span>' in out
