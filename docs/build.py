@@ -404,6 +404,7 @@ DOC_ROOT_PAGES = (
     "benchmarks/cleanrl_speed.md",
 )
 LINK = re.compile(r'(?P<attr>href|src)="(?P<url>[^"#]*)(?P<fragment>#[^"]*)?"')
+HTML_COMMENT = re.compile(r"^<!--.*?-->[ \t]*\n", re.S | re.M)
 HEADING = re.compile(r"<h(?P<level>[1-6])>(?P<inner>.*?)</h(?P=level)>", re.S)
 
 
@@ -466,7 +467,7 @@ def rewrite_links(body: str, source: str, root: Path, script_names: set[str], do
 
 
 def doc_page(source: str, root: Path, script_names: set[str], docs: set[str], copies: set[str]) -> str:
-    text = (root / source).read_text()
+    text = HTML_COMMENT.sub("", (root / source).read_text())  # marker lines (results.py's), invisible on GitHub too
     body = rewrite_links(with_heading_ids(markdown_to_html(text)), source, root, script_names, docs, copies)
     title = next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")), source)
     prefix = "../" * source.count("/")
