@@ -1,17 +1,20 @@
-"""Build the annotated pages: every top-level script beside its comments, docco/pycco style.
+"""Build the project's site: the annotated scripts, docco/pycco style, and the documentation pages.
 
-    python docs/build.py                  # writes docs/_site/: index.html and one page per script
+    python docs/build.py                  # writes docs/_site/: index.html, one page per script, the docs pages
     python docs/build.py --out DIR        # somewhere else
     python docs/build.py --katex DIR      # KaTeX from a folder (katex.min.js, katex.min.css, fonts/)
 
 Each script is cut into sections. A section starts at a block of full-line `#` comments (or
-the module docstring): that block, read as Markdown with the math in `$...$`, goes in the
-left column; the code that follows it, up to the next such block, goes in the right column,
-every line as it is in the file. Trailing comments and pragmas (`# fmt: skip`, `# noqa`)
-stay in the code. The math is typeset by KaTeX in the browser, from a copy of npm's `katex`
-package placed beside the pages (fetched with `npm pack`, checked against a pinned hash),
-so the pages work offline, also straight from disk. The index lists the scripts with the
-lecture section of each, read from the scripts table of README.md.
+the module docstring, or a function or class with a docstring): that block, read as Markdown
+with the math in `$...$`, goes in the left column, a function's docstring with it, as on
+nn.labml.ai; the code that follows goes in the right column, every line as it is in the file,
+numbered. Trailing comments and pragmas (`# fmt: skip`, `# noqa`) stay in the code. The
+bookkeeping tail, the same in every script, is folded under one line. The math is typeset by
+KaTeX in the browser, from a copy of npm's `katex` package placed beside the pages (fetched
+with `npm pack`, checked against a pinned hash), so the pages work offline, also straight from
+disk. The index lists the scripts with the lecture section of each, read from the scripts table
+of README.md. README.md, CONTRIBUTING.md, docs/*.md and the benchmark pages become pages of the
+same look, their links pointed at the site's own files.
 
 Needs: markdown-it-py and pygments (requirements-dev.txt); npm, unless --katex is given.
 """
@@ -23,6 +26,7 @@ import hashlib
 import html
 import inspect
 import io
+import posixpath
 import re
 import shutil
 import subprocess
@@ -63,7 +67,8 @@ class Section:
     code_lines: list[int] = field(default_factory=list)
     """1-based line numbers of the right column, shown verbatim"""
     kind: str = "code"
-    """what started the section: "docstring", "comment", or "code" (the file's first lines)"""
+    """what started the section: "docstring", "comment", "definition" (a def or class with a docstring), or "code"
+    (the file's first lines)"""
 
 
 # ## Cutting a script into sections
@@ -89,15 +94,52 @@ def module_docstring(source: str) -> tuple[int, int, str] | None:
     return node.lineno, node.end_lineno, inspect.cleandoc(node.value)
 
 
+def definition_docstrings(source: str) -> dict[int, tuple[int, int, int, str]]:
+    """The docstrings of functions and classes, nn.labml.ai style: {first line of the definition (its first
+    decorator): (that line, docstring's first line, docstring's last line, text)}. Only a docstring on lines of its
+    own counts (`def f(): \"\"\"x\"\"\"` stays code)."""
+    lines = source.splitlines()
+    found = {}
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) or not node.body:
+            continue
+        doc = node.body[0]
+        if not (isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str)):
+            continue
+        alone = (
+            not lines[doc.lineno - 1][: doc.col_offset].strip()
+            and not lines[doc.end_lineno - 1][doc.end_col_offset :].strip()
+        )
+        if doc.lineno > node.lineno and alone:
+            start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            found[start] = (start, doc.lineno, doc.end_lineno, inspect.cleandoc(doc.value.value))
+    return found
+
+
 def split_sections(source: str) -> list[Section]:
+    """Sections in file order. A comment block (or the module docstring) starts one; so does a function or class
+    with a docstring, whose docstring joins the notes (after the comment block right above it, if any) and leaves
+    the code column, which shows the `def` line and the body."""
     lines = source.splitlines()
     comments = comment_only_lines(source)
     doc = module_docstring(source)
+    definitions = definition_docstrings(source)
+    in_definition_doc = {n: d for d in definitions.values() for n in range(d[1], d[2] + 1)}
     sections = [Section()]
     for number, line in enumerate(lines, start=1):
         in_doc = doc is not None and doc[0] <= number <= doc[1]
+        if number in in_definition_doc:
+            definition = in_definition_doc[number]
+            current = sections[-1]
+            current.notes_lines.append(number)
+            if number == definition[1]:
+                current.notes.extend(([""] if current.notes else []) + definition[3].splitlines())
+            continue
         kind = "docstring" if in_doc else "comment" if number in comments else "code"
         current = sections[-1]
+        if number in definitions and current.code_lines:
+            current = Section(kind="definition")
+            sections.append(current)
         if kind == "code":
             current.code_lines.append(number)
             continue
@@ -113,6 +155,17 @@ def split_sections(source: str) -> list[Section]:
     if not sections[0].code_lines and not sections[0].notes_lines and len(sections) > 1:
         sections.pop(0)
     return sections
+
+
+def line_ranges(numbers: list[int]) -> str:
+    """[3, 4, 5, 9, 10] -> "3-5,9-10": the lines a section's notes come from, as the page records them."""
+    ranges = []
+    for n in numbers:
+        if ranges and ranges[-1][1] == n - 1:
+            ranges[-1][1] = n
+        else:
+            ranges.append([n, n])
+    return ",".join(f"{a}-{b}" for a, b in ranges)
 
 
 # ## Markdown with math
@@ -131,7 +184,23 @@ MATH = re.compile(
 # as a displayed equation, and is shown as one.
 FORMULA_LINE = re.compile(r"^[ \t]*\$(?!\$)([^$\n]+)\$[ \t]*([,.;:]?)[ \t]*$", re.M)
 PLACEHOLDER = "MATHPLACEHOLDER{}X"
-_markdown = MarkdownIt("commonmark", {"html": False}).enable("table")
+
+
+def highlight_fence(code: str, lang: str, _attrs) -> str:
+    """Fenced code in Markdown (```bash, ```python), coloured by pygments; other languages stay plain."""
+    from pygments import highlight
+    from pygments.formatters import HtmlFormatter
+    from pygments.lexers import get_lexer_by_name
+    from pygments.util import ClassNotFound
+
+    try:
+        lexer = get_lexer_by_name(lang or "text")
+    except ClassNotFound:
+        return ""
+    return highlight(code, lexer, HtmlFormatter(nowrap=True))
+
+
+_markdown = MarkdownIt("commonmark", {"html": False, "highlight": highlight_fence}).enable("table")
 
 
 def markdown_to_html(text: str, inline: bool = False) -> str:
@@ -186,45 +255,69 @@ def highlight_lines(source: str) -> list[str]:
 
 
 # ## Pages
-def page(title: str, body: str) -> str:
+def page(title: str, body: str, prefix: str = "") -> str:
+    """A whole HTML page; `prefix` leads from the page's folder to the site's root ("" or "../")."""
     return f"""<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)}</title>
-<link rel="stylesheet" href="katex/katex.min.css">
-<link rel="stylesheet" href="pygments.css">
-<link rel="stylesheet" href="style.css">
-<script defer src="katex/katex.min.js"></script>
-<script defer src="math.js"></script>
+<link rel="stylesheet" href="{prefix}katex/katex.min.css">
+<link rel="stylesheet" href="{prefix}pygments.css">
+<link rel="stylesheet" href="{prefix}style.css">
+<script defer src="{prefix}katex/katex.min.js"></script>
+<script defer src="{prefix}math.js"></script>
 </head>
 <body>
-<header class="bar"><a href="index.html">{html.escape(TITLE)}</a></header>
+<header class="bar"><a href="{prefix}index.html">{html.escape(TITLE)}</a></header>
 {body}
 </body>
 </html>
 """
 
 
-def script_page(name: str, source: str, lecture: str | None) -> str:
+TAIL = "# ## Bookkeeping"  # the identical tail of every script starts at this line: folded on its page
+TAIL_SUMMARY = (
+    "The bookkeeping (lines {first}-{last}): the same text in all nine scripts, read once and skip it "
+    "(run folder, progress.csv, metrics, W&B, status line, NaN guard, Ctrl-C, saving and loading, evaluation, "
+    "summary, argument checks, <code>main()</code>). Click to unfold."
+)
+
+
+def section_html(i: int, section: Section, code_html: list[str], head: str = "") -> str:
+    notes = markdown_to_html("\n".join(section.notes)) if section.notes else ""
+    code = "\n".join(f'<span class="line" id="L{n}" data-n="{n}">{code_html[n - 1]}</span>' for n in section.code_lines)
+    return (
+        f'<div class="section" id="s{i}" data-notes="{line_ranges(section.notes_lines)}">'
+        f'<div class="notes"><a class="pilcrow" href="#s{i}">&para;</a>{head}{notes}</div>'
+        f'<div class="code"><pre><code>{code}</code></pre></div></div>'
+    )
+
+
+def script_page(name: str, source: str, lecture: str | None, doc_page: str | None = None) -> str:
+    """The annotated page: notes beside code, line numbers in the code column, the bookkeeping tail folded."""
     code_html = highlight_lines(source)
-    rows = []
     head = f'<h1><a href="{name}" title="the script as a file">{name}</a></h1>'
     if lecture:
         head += f'<p class="lecture">Lecture: {markdown_to_html(lecture, inline=True)}</p>'
-    for i, section in enumerate(split_sections(source)):
-        notes = markdown_to_html("\n".join(section.notes)) if section.notes else ""
-        if i == 0:
-            notes = head + notes
-        code = "\n".join(f'<span class="line" id="L{n}">{code_html[n - 1]}</span>' for n in section.code_lines)
-        notes_range = f"{section.notes_lines[0]}-{section.notes_lines[-1]}" if section.notes_lines else ""
-        rows.append(
-            f'<div class="section" id="s{i}" data-notes="{notes_range}">'
-            f'<div class="notes"><a class="pilcrow" href="#s{i}">&para;</a>{notes}</div>'
-            f'<div class="code"><pre><code>{code}</code></pre></div></div>'
+    if doc_page:
+        head += (
+            f'<p class="lecture"><a href="{doc_page}">Documentation</a>: usage, logged metrics, '
+            "implementation details, results</p>"
         )
-    return page(f"{name}: annotated", '<main class="annotated">\n' + "\n".join(rows) + "\n</main>")
+    lines = source.splitlines()
+    tail = next((n for n, line in enumerate(lines, start=1) if line.startswith(TAIL)), None)
+    method, folded = [], []
+    for i, section in enumerate(split_sections(source)):
+        first = min(section.notes_lines + section.code_lines)
+        row = section_html(i, section, code_html, head if i == 0 else "")
+        (folded if tail is not None and first >= tail else method).append(row)
+    body = "\n".join(method)
+    if folded:
+        summary = TAIL_SUMMARY.format(first=tail, last=len(lines))
+        body += f'\n<details class="tail" id="tail"><summary>{summary}</summary>\n' + "\n".join(folded) + "\n</details>"
+    return page(f"{name}: annotated", '<main class="annotated">\n' + body + "\n</main>")
 
 
 def readme_table(readme: Path) -> list[dict[str, str]]:
@@ -254,6 +347,8 @@ def index_page(entries: list[dict], figures: bool = False) -> str:
     rows = []
     for e in entries:
         name = f'<a href="{e["page"]}"><code>{e["script"]}</code></a>' if e["page"] else f"<code>{e['script']}</code>"
+        if e.get("doc"):
+            name += f' (<a href="{e["doc"]}">docs</a>)'
         rows.append(
             f"<tr><td>{name}</td><td>{markdown_to_html(e['lecture'], inline=True)}</td>"
             f"<td>{markdown_to_html(e['summary'], inline=True)}</td><td>{html.escape(e['spaces'])}</td></tr>"
@@ -261,7 +356,9 @@ def index_page(entries: list[dict], figures: bool = False) -> str:
     body = f"""<main class="index">
 <h1>{html.escape(TITLE)}</h1>
 <p>Each script of the lecture <em>Policy Gradient Methods</em>, annotated: the script's own comments,
-with the lecture's math, on the left; the code they explain on the right, every line of the file in order.</p>
+with the lecture's math, on the left; the code they explain on the right, every line of the file in order.
+Each has a documentation page (usage, logged metrics, implementation details, results): the "docs" links.
+Start with the <a href="README.html">README</a>; contributors read <a href="CONTRIBUTING.html">CONTRIBUTING</a>.</p>
 <table>
 <thead><tr><th>script</th><th>lecture section</th><th>what it is</th><th>action spaces</th></tr></thead>
 <tbody>
@@ -292,6 +389,89 @@ def figures_page(docs: Path, out: Path) -> bool:
     (out / FIGURES_HTML).write_text(page("The lecture's claims, measured", body))
     shutil.copytree(docs / "figures", out / "figures", ignore=shutil.ignore_patterns("*.json"))
     return True
+
+
+# ## Documentation pages: README.md, CONTRIBUTING.md and docs/*.md, in the look of the annotated pages
+# Their links are written for GitHub (relative to the Markdown file); on the site, a link to a script opens its
+# annotated page, a link to another of these pages its HTML, and any other file of the repository it links to
+# (an image, results.md, a test) is copied beside the pages at the same path. A link to a file that does not
+# exist stops the build. Headings get GitHub's anchors, so `#results` works in both places.
+DOC_ROOT_PAGES = (
+    "README.md",
+    "CONTRIBUTING.md",
+    "benchmarks/results.md",
+    "benchmarks/cuda_speed.md",
+    "benchmarks/cleanrl_speed.md",
+)
+LINK = re.compile(r'(?P<attr>href|src)="(?P<url>[^"#]*)(?P<fragment>#[^"]*)?"')
+HTML_COMMENT = re.compile(r"^<!--.*?-->[ \t]*\n", re.S | re.M)
+HEADING = re.compile(r"<h(?P<level>[1-6])>(?P<inner>.*?)</h(?P=level)>", re.S)
+
+
+def doc_sources(root: Path) -> list[str]:
+    """The Markdown pages the site renders, as paths relative to `root`."""
+    pages = [name for name in DOC_ROOT_PAGES if (root / name).exists()]
+    return pages + [f"docs/{p.name}" for p in sorted((root / "docs").glob("*.md")) if p.name != FIGURES_MD]
+
+
+def github_slug(heading: str, seen: dict[str, int]) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces to hyphens, -1, -2 on repeats."""
+    slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+    count = seen.get(slug, 0)
+    seen[slug] = count + 1
+    return f"{slug}-{count}" if count else slug
+
+
+def with_heading_ids(body: str) -> str:
+    seen: dict[str, int] = {}
+
+    def add_id(match: re.Match) -> str:
+        text = html.unescape(re.sub(r"<[^>]+>", "", match.group("inner")))
+        level = match.group("level")
+        return f'<h{level} id="{github_slug(text, seen)}">{match.group("inner")}</h{level}>'
+
+    return HEADING.sub(add_id, body)
+
+
+def site_path(rel: str, script_names: set[str], docs: set[str]) -> str:
+    """Where the repository's file `rel` is on the site."""
+    if rel in script_names:
+        return rel.removesuffix(".py") + ".html"
+    if rel == f"docs/{FIGURES_MD}":
+        return FIGURES_HTML
+    if rel in docs:
+        return rel.removesuffix(".md") + ".html"
+    return rel
+
+
+def rewrite_links(body: str, source: str, root: Path, script_names: set[str], docs: set[str], copies: set[str]):
+    """Point the relative links of the page rendered from `source` at their places on the site; collect in `copies`
+    the repository files they need there."""
+    here = posixpath.dirname(source)
+    page_dir = posixpath.dirname(site_path(source, script_names, docs))
+
+    def fix(match: re.Match) -> str:
+        url, fragment = html.unescape(match.group("url")), match.group("fragment") or ""
+        if not url or re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*:", url) or url.startswith("/"):
+            return match.group(0)
+        rel = posixpath.normpath(posixpath.join(here, url))
+        if rel.startswith("../") or not (root / rel).is_file():
+            raise BuildError(f"{source}: the link {url} leads to no file of the repository")
+        target = site_path(rel, script_names, docs)
+        if target == rel:
+            copies.add(rel)
+        link = posixpath.relpath(target, page_dir or ".")
+        return f'{match.group("attr")}="{html.escape(link)}{fragment}"'
+
+    return LINK.sub(fix, body)
+
+
+def doc_page(source: str, root: Path, script_names: set[str], docs: set[str], copies: set[str]) -> str:
+    text = HTML_COMMENT.sub("", (root / source).read_text())  # marker lines (results.py's), invisible on GitHub too
+    body = rewrite_links(with_heading_ids(markdown_to_html(text)), source, root, script_names, docs, copies)
+    title = next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")), source)
+    prefix = "../" * source.count("/")
+    return page(title, f'<main class="index doc">\n{body}\n</main>', prefix)
 
 
 # ## KaTeX, from npm
@@ -342,40 +522,58 @@ def scripts(root: Path) -> list[Path]:
 
 
 def build(out: Path, root: Path = ROOT, katex: Path | None = None, with_katex: bool = True) -> list[dict]:
-    """Write the site to `out` (replaced whole); return the index's entries. KaTeX is brought first, into a
-    temporary folder, so a build that cannot get it leaves `out` as it was (no empty katex/ behind)."""
+    """Write the site to `out` (replaced whole); return the index's entries. The site is written in a temporary
+    folder first and replaces `out` only once complete, so a build that fails (no KaTeX, a dead link) leaves `out`
+    as it was."""
     if out.exists() and not (out / "index.html").exists() and any(out.iterdir()):
         raise BuildError(f"{out} exists and is not a site this script built; not replacing it")
     with tempfile.TemporaryDirectory() as tmp:
-        staged = Path(tmp) / "katex"
+        site = Path(tmp) / "site"
+        site.mkdir()
         if with_katex:
-            staged.mkdir()
-            copy_katex(katex, staged) if katex else fetch_katex(staged)
+            (site / "katex").mkdir()
+            copy_katex(katex, site / "katex") if katex else fetch_katex(site / "katex")
+        entries = write_site(site, root)
         if out.exists():
             shutil.rmtree(out)
-        out.mkdir(parents=True)
-        if with_katex:
-            shutil.move(staged, out / "katex")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(site, out)
+    return entries
+
+
+def write_site(out: Path, root: Path) -> list[dict]:
     for asset in ASSETS:
         shutil.copy2(HERE / asset, out / asset)
     from pygments.formatters import HtmlFormatter
 
-    (out / "pygments.css").write_text(HtmlFormatter(style="default").get_style_defs(".code"))
+    (out / "pygments.css").write_text(HtmlFormatter(style="default").get_style_defs([".code", ".doc pre"]))
 
     table = {row["script"]: row for row in readme_table(root / "README.md")}
     present = {p.name: p for p in scripts(root)}
+    docs = set(doc_sources(root))
     order = list(table) + [name for name in present if name not in table]
     entries = []
     for name in order:
         row = table.get(name, {})
         entry = {"script": name, "lecture": row.get("lecture section", ""), "spaces": row.get("action spaces", "")}
-        entry.update(page=None, summary="(not written yet)")
+        entry.update(page=None, summary="(not written yet)", doc=None)
+        doc = f"docs/{name.removesuffix('.py')}.md"
+        if doc in docs:
+            entry["doc"] = site_path(doc, set(present), docs)
         if name in present:
             source = present[name].read_text()
             entry.update(page=name.removesuffix(".py") + ".html", summary=first_line(source))
-            (out / entry["page"]).write_text(script_page(name, source, entry["lecture"] or None))
+            (out / entry["page"]).write_text(script_page(name, source, entry["lecture"] or None, entry["doc"]))
             shutil.copy2(present[name], out / name)
         entries.append(entry)
+    copies: set[str] = set()
+    for source in sorted(docs):
+        target = out / site_path(source, set(present), docs)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(doc_page(source, root, set(present), docs, copies))
+    for rel in sorted(copies):
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, out / rel)
     (out / "index.html").write_text(index_page(entries, figures_page(root / "docs", out)))
     (out / ".nojekyll").touch()  # GitHub Pages from a branch: serve the files as they are
     return entries

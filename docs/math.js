@@ -13,4 +13,12 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   }
   document.documentElement.dataset.math = "done";
+  // A link to a line of the folded bookkeeping (#L400) unfolds it first.
+  const unfold = () => {
+    const target = location.hash && document.getElementById(location.hash.slice(1));
+    const folded = target && target.closest("details:not([open])");
+    if (folded) { folded.open = true; target.scrollIntoView(); }
+  };
+  window.addEventListener("hashchange", unfold);
+  unfold();
 });

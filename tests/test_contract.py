@@ -1,4 +1,4 @@
-"""The contract of ../shared/CONVENTIONS.md, checked for every script in scripts.SCRIPTS."""
+"""The contract of CONTRIBUTING.md, checked for every script in scripts.SCRIPTS."""
 
 import math
 import re

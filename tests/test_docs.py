@@ -1,6 +1,8 @@
-"""The annotated pages (docs/build.py): every line of every script on its page in order, every
-comment block beside the code it precedes, and, in headless Chromium, the two columns side by
-side, all math typeset offline, no console errors, a screenshot per page."""
+"""The site (docs/build.py): on the annotated pages every line of every script once and in order, every
+comment block beside the code it precedes, every function's and class's docstring in the notes beside its
+`def`, line numbers, the bookkeeping tail folded; the documentation pages rendered with their links made to
+work; and, in headless Chromium, the two columns side by side, all math typeset offline, images loaded, no
+console errors, a screenshot per page."""
 
 import ast
 import base64
@@ -51,10 +53,14 @@ class PageReader(HTMLParser):
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         classes = (attrs.get("class") or "").split()
-        role = next((c for c in ("section", "notes", "code", "line", "math") if c in classes), None)
+        role = next((c for c in ("section", "notes", "code", "line", "math", "tail") if c in classes), None)
         if role == "section":
-            self.sections.append({"notes_range": attrs.get("data-notes"), "text": "", "math": [], "code": []})
+            folded = any(r == "tail" for _, r in self.stack)
+            self.sections.append(
+                {"notes_range": attrs.get("data-notes"), "text": "", "math": [], "code": [], "folded": folded}
+            )
         elif role == "line":
+            assert attrs["data-n"] == attrs["id"][1:], attrs  # the line number shown is the line's own
             self.sections[-1]["code"].append([int(attrs["id"][1:]), ""])
         elif role == "math":
             self.sections[-1]["math"].append("")
@@ -122,44 +128,90 @@ def assert_in_order(needles: list[str], haystack: list[str], what: str):
         position = hits[0] + 1
 
 
+def notes_lines(section: dict) -> list[int]:
+    """The lines of the file a section's notes come from: its data-notes, "3-5,9-10"."""
+    spans = [tuple(map(int, r.split("-"))) for r in (section["notes_range"] or "").split(",") if r]
+    return [n for first, last in spans for n in range(first, last + 1)]
+
+
+def definition_docstrings(source: str) -> dict[tuple[int, int], int]:
+    """{(first, last) line of a function's or class's docstring on lines of its own: the `def`/`class` line}."""
+    found = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.ClassDef) and ast.get_docstring(node) is not None:
+            doc = node.body[0]
+            if doc.lineno > node.lineno:
+                found[(doc.lineno, doc.end_lineno)] = node.lineno
+    return found
+
+
 @pytest.mark.parametrize("name", SCRIPTS)
-def test_every_line_appears_in_order(site, name):
+def test_every_line_appears_once_in_order(site, name):
+    """Each line is shown once, as notes or as code; the code column runs in file order, each section covers
+    one stretch of the file, and the sections follow each other."""
     source_lines = (ROOT / name).read_text().splitlines()
     sections = read_page(site / (name.removesuffix(".py") + ".html"))
-    shown = []
+    shown, code_order, previous_end = [], [], 0
     for s in sections:
-        if s["notes_range"]:
-            first, last = map(int, s["notes_range"].split("-"))
-            shown.extend(range(first, last + 1))
         for number, text in s["code"]:
             assert text == source_lines[number - 1], f"{name}:{number} shown as {text!r}"
-            shown.append(number)
-    assert shown == list(range(1, len(source_lines) + 1)), f"{name}: lines missing, repeated or out of order"
+        lines = sorted(notes_lines(s) + [n for n, _ in s["code"]])
+        assert lines == list(range(lines[0], lines[-1] + 1)), f"{name}: a section is not one stretch: {lines}"
+        assert lines[0] == previous_end + 1, f"{name}: section at line {lines[0]} does not follow {previous_end}"
+        previous_end = lines[-1]
+        shown += lines
+        code_order += [n for n, _ in s["code"]]
+    assert sorted(shown) == list(range(1, len(source_lines) + 1)), f"{name}: lines missing or repeated"
+    assert code_order == sorted(code_order), f"{name}: the code column is out of order"
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
-def test_comment_blocks_sit_beside_the_code_they_precede(site, name):
+def test_notes_are_the_comments_and_docstrings_beside_their_code(site, name):
     source = (ROOT / name).read_text()
     lines = source.splitlines()
-    sections = {s["notes_range"]: s for s in read_page(site / (name.removesuffix(".py") + ".html"))}
+    page = read_page(site / (name.removesuffix(".py") + ".html"))
     blocks = comment_blocks(source)
     doc = docstring_range(source)
-    notes_ranges = {f"{a}-{b}" for a, b in blocks} | ({f"{doc[0]}-{doc[1]}"} if doc else set())
-    assert notes_ranges == set(sections) - {None}, f"{name}: the notes are not exactly the comment blocks"
+    definitions = definition_docstrings(source)
+    expected = set(blocks) | ({doc} if doc else set()) | set(definitions)
+    shown = set()
+    for s in page:
+        for span in (s["notes_range"] or "").split(","):
+            if span:
+                shown.add(tuple(map(int, span.split("-"))))
+    assert shown == expected, f"{name}: the notes are not exactly the comment blocks and the docstrings"
+    holder = {span: s for s in page for span in expected if span[0] in notes_lines(s)}
     if doc:
         words, math = words_and_math(ast.get_docstring(ast.parse(source)))
-        section = sections[f"{doc[0]}-{doc[1]}"]
-        assert_in_order(words, re.findall(r"[A-Za-z]{2,}", section["text"]), f"{name}: docstring")
-        assert_in_order(math, section["math"], f"{name}: docstring math")
-    starts = sorted([a for a, _ in blocks] + ([doc[0]] if doc else []) + [len(lines) + 1])
+        assert_in_order(words, re.findall(r"[A-Za-z]{2,}", holder[doc]["text"]), f"{name}: docstring")
+        assert_in_order(math, holder[doc]["math"], f"{name}: docstring math")
     for first, last in blocks:
-        section = sections[f"{first}-{last}"]
-        following = range(last + 1, next(s for s in starts if s > last))
-        assert [n for n, _ in section["code"]] == list(following), f"{name}:{first}: not beside the code after it"
+        section = holder[(first, last)]
+        code = [n for n, _ in section["code"]]
+        assert not code or code[0] == last + 1, f"{name}:{first}: not beside the code after it"
         comment = "\n".join(re.sub(r"^\s*# ?", "", line) for line in lines[first - 1 : last])
         words, math = words_and_math(comment)
         assert_in_order(words, re.findall(r"[A-Za-z]{2,}", section["text"]), f"{name}:{first} notes")
         assert_in_order(math, section["math"], f"{name}:{first} math")
+    for (first, last), def_line in definitions.items():
+        section = holder[(first, last)]
+        assert def_line in [n for n, _ in section["code"]], f"{name}:{first}: docstring not beside its def"
+        text = ast.literal_eval("\n".join(lines[first - 1 : last]).strip())
+        words, math = words_and_math(text)
+        assert_in_order(words, re.findall(r"[A-Za-z]{2,}", section["text"]), f"{name}:{first} docstring")
+        assert_in_order(math, section["math"], f"{name}:{first} docstring math")
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_the_bookkeeping_tail_is_folded(site, name):
+    """From `# ## Bookkeeping` on, every section sits in the collapsed <details>; none of the method does."""
+    lines = (ROOT / name).read_text().splitlines()
+    tail = next(n for n, line in enumerate(lines, start=1) if line.startswith("# ## Bookkeeping"))
+    page_html = (site / (name.removesuffix(".py") + ".html")).read_text()
+    assert '<details class="tail" id="tail">' in page_html and "<details open" not in page_html
+    for s in read_page(site / (name.removesuffix(".py") + ".html")):
+        first = min(notes_lines(s) + [n for n, _ in s["code"]])
+        assert s["folded"] == (first >= tail), f"{name}: the section at line {first}"
 
 
 def test_split_sections_keeps_pragmas_strings_and_indented_comments():
@@ -185,6 +237,40 @@ def f():
     ]
     assert sections[0].notes == ["Doc with $\\hat{A}_t$."]
     assert sections[1].notes == ["## A heading", "$x_1$ explained"]
+
+
+def test_docstrings_of_functions_and_classes_join_the_notes_beside_their_def():
+    source = '''x = 1
+# ## The loss
+# $L = -\\hat{A}$
+@decorator
+def loss(a,
+         b):
+    r"""The clipped loss, $\\min(r A, \\text{clip}(r) A)$."""
+    return a
+class Agent:
+    """Actor and critic."""
+
+    def sample(self):
+        r"""Draw $a \\sim \\pi$."""
+        return 1
+
+    def mode(self): """stays in the code: on the def line"""
+'''
+    sections = split_sections(source)
+    assert [(s.notes_lines, s.code_lines) for s in sections] == [
+        ([], [1]),
+        ([2, 3, 7], [4, 5, 6, 8]),  # the comment above, then the docstring; the def and its body as code
+        ([10], [9, 11]),
+        ([13], [12, 14, 15, 16]),
+    ]
+    assert sections[1].notes == [
+        "## The loss",
+        "$L = -\\hat{A}$",
+        "",
+        "The clipped loss, $\\min(r A, \\text{clip}(r) A)$.",
+    ]
+    assert sections[3].notes == ["Draw $a \\sim \\pi$."]
 
 
 def test_markdown_leaves_math_alone():
@@ -346,36 +432,59 @@ def browser(site, tmp_path_factory, request):
 LAYOUT = """(async () => {
   await document.fonts.ready;
   const box = (el) => { const r = el.getBoundingClientRect(); return {left: r.left, right: r.right, top: r.top, width: r.width}; };
-  const rows = [...document.querySelectorAll(".section")].map((s) =>
-    ({id: s.id, notes: box(s.querySelector(".notes")), code: box(s.querySelector(".code"))}));
+  const shown = [...document.querySelectorAll(".section")].filter((s) => !s.closest("details:not([open])"));
+  const rows = shown.map((s) => ({id: s.id, notes: box(s.querySelector(".notes")), code: box(s.querySelector(".code"))}));
   const raw = [...document.querySelectorAll(".notes, main.index td")].map((n) => {
     const copy = n.cloneNode(true);
-    copy.querySelectorAll(".katex").forEach((k) => k.remove());
+    copy.querySelectorAll(".katex, code, pre").forEach((k) => k.remove());
     return copy.textContent;
   }).filter((t) => /\\$[^$\\n]+\\$/.test(t));
+  // On the docs pages any $ outside code is math that did not come through (a table cell cut at a |, say).
+  raw.push(...[...document.querySelectorAll("main.doc p, main.doc li, main.doc td")].map((n) => {
+    const copy = n.cloneNode(true);
+    copy.querySelectorAll(".katex, code, pre").forEach((k) => k.remove());
+    return copy.textContent;
+  }).filter((t) => t.includes("$")));
   const fonts = [...document.fonts].filter((f) => f.family.includes("KaTeX"));
+  const lines = [...document.querySelectorAll(".line")];
+  const numbered = lines.filter((l) => getComputedStyle(l, "::before").content === `"${l.id.slice(1)}"`).length;
+  const images = [...document.images].map((i) => ({src: i.getAttribute("src"), ok: i.complete && i.naturalWidth > 0}));
   return {rows, raw, math: document.querySelectorAll(".math").length,
     typeset: document.querySelectorAll(".math > .katex, .math > .katex-display").length,
     done: document.documentElement.dataset.math, width: document.documentElement.clientWidth,
-    scrollWidth: document.documentElement.scrollWidth,
+    scrollWidth: document.documentElement.scrollWidth, lines: lines.length, numbered, images,
+    folded: document.querySelectorAll("details.tail:not([open]) .section").length,
     fontsLoaded: fonts.filter((f) => f.status === "loaded").length,
     fontsFailed: fonts.filter((f) => f.status === "error").map((f) => f.family)};
 })()"""
+ANNOTATED = [n.removesuffix(".py") + ".html" for n in SCRIPTS]
+DOC_PAGES = [
+    "README.html",
+    "CONTRIBUTING.html",
+    "benchmarks/results.html",
+    *(f"docs/{p.stem}.html" for p in sorted((ROOT / "docs").glob("*.md")) if p.name != "lecture_figures.md"),
+]
 
 
-@pytest.mark.parametrize("page", ["index.html"] + [n.removesuffix(".py") + ".html" for n in SCRIPTS])
+@pytest.mark.parametrize("page", ["index.html", "lecture_figures.html", *ANNOTATED, *DOC_PAGES])
 def test_page_in_chromium(site, browser, page):
     browser.open((site / page).as_uri())
     report = browser.evaluate(LAYOUT)
-    browser.screenshot(SCREENSHOTS / page.replace(".html", ".png"))
+    browser.screenshot(SCREENSHOTS / page.replace("/", "_").replace(".html", ".png"))
     assert browser.problems() == [], f"{page}: console errors"
     assert report["done"] == "done", f"{page}: math.js did not run"
     assert report["typeset"] == report["math"], f"{page}: {report['math'] - report['typeset']} formulas not typeset"
     assert report["raw"] == [], f"{page}: raw $...$ left after rendering"
     assert report["scrollWidth"] <= report["width"], f"{page}: the page scrolls sideways"
-    if page == "index.html":
+    assert all(image["ok"] for image in report["images"]), f"{page}: images not loaded: {report['images']}"
+    if page in DOC_PAGES and page.startswith("docs/"):
+        assert report["math"] > 0 and report["fontsLoaded"] > 0 and not report["fontsFailed"], report
+        assert report["images"], f"{page}: a docs page shows its learning curves"
+    if page not in ANNOTATED:
         return
     assert report["math"] > 0 and report["fontsLoaded"] > 0 and not report["fontsFailed"], report
+    assert report["lines"] > 0 and report["numbered"] == report["lines"], f"{page}: lines without their number"
+    assert report["folded"] > 0, f"{page}: the bookkeeping is not folded"
     assert len(report["rows"]) > 5
     for row in report["rows"]:
         notes, code = row["notes"], row["code"]
@@ -389,11 +498,17 @@ def test_chromium_checks_can_fail(site, browser, tmp_path):
     bad.write_text((site / "ppo.html").read_text().replace("</main>", '<span class="math">\\frac{a</span></main>'))
     for asset in ("katex", "math.js", "style.css", "pygments.css"):
         (tmp_path / asset).symlink_to(site / asset)
-    (tmp_path / "missing.html").write_text('<link rel="stylesheet" href="nowhere.css"><p>$x$ raw</p>')
+    (tmp_path / "missing.html").write_text(
+        '<link rel="stylesheet" href="nowhere.css"><p>$x$ raw</p><img src="nowhere.png">'
+        '<main class="doc"><table><tr><td>$a_t</td><td>s_t$</td></tr></table></main>'
+    )
     browser.open(bad.as_uri())
     assert any("KaTeX cannot typeset" in p for p in browser.problems())
     browser.open((tmp_path / "missing.html").as_uri())
     assert any("nowhere.css" in p for p in browser.problems())
+    report = browser.evaluate(LAYOUT)
+    assert report["images"] == [{"src": "nowhere.png", "ok": False}]
+    assert report["raw"] == ["$a_t", "s_t$"], report["raw"]  # a formula cut by a table's |
     browser.open((site / "ppo.html").as_uri(), width=700)  # a phone: notes stacked above their code
     rows = browser.evaluate(LAYOUT)["rows"]
     assert all(row["notes"]["right"] > row["code"]["left"] + 1 for row in rows)

@@ -1,4 +1,4 @@
-"""The habits of CONVENTIONS.md: `ruff check` and `ruff format` clean (sizes: tests/test_skeleton.py)."""
+"""The habits of CONTRIBUTING.md: `ruff check` and `ruff format` clean (sizes: tests/test_skeleton.py)."""
 
 import shutil
 import subprocess
