@@ -254,7 +254,7 @@ def cartpole_episodes(policy, n_episodes: int, seed: int, round_envs: int = 64) 
     rounds = []
     for r in range(math.ceil(n_episodes / round_envs)):
         n = min(round_envs, n_episodes - r * round_envs)
-        envs = rb.make_envs("CartPole-v1", n, seed + 1000 * r)
+        envs = rb.make_envs("CartPole-v1", n)
         obs, _ = envs.reset(seed=seed + 1000 * r)
         active = np.ones(n, dtype=bool)
         rows = {"obs": [], "actions": [], "rewards": [], "mask": []}
