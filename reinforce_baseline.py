@@ -339,7 +339,7 @@ def train(args: Args) -> dict:
         # ### Each episode's gradient $g_i$, with the baseline $b$ subtracted from its weights
         if args.baseline == "optimal":
             # $b$ is per parameter, so the scores come first: $\nabla_\theta \log p_\theta(\tau_i)$
-            # (weights 1 while episode i runs), then $g_i = $ score $\odot (G(\tau_i) - b)$
+            # (weights 1 while episode i runs), then $g_i = \text{score}_i \odot (G(\tau_i) - b)$
             scores = -per_episode_gradients(agent, b_obs, b_actions, mask)
             b = optimal_baseline(scores, G)
             per_episode = -scores * (G[:, None] - b)

@@ -193,7 +193,7 @@ WRONG = {
     "a2c: advantages not detached": ("a2c.py", "a2c_loss", "(log_prob * advantages.detach())", "(log_prob * advantages)"),
     "actor-critic: the weight not detached": ("actor_critic.py", "actor_loss", "weights.detach()", "weights"),
     "TD target bootstraps through termination": ("actor_critic.py", "td_target", "gamma * (1.0 - terminated) * next_values", "gamma * next_values"),
-    "polyak: tau and 1 - tau swapped": ("ddpg.py", "polyak_update", "list(online.parameters()), tau)", "list(online.parameters()), 1.0 - tau)"),
+    "polyak: tau and 1 - tau swapped": ("ddpg.py", "polyak_update", "target_param.lerp_(param, tau)", "target_param.lerp_(param, 1.0 - tau)"),
     "ddpg actor: ascends -Q": ("ddpg.py", "actor_loss", "return -critic(obs, actor(obs)).mean()", "return critic(obs, actor(obs)).mean()"),
     "central difference over epsilon, not 2 epsilon": ("finite_diff.py", "finite_difference_gradient", "/ (2 * epsilon)", "/ epsilon"),
     "rewards-to-go without gamma": ("reinforce.py", "rewards_to_go", "running = rewards[t] + gamma * running", "running = rewards[t] + running"),

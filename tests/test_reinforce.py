@@ -138,7 +138,7 @@ def test_reward_to_go_lowers_the_variance(setup):
     assert var[True] < 0.8 * var[False], var
 
 
-@pytest.mark.grades("Agent.log_prob_entropy", "categorical_log_prob_entropy", "gaussian_log_prob_entropy")
+@pytest.mark.grades("Agent.log_prob", "categorical_log_prob", "gaussian_log_prob")
 def test_policy_log_prob_matches_torch_distributions():
     torch.manual_seed(0)
     obs = torch.randn(5, 3)

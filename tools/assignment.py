@@ -258,6 +258,10 @@ def run_pytest(test: Path, env: dict[str, str], name: str | None, collect_only: 
     saved_modules = {k: sys.modules.pop(k) for k in ours}
     saved_env = {k: os.environ.pop(k, None) for k in ("PG_GRADE_FILE", "PG_GRADE_NAME", "PG_GRADE_TMP")}
     saved_path = list(sys.path)
+    # The test modules register their fake envs with gymnasium when imported afresh: keep the registry as it was,
+    # so a test of this process still finds the env classes its own modules hold.
+    registry = sys.modules["gymnasium"].envs.registry if "gymnasium" in sys.modules else None
+    saved_registry = dict(registry) if registry is not None else None
     os.environ.update(env)
     sys.path.insert(0, str(ROOT))
     args = [str(test), "-p", "no:cacheprovider", "-p", "no:unraisableexception", "-o", "addopts=", "-q"]
@@ -277,6 +281,9 @@ def run_pytest(test: Path, env: dict[str, str], name: str | None, collect_only: 
             if v is not None:
                 os.environ[k] = v
         sys.path[:] = saved_path
+        if registry is not None:
+            registry.clear()
+            registry.update(saved_registry)
     return outcome
 
 
