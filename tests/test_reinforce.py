@@ -157,13 +157,18 @@ def test_policy_log_prob_matches_torch_distributions():
         assert torch.allclose(policy.log_prob(obs, actions), dist.log_prob(actions), atol=1e-5)
 
 
-@pytest.mark.grades("Agent.sample")
-def test_sampled_actions_follow_the_softmax():
+def sampling_policy(discrete: bool, n_out: int):
+    """A policy whose last layer has random weights, and 20,000 copies of one observation to sample it at."""
     torch.manual_seed(0)
-    policy = rf.Agent(2, 3, True, 8)
+    policy = rf.Agent(2, n_out, discrete, 8)
     with torch.no_grad():
         policy.actor[-1].weight.normal_()
-    obs = torch.tensor([[0.3, -0.2]]).expand(20_000, 2)
+    return policy, torch.tensor([[0.3, -0.2]]).expand(20_000, 2)
+
+
+@pytest.mark.grades("Agent.sample")
+def test_sampled_actions_follow_the_softmax():
+    policy, obs = sampling_policy(True, 3)
     freq = torch.bincount(policy.sample(obs), minlength=3).float() / 20_000
     assert torch.allclose(freq, torch.softmax(policy.actor(obs[:1]), -1)[0], atol=0.015)
 
@@ -171,13 +176,9 @@ def test_sampled_actions_follow_the_softmax():
 @pytest.mark.grades("Agent.sample")
 def test_sampled_actions_follow_the_gaussian():
     """Catches a sampler with another mean than $f(s)$ or another spread than $\\sigma = e^{\\log\\sigma}$, per coordinate."""
-    torch.manual_seed(0)
-    policy = rf.Agent(2, 2, False, 8)
+    policy, obs = sampling_policy(False, 2)
     with torch.no_grad():
-        policy.actor[-1].weight.normal_()
         policy.log_std.copy_(torch.tensor([0.4, -0.7]))
-    obs = torch.tensor([[0.3, -0.2]]).expand(20_000, 2)
-    with torch.no_grad():
         actions, mean = policy.sample(obs), policy.actor(obs[:1])[0]
     torch.testing.assert_close(actions.mean(0), mean, atol=0.03, rtol=0)
     torch.testing.assert_close(actions.std(0), policy.log_std.exp().detach(), atol=0, rtol=0.03)
