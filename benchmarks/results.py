@@ -20,7 +20,8 @@ Stable-Baselines3 / sb3-contrib peer with rl-zoo's hyperparameters where one exi
 one pool of `--jobs` processes, ours and the peers interleaved, so every figure comes from the
 same invocation on the same load. Curves: mean of the last `window` training episodes against env
 steps and against wall time, median over seeds with the 25-75% band. The runs stay in
-benchmarks/out/results/<entry>/<label>/seed<k>/, so `--replot` can rebuild everything from them. Our runs save
+benchmarks/out/results/<entry>/<label>/seed<k>/, so `--replot` can rebuild everything from them; an entry whose
+runs are not kept there (a fresh checkout) keeps its section of results.md and its README rows. Our runs save
 their weights: the median seed's checkpoint of each entry goes to models/<entry>.pt, with its row of models/README.md.
 """
 
@@ -266,18 +267,38 @@ def intro(generated: str, seeds: int) -> str:
     )
 
 
+def kept_sections(md: Path) -> dict[str, str]:
+    """The entries' sections of the results.md at `md` as it stands, by the entry name in each one's curve link
+    (`![ppo-CartPole-v1](...)`): what an entry whose runs are not kept here (another machine, another day) shows."""
+    sections, name, lines = {}, None, []
+    for line in [*(md.read_text().splitlines() if md.exists() else []), "# end"]:
+        if line.startswith("#"):
+            if name:
+                sections[name] = "\n".join(lines).strip()
+            name, lines = None, []
+        lines.append(line)
+        if line.startswith("![") and "](" in line:
+            name = line[2 : line.index("](")]
+    return sections
+
+
 def write_report(runs_dir: Path, seeds: int, generated: str, md: Path, curves: Path) -> dict[str, list[dict]]:
     """results.md at `md` and one PNG per entry in `curves`, from the runs kept under `runs_dir`
-    (one folder per entry, as main() leaves them); return the table rows per entry."""
+    (one folder per entry, as main() leaves them); return the table rows per entry. An entry with no runs kept
+    keeps its section of the page as it was (and its curve)."""
     lines = ["# Benchmark results", "", intro(generated, seeds), ""]
-    results = {}
+    results, old, mujoco_started = {}, kept_sections(md), False
     curves.mkdir(parents=True, exist_ok=True)
     for entry in SUITE + MUJOCO:
         runs = collect(jobs_for(entry, seeds, runs_dir / entry.name))
-        if not any(runs.values()):
+        if not any(runs.values()) and entry.name not in old:
             continue
-        if entry in MUJOCO and not any(e.name in results for e in MUJOCO):
+        if entry in MUJOCO and not mujoco_started:
             lines += ["# MuJoCo, one million steps", "", MUJOCO_NOTE, ""]
+            mujoco_started = True
+        if not any(runs.values()):
+            lines += [old[entry.name], ""]
+            continue
         rows = [summarize(label, r, entry.threshold, entry.window) for label, r in runs.items() if r]
         results[entry.name] = rows
         plot(entry, runs, curves / f"{entry.name}.png")
@@ -292,16 +313,31 @@ def write_report(runs_dir: Path, seeds: int, generated: str, md: Path, curves: P
     return results
 
 
-def readme_table(results: dict[str, list[dict]]) -> str:
+def table_rows(text: str) -> dict[tuple[str, str], list[str]]:
+    """A README table's rows by their first two cells (script, env with flags or budget), header rows left out."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if line.startswith("| ") and len(cells) > 3 and cells[1] != "script":
+            rows.setdefault((cells[1], cells[2]), []).append(line)
+    return rows
+
+
+def readme_table(results: dict[str, list[dict]], old: str = "") -> str:
     """The README's results table (one row per entry, ours and the SB3 peer side by side, in short numbers), then
-    the entries' curves."""
+    the entries' curves. An entry without results keeps its row of `old`, the table as it was."""
     lines = [
         "| script | env (flags) | ours: eval / seeds that reached it / median steps to it / median s to it / SPS "
         "| SB3 peer: the same |",
         "|---|---|---|---|",
     ]
+    kept, shown = table_rows(old), []
     for entry in SUITE:
+        flags = f" ({' '.join(entry.extra)})" if entry.extra else ""
         if entry.name not in results:
+            if (entry.script, f"{entry.env_id}{flags}") in kept:
+                lines += kept[entry.script, f"{entry.env_id}{flags}"]
+                shown.append(entry.name)
             continue
         cells = []
         for r in results[entry.name]:
@@ -312,10 +348,10 @@ def readme_table(results: dict[str, list[dict]]) -> str:
                 steps = steps_tick(round(float(steps.rstrip("*").replace(",", "")), -3)) + steps[-1].strip("0123456789")
             peer = f"{r['label']}: " if r["label"].startswith("sb3_") else ""
             cells.append(f"{peer}{r['eval_mean_return']:.0f} / {reached} / {steps} / {seconds} / {r['sps']:,.0f}")
-        flags = f" ({' '.join(entry.extra)})" if entry.extra else ""
         lines.append(f"| {entry.script} | {entry.env_id}{flags} | {cells[0]} | {cells[1] if len(cells) > 1 else ''} |")
+        shown.append(entry.name)
     lines.append("")
-    lines += [f"![{name}](benchmarks/curves/{name}.png)" for name in (e.name for e in SUITE) if name in results]
+    lines += [f"![{name}](benchmarks/curves/{name}.png)" for name in shown]
     return "\n".join(lines)
 
 
@@ -332,23 +368,29 @@ def published_cells(entry: Entry) -> str:
     return "; ".join(f"{name} {value:,.0f}" for name, value in entry.published.items())
 
 
-def mujoco_table(results: dict[str, list[dict]]) -> str:
-    """The README's MuJoCo table: ours (medians over seeds) beside the published figures."""
-    if not any(entry.name in results for entry in MUJOCO):
+def mujoco_table(results: dict[str, list[dict]], old: str = "") -> str:
+    """The README's MuJoCo table: ours (medians over seeds) beside the published figures; an entry without results
+    keeps its row of `old`, the table as it was."""
+    kept = table_rows(old)
+    lines = []
+    for entry in MUJOCO:
+        budget = int(entry.extra[entry.extra.index("--total-timesteps") + 1])
+        where = f"{entry.env_id} ({budget:,} steps)"
+        if entry.name not in results:
+            lines += kept.get((entry.script, where), [])
+        for r in results.get(entry.name, []):
+            lines.append(
+                f"| {entry.script} | {where} | {r['n']} | {r['eval_mean_return']:,.0f} "
+                f"| {r['train_last']:,.0f} | {r['sps']:,.0f} | {published_cells(entry)} |"
+            )
+    if not lines:
         return "No MuJoCo runs kept yet: `python benchmarks/results.py --mujoco` makes them (many hours on 2 cores)."
-    lines = [
+    header = [
         "| script | env (budget) | seeds | median eval | median last training mean | median SPS "
         "| published, not measured here |",
         "|---|---|---|---|---|---|---|",
     ]
-    for entry in MUJOCO:
-        for r in results.get(entry.name, []):
-            budget = int(entry.extra[entry.extra.index("--total-timesteps") + 1])
-            lines.append(
-                f"| {entry.script} | {entry.env_id} ({budget:,} steps) | {r['n']} | {r['eval_mean_return']:,.0f} "
-                f"| {r['train_last']:,.0f} | {r['sps']:,.0f} | {published_cells(entry)} |"
-            )
-    return "\n".join(lines)
+    return "\n".join(header + lines)
 
 
 def rewrite_readme(readme: Path, results: dict[str, list[dict]]) -> None:
@@ -356,7 +398,8 @@ def rewrite_readme(readme: Path, results: dict[str, list[dict]]) -> None:
     for start, end, write in ((TABLE_START, TABLE_END, readme_table), (MUJOCO_START, MUJOCO_END, mujoco_table)):
         if start in text and end in text:
             head, rest = text.split(start, 1)
-            text = f"{head}{start}\n{write(results)}\n{end}{rest.split(end, 1)[1]}"
+            old, tail = rest.split(end, 1)
+            text = f"{head}{start}\n{write(results, old)}\n{end}{tail}"
     readme.write_text(text)
 
 

@@ -276,6 +276,42 @@ def test_replot_gives_mujoco_its_section_and_its_readme_table(monkeypatch, tmp_p
     assert lines[-1] == "## Next" and "| ppo.py | CartPole-v1 |" in readme.read_text()
 
 
+def test_entries_without_kept_runs_keep_their_section_and_readme_rows(monkeypatch, tmp_path):
+    """A fresh checkout has no benchmarks/out: rerunning one entry rewrites that entry's section, table rows and
+    curve and keeps every other entry's as the page and the README had them (in the suite's order)."""
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed: pip install -r requirements-dev.txt")
+    out = tmp_path / "out"
+    write_run(out / PPO_CARTPOLE.name / "ppo", 1, 200_000, 500.0)
+    a2c = next(e for e in SUITE if e.name == "a2c-CartPole-v1")
+    trpo_hopper = next(e for e in results.MUJOCO if e.name == "trpo-Hopper-v5")
+    old_a2c = f"## a2c.py on CartPole-v1 (old flags)\n\nRuns: long ago\n\n| a2c | 5 | 321.0 |\n\n![{a2c.name}](curves/x.png)"
+    old_hopper = f"## trpo.py on Hopper-v5 (its flags)\n\n| trpo | 3 | 1745.3 |\n\n![{trpo_hopper.name}](curves/h.png)"
+    old_ppo = f"## ppo.py on CartPole-v1 (defaults)\n\n| ppo | 5 | 1.0 |\n\n![{PPO_CARTPOLE.name}](curves/p.png)"
+    (tmp_path / "results.md").write_text(
+        f"# Benchmark results\n\nold intro\n\n{old_ppo}\n\n{old_a2c}\n\n# MuJoCo, one million steps\n\nnote\n\n"
+        f"{old_hopper}\n"
+    )
+    flags = " ".join(a2c.extra)
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        f"# Title\n\n{results.TABLE_START}\n| script | env (flags) | ours | peer |\n|---|---|---|---|\n"
+        f"| ppo.py | CartPole-v1 | 1 / old | |\n| a2c.py | CartPole-v1 ({flags}) | 321 / kept | sb3_a2c: 177 |\n"
+        f"\n![a](benchmarks/curves/a.png)\n{results.TABLE_END}\n\n"
+        f"{results.MUJOCO_START}\n| script | env (budget) | seeds |\n|---|---|---|\n"
+        f"| trpo.py | Hopper-v5 (1,000,000 steps) | 3 | 1,745 kept |\n{results.MUJOCO_END}\n\n## Next\n"
+    )
+    text = replot(monkeypatch, tmp_path, out, readme)
+    main, mujoco = text.split("# MuJoCo, one million steps\n")
+    assert old_a2c in main and old_ppo not in main and "| ppo | 1 | 500.0 |" in main
+    assert main.index("## a2c.py") < main.index("## ppo.py")  # the suite's order, not the old page's
+    assert old_hopper in mujoco and mujoco.index(results.MUJOCO_NOTE) < mujoco.index(old_hopper)
+    page = readme.read_text()
+    assert f"| a2c.py | CartPole-v1 ({flags}) | 321 / kept | sb3_a2c: 177 |" in page
+    assert "1 / old" not in page and "| ppo.py | CartPole-v1 | 500 /" in page
+    assert f"![{a2c.name}](benchmarks/curves/{a2c.name}.png)" in page
+    assert "| trpo.py | Hopper-v5 (1,000,000 steps) | 3 | 1,745 kept |" in page
+
+
 @pytest.mark.parametrize(
     "args, ran",
     [  # a MuJoCo entry: its 3 seeds, not the invocation's --seeds it ignores
