@@ -284,7 +284,9 @@ def test_entries_without_kept_runs_keep_their_section_and_readme_rows(monkeypatc
     write_run(out / PPO_CARTPOLE.name / "ppo", 1, 200_000, 500.0)
     a2c = next(e for e in SUITE if e.name == "a2c-CartPole-v1")
     trpo_hopper = next(e for e in results.MUJOCO if e.name == "trpo-Hopper-v5")
-    old_a2c = f"## a2c.py on CartPole-v1 (old flags)\n\nRuns: long ago\n\n| a2c | 5 | 321.0 |\n\n![{a2c.name}](curves/x.png)"
+    old_a2c = (
+        f"## a2c.py on CartPole-v1 (old flags)\n\nRuns: long ago\n\n| a2c | 5 | 321.0 |\n\n![{a2c.name}](curves/x.png)"
+    )
     old_hopper = f"## trpo.py on Hopper-v5 (its flags)\n\n| trpo | 3 | 1745.3 |\n\n![{trpo_hopper.name}](curves/h.png)"
     old_ppo = f"## ppo.py on CartPole-v1 (defaults)\n\n| ppo | 5 | 1.0 |\n\n![{PPO_CARTPOLE.name}](curves/p.png)"
     (tmp_path / "results.md").write_text(
