@@ -282,6 +282,11 @@ def kept_sections(md: Path) -> dict[str, str]:
     return sections
 
 
+def peer_rows(section: str) -> list[str]:
+    """The SB3 peer's table rows in an entry's section of results.md."""
+    return [line for line in section.splitlines() if line.startswith("| sb3_")]
+
+
 def write_report(runs_dir: Path, seeds: int, generated: str, md: Path, curves: Path) -> dict[str, list[dict]]:
     """results.md at `md` and one PNG per entry in `curves`, from the runs kept under `runs_dir`
     (one folder per entry, as main() leaves them); return the table rows per entry. An entry with no runs kept
@@ -302,13 +307,18 @@ def write_report(runs_dir: Path, seeds: int, generated: str, md: Path, curves: P
         rows = [summarize(label, r, entry.threshold, entry.window) for label, r in runs.items() if r]
         results[entry.name] = rows
         plot(entry, runs, curves / f"{entry.name}.png")
+        text = table(rows, entry.env_id, entry.threshold, entry.window)
+        peer_row = [] if runs.get(f"sb3_{entry.peer}") else peer_rows(old.get(entry.name, ""))
+        if entry.peer and peer_row:  # `--keep-peers` on a checkout without the peer's runs: its row as it was
+            text = "\n".join([text, *peer_row, "", "The peer's row is the one its runs gave (above: when); its curve "
+                              "is not drawn here, those runs not being kept on this machine."])  # fmt: skip
         rel = curves.relative_to(md.parent).as_posix() if curves.is_relative_to(md.parent) else curves.as_posix()
         flags = " ".join(entry.extra) or "defaults"
         when = runs_dir / entry.name / "meta.json"  # which invocation ran this entry, kept across `--only` reruns
         ran = [f"Runs: {read_meta(when, 'ran')}", ""] if when.exists() else []
         published = [f"Published, not measured here: {published_cells(entry)}.", ""] if entry.published else []
-        lines += [f"## {entry.script} on {entry.env_id} ({flags})", "", *ran, *published, table(rows, entry.env_id,
-                  entry.threshold, entry.window), "", f"![{entry.name}]({rel}/{entry.name}.png)", ""]  # fmt: skip
+        lines += [f"## {entry.script} on {entry.env_id} ({flags})", "", *ran, *published, text, "",
+                  f"![{entry.name}]({rel}/{entry.name}.png)", ""]  # fmt: skip
     md.write_text("\n".join(lines))
     return results
 
@@ -348,6 +358,8 @@ def readme_table(results: dict[str, list[dict]], old: str = "") -> str:
                 steps = steps_tick(round(float(steps.rstrip("*").replace(",", "")), -3)) + steps[-1].strip("0123456789")
             peer = f"{r['label']}: " if r["label"].startswith("sb3_") else ""
             cells.append(f"{peer}{r['eval_mean_return']:.0f} / {reached} / {steps} / {seconds} / {r['sps']:,.0f}")
+        if entry.peer and len(cells) == 1 and (entry.script, f"{entry.env_id}{flags}") in kept:  # peer kept as it was
+            cells.append(kept[entry.script, f"{entry.env_id}{flags}"][0].split("|")[4].strip())
         lines.append(f"| {entry.script} | {entry.env_id}{flags} | {cells[0]} | {cells[1] if len(cells) > 1 else ''} |")
         shown.append(entry.name)
     lines.append("")
@@ -618,14 +630,19 @@ def main(argv: list[str] | None = None):
         if handing_off:
             return handoff(args, rerun, template)
         kept = {}  # entry name -> the runs line of the invocation whose peer runs --keep-peers keeps
+        page = kept_sections(PAGE)  # where no peer runs are kept here, the page's peer row is kept instead
         for entry in rerun:
             if args.keep_peers and entry.peer:
                 ran_before = OUT / entry.name / "meta.json"
-                if not (OUT / entry.name / f"sb3_{entry.peer}").is_dir() or not ran_before.exists():
-                    parser.exit(
-                        2, f"error: --keep-peers: no peer runs kept for {entry.name}; run it once without the flag\n"
-                    )
-                ran = read_meta(ran_before, "ran")
+                section = page.get(entry.name, "")
+                page_ran = [line.removeprefix("Runs: ") for line in section.splitlines() if line.startswith("Runs: ")]
+                if (OUT / entry.name / f"sb3_{entry.peer}").is_dir() and ran_before.exists():
+                    ran = read_meta(ran_before, "ran")
+                elif peer_rows(section) and page_ran:
+                    ran = page_ran[0]
+                else:
+                    parser.exit(2, f"error: --keep-peers: no peer runs kept for {entry.name}, nor a peer row in "
+                                f"{PAGE.name}; run it once without the flag\n")  # fmt: skip
                 kept[entry.name] = ran.split(KEPT)[-1]  # kept twice: still the invocation that ran them
             shutil.rmtree(OUT / entry.name / entry.script[:-3] if entry.name in kept else OUT / entry.name, True)
         flat = [

@@ -394,6 +394,46 @@ def test_keep_peers_reruns_our_seeds_and_keeps_the_peers_runs_and_says_from_when
     )
 
 
+def test_keep_peers_without_kept_peer_runs_keeps_the_pages_peer_row(monkeypatch, tmp_path):
+    """A fresh checkout (no benchmarks/out): `--keep-peers` reruns our seeds and keeps the peer's row of results.md
+    and of the README, saying from which runs; the peer is not run."""
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed: pip install -r requirements-dev.txt")
+    entry = next(e for e in SUITE if e.name == "ppo-LunarLander-v3")
+    flags, asked = " ".join(entry.extra), []
+
+    def fake_run_jobs(jobs, parallel):  # each job's folder gets a finished run instead of training
+        asked.extend(cwd for _, cwd in jobs)
+        for _, cwd in jobs:
+            write_run(cwd.parent, int(cwd.name.removeprefix("seed")), 1_000_000, 250.0)
+
+    for name, value in (("OUT", tmp_path / "out"), ("PAGE", tmp_path / "results.md"), ("CURVES", tmp_path / "c")):
+        monkeypatch.setattr(results, name, value)
+    peer_row = "| sb3_ppo | 5 | 258.7 | 1 of 5 | not defined | not defined | 1,202 | 845.4 |"
+    results.PAGE.write_text(
+        f"# Benchmark results\n\nintro\n\n## ppo.py on LunarLander-v3 ({flags})\n\nRuns: 2026-11-20, `old command`"
+        f"\n\n| LunarLander-v3 | seeds |\n|---|---|\n| ppo | 5 | 1.0 |\n{peer_row}\n\n![{entry.name}](curves/x.png)\n"
+    )
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        f"{results.TABLE_START}\n| script | env (flags) | ours | peer |\n|---|---|---|---|\n"
+        f"| ppo.py | LunarLander-v3 ({flags}) | 1 / old | sb3_ppo: 259 / 1 of 5 / kept |\n{results.TABLE_END}\n"
+    )
+    monkeypatch.setattr(results, "README", readme)
+    monkeypatch.setattr(results, "run_jobs", fake_run_jobs)
+    results.main(["--seeds", "2", "--only", entry.name, "--keep-peers"])
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in asked) == [
+        f"{entry.name}/ppo/seed{s}" for s in (1, 2)
+    ]
+    page = results.PAGE.read_text()
+    assert "the peer's runs kept from: 2026-11-20, `old command`" in page
+    assert "| ppo | 2 | 250.0 |" in page and peer_row in page and "| ppo | 5 | 1.0 |" not in page
+    assert "its curve is not drawn here" in page
+    row = next(line for line in readme.read_text().splitlines() if line.startswith("| ppo.py"))
+    assert row.startswith(f"| ppo.py | LunarLander-v3 ({flags}) | 250 / ") and row.endswith(
+        "| sb3_ppo: 259 / 1 of 5 / kept |"
+    )
+
+
 # ## The grid handed to a scheduler: --print-commands and --slurm write the runs to DIR, --collect builds from them
 # A tiny entry: ppo.py for 1024 steps on seeds 1 and 2 and its SB3 peer for 512 steps on seed 1 (a few seconds each).
 TINY = Entry("ppo.py", "CartPole-v1", 25.0, window=5, peer="ppo", peer_seeds=1, peer_timesteps=512,
