@@ -436,11 +436,6 @@ class Run:
         self.action_dim = int(act_space.n) if self.discrete else act_space.shape[0]
         self.action_low = None if self.discrete else act_space.low
         self.action_high = None if self.discrete else act_space.high
-        random.seed(args.seed)
-        np.random.seed(args.seed)
-        torch.manual_seed(args.seed)
-        torch.backends.cudnn.deterministic = args.torch_deterministic
-        torch.set_num_threads(args.num_threads)
         if args.cuda and not torch.cuda.is_available():
             print("warning: --cuda given but no GPU is available: running on the CPU", file=sys.stderr)
         self.device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
