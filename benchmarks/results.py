@@ -64,6 +64,7 @@ PAGE, CURVES = ROOT / "benchmarks" / "results.md", ROOT / "benchmarks" / "curves
 README = ROOT / "README.md"  # its results table lies between these two lines, rewritten by every invocation
 TABLE_START, TABLE_END = "<!-- results table: written by benchmarks/results.py -->", "<!-- end of results table -->"
 MUJOCO_START, MUJOCO_END = "<!-- mujoco table: written by benchmarks/results.py -->", "<!-- end of mujoco table -->"
+DOCS = ROOT / "docs"  # each script's page, its results tables between markers
 MODELS = ROOT / "models"  # one checkpoint per entry run (its median seed's) and README.md, the table of them
 
 CARTPOLE, PENDULUM, LUNAR = 475.0, -200.0, 200.0
@@ -333,6 +334,34 @@ def table_rows(text: str) -> dict[tuple[str, str], list[str]]:
     return rows
 
 
+def entry_cells(results: dict[str, list[dict]], old: str = "") -> dict[str, list[str]]:
+    """Each SUITE entry's short cells (eval / seeds that reached it / median steps to it / median s to it / SPS),
+    ours first and then the SB3 peer's ("sb3_ppo: ..."), from `results`; an entry without results keeps the cells
+    of its row in `old`, the README table as it was, and one whose peer was kept there keeps that peer's cell."""
+    kept, cells = table_rows(old), {}
+    for entry in SUITE:
+        key = (entry.script, entry.env_id + (f" ({' '.join(entry.extra)})" if entry.extra else ""))
+        old_cells = [c.strip() for c in kept[key][0].split("|")[3:5] if c.strip()] if key in kept else []
+        if entry.name not in results:
+            if old_cells:
+                cells[entry.name] = old_cells
+            continue
+        cells[entry.name] = []
+        for r in results[entry.name]:
+            reached, steps, seconds = reach_cells(
+                r["reached"], r["n"], r["steps_to_threshold"], r["seconds_to_threshold"]
+            )
+            if steps[0].isdigit():
+                steps = steps_tick(round(float(steps.rstrip("*").replace(",", "")), -3)) + steps[-1].strip("0123456789")
+            peer = f"{r['label']}: " if r["label"].startswith("sb3_") else ""
+            cells[entry.name].append(
+                f"{peer}{r['eval_mean_return']:.0f} / {reached} / {steps} / {seconds} / {r['sps']:,.0f}"
+            )
+        if entry.peer and len(cells[entry.name]) == 1 and old_cells[1:]:  # `--keep-peers`: the peer's as it was
+            cells[entry.name].append(old_cells[1])
+    return cells
+
+
 def readme_table(results: dict[str, list[dict]], old: str = "") -> str:
     """The README's results table (one row per entry, ours and the SB3 peer side by side, in short numbers), then
     the entries' curves. An entry without results keeps its row of `old`, the table as it was."""
@@ -341,30 +370,44 @@ def readme_table(results: dict[str, list[dict]], old: str = "") -> str:
         "| SB3 peer: the same |",
         "|---|---|---|---|",
     ]
-    kept, shown = table_rows(old), []
+    cells = entry_cells(results, old)
     for entry in SUITE:
-        flags = f" ({' '.join(entry.extra)})" if entry.extra else ""
-        if entry.name not in results:
-            if (entry.script, f"{entry.env_id}{flags}") in kept:
-                lines += kept[entry.script, f"{entry.env_id}{flags}"]
-                shown.append(entry.name)
-            continue
-        cells = []
-        for r in results[entry.name]:
-            reached, steps, seconds = reach_cells(
-                r["reached"], r["n"], r["steps_to_threshold"], r["seconds_to_threshold"]
-            )
-            if steps[0].isdigit():
-                steps = steps_tick(round(float(steps.rstrip("*").replace(",", "")), -3)) + steps[-1].strip("0123456789")
-            peer = f"{r['label']}: " if r["label"].startswith("sb3_") else ""
-            cells.append(f"{peer}{r['eval_mean_return']:.0f} / {reached} / {steps} / {seconds} / {r['sps']:,.0f}")
-        if entry.peer and len(cells) == 1 and (entry.script, f"{entry.env_id}{flags}") in kept:  # peer kept as it was
-            cells.append(kept[entry.script, f"{entry.env_id}{flags}"][0].split("|")[4].strip())
-        lines.append(f"| {entry.script} | {entry.env_id}{flags} | {cells[0]} | {cells[1] if len(cells) > 1 else ''} |")
-        shown.append(entry.name)
+        if entry.name in cells:
+            flags = f" ({' '.join(entry.extra)})" if entry.extra else ""
+            ours, *peer = cells[entry.name]
+            lines.append(f"| {entry.script} | {entry.env_id}{flags} | {ours} | {peer[0] if peer else ''} |")
     lines.append("")
-    lines += [f"![{name}](benchmarks/curves/{name}.png)" for name in shown]
+    lines += [f"![{e.name}](benchmarks/curves/{e.name}.png)" for e in SUITE if e.name in cells]
     return "\n".join(lines)
+
+
+DOCS_START, DOCS_END = "<!-- results table of {}: written by benchmarks/results.py -->", "<!-- end of results table -->"
+
+
+def docs_table(entry: Entry, cells: list[str]) -> str:
+    """An entry's table on its script's docs page: ours and the SB3 peer, a row each, from `entry_cells`."""
+    lines = [
+        "| | eval | seeds reaching the threshold | median steps to it | median seconds to it | SPS |",
+        "|---|---|---|---|---|---|",
+    ]
+    for cell in cells:
+        name, _, figures = cell.rpartition(": ")
+        label = f"SB3 {entry.peer.upper()}" if name else "ours"
+        lines.append(f"| {label} | {' | '.join(figures.split(' / '))} |")
+    return "\n".join(lines)
+
+
+def rewrite_docs(docs: Path, cells: dict[str, list[str]]) -> None:
+    """Each docs/<script>.md's results tables, between the markers that name their entry."""
+    for entry in SUITE:
+        page = docs / f"{entry.script[:-3]}.md"
+        start = DOCS_START.format(entry.name)
+        if entry.name not in cells or not page.exists() or start not in page.read_text():
+            continue
+        text = page.read_text()
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(DOCS_END, 1)
+        page.write_text(f"{head}{start}\n{docs_table(entry, cells[entry.name])}\n{DOCS_END}{tail}")
 
 
 MUJOCO_NOTE = (
@@ -405,14 +448,17 @@ def mujoco_table(results: dict[str, list[dict]], old: str = "") -> str:
     return "\n".join(header + lines)
 
 
-def rewrite_readme(readme: Path, results: dict[str, list[dict]]) -> None:
+def rewrite_readme(readme: Path, results: dict[str, list[dict]]) -> dict[str, list[str]]:
+    """The README's two tables from `results` (the rows of entries without results kept); return `entry_cells`."""
     text = readme.read_text()
+    old_table = text.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0] if TABLE_START in text else ""
     for start, end, write in ((TABLE_START, TABLE_END, readme_table), (MUJOCO_START, MUJOCO_END, mujoco_table)):
         if start in text and end in text:
             head, rest = text.split(start, 1)
             old, tail = rest.split(end, 1)
             text = f"{head}{start}\n{write(results, old)}\n{end}{tail}"
     readme.write_text(text)
+    return entry_cells(results, old_table)
 
 
 MODELS_INTRO = f"""# Trained agents
@@ -665,7 +711,7 @@ def main(argv: list[str] | None = None):
         meta.write_text(json.dumps({"generated": generated}))
     results = write_report(runs_dir, seeds, generated, PAGE, CURVES)
     (runs_dir / "results.json").write_text(json.dumps(results, indent=2))
-    rewrite_readme(README, results)
+    rewrite_docs(DOCS, rewrite_readme(README, results))
     ship_models(runs_dir, seeds, MODELS)
     print(PAGE.read_text())
 

@@ -19,8 +19,10 @@ from benchmarks.results import SUITE, figure, steps_tick
 
 @pytest.fixture(autouse=True)
 def scratch_models(monkeypatch, tmp_path):
-    """What results.main ships (models/<entry>.pt, models/README.md) goes to tmp_path, never to the project's models/."""
+    """What results.main ships (models/<entry>.pt, models/README.md) and the docs pages' tables it writes go to
+    tmp_path, never to the project's models/ and docs/."""
     monkeypatch.setattr(results, "MODELS", tmp_path / "models")
+    monkeypatch.setattr(results, "DOCS", tmp_path / "docs")
 
 
 def naive_first_reach(steps, walls, returns, threshold, window):
@@ -568,3 +570,38 @@ def test_bad_input_to_the_scheduler_flags_is_one_error_line_and_nothing_written(
     got = capsys.readouterr().err
     assert stop.value.code == 2 and got.startswith(err.format(tmp=tmp_path)) and got.count("\n") == 1, got
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["README.md", "grid", "results", "template.sh"]
+
+
+# ## The docs pages' results tables: written by results.py from the README's rows, so the two never disagree
+def test_the_docs_pages_results_tables_are_the_readmes_rows(tmp_path):
+    import shutil
+
+    readme = (ROOT / "README.md").read_text()
+    cells = results.entry_cells({}, readme.split(results.TABLE_START, 1)[1].split(results.TABLE_END, 1)[0])
+    assert set(cells) == {e.name for e in SUITE}
+    shutil.copytree(ROOT / "docs", tmp_path / "docs")
+    results.rewrite_docs(tmp_path / "docs", cells)
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        assert (tmp_path / "docs" / page.name).read_text() == page.read_text(), page.name
+    marked = {
+        e.name
+        for e in SUITE
+        if results.DOCS_START.format(e.name) in (ROOT / "docs" / f"{e.script[:-3]}.md").read_text()
+    }
+    assert marked == set(cells)  # every entry's table is marked on its page
+
+
+def test_rewrite_docs_writes_the_marked_table_of_each_entry_with_results(tmp_path):
+    entry = PPO_CARTPOLE
+    start = results.DOCS_START.format(entry.name)
+    (tmp_path / "ppo.md").write_text(f"# ppo\n\n{start}\n| old |\n{results.DOCS_END}\n\nafter\n")
+    (tmp_path / "trpo.md").write_text("# trpo, unmarked\n")
+    results.rewrite_docs(
+        tmp_path, {entry.name: ["500 / 5 of 5 / 24k / 2.1 / 11,051", "sb3_ppo: 500 / 4 of 5 / 70k* / 20.3* / 3,240"]}
+    )
+    assert (tmp_path / "ppo.md").read_text() == (
+        f"# ppo\n\n{start}\n| | eval | seeds reaching the threshold | median steps to it | median seconds to it | SPS |\n"
+        "|---|---|---|---|---|---|\n| ours | 500 | 5 of 5 | 24k | 2.1 | 11,051 |\n"
+        f"| SB3 PPO | 500 | 4 of 5 | 70k* | 20.3* | 3,240 |\n{results.DOCS_END}\n\nafter\n"
+    )
+    assert (tmp_path / "trpo.md").read_text() == "# trpo, unmarked\n"
