@@ -303,6 +303,14 @@ RELATIONS = [
     ("minibatches-that-do-not-divide", "ppo.py", {"num_minibatches": 3}, "--num-minibatches 3"),
     ("minibatches-that-do-not-divide", "ppo_continuous.py", {"num_minibatches": 3}, "--num-minibatches 3"),
     ("minibatches-that-do-not-divide", "trpo.py", {"num_minibatches": 3}, "--num-minibatches 3"),
+    ("norm-adv-of-one-step-minibatches", "ppo.py", {"num_envs": 1, "num_steps": 4, "num_minibatches": 4}, "--norm-adv"),
+    (
+        "norm-adv-of-one-step-minibatches",
+        "ppo_continuous.py",
+        {"num_envs": 1, "num_steps": 4, "num_minibatches": 4},
+        "--norm-adv",
+    ),
+    ("norm-adv-of-one-advantage", "trpo.py", {"num_envs": 1, "num_steps": 1, "num_minibatches": 1}, "--norm-adv"),
     ("a-mean-baseline-of-one-episode", "reinforce_baseline.py", {"num_envs": 1, "baseline": "mean"}, "--num-envs"),
 ]
 
