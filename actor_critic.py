@@ -196,7 +196,7 @@ class Agent(nn.Module):
         # $a \sim \pi(\cdot|s)$: the softmax over the logits by the Gumbel-max trick,
         # $\arg\max_a (z_a - \log(-\log u_a))$, $u_a \sim U(0,1)$: a 20k-step CartPole run (a tenth of
         # the default) took 0.90 times the CPU time of `Categorical(logits=out).sample()` (median of 5
-        # alternating pairs). Box: $\mathcal{N}(\mu, \sigma^2)$ from `torch.distributions`.
+        # alternating pairs). Box: $\mathbb{N}(\mu, \sigma^2)$ from `torch.distributions`.
         out = self.actor(obs)
         if self.discrete:
             u = torch.rand_like(out)
