@@ -308,8 +308,8 @@ def check_args(args: Args) -> None:
     size = batch_size // args.num_minibatches
     if args.norm_adv and size < 2:
         n = args.num_minibatches
-        raise ArgError(f"--norm-adv needs minibatches of 2 steps or more; --num-minibatches {n} makes "
-                       f"them of {size} (fewer minibatches, or --no-norm-adv)")  # fmt: skip
+        why = f"--num-minibatches {n} makes them of {size} (fewer minibatches, or --no-norm-adv)"
+        raise ArgError(f"--norm-adv needs minibatches of 2 steps or more; {why}")
 
 
 # ## Training
