@@ -304,6 +304,12 @@ def check_args(args: Args) -> None:
     if batch_size % args.num_minibatches:
         divides = f"must divide num_envs * num_steps = {batch_size}"
         raise ArgError(f"--num-minibatches {args.num_minibatches} {divides}")
+    # each minibatch's advantages are normalized by their std, which needs two of them
+    size = batch_size // args.num_minibatches
+    if args.norm_adv and size < 2:
+        n = args.num_minibatches
+        why = f"--num-minibatches {n} makes them of {size} (fewer minibatches, or --no-norm-adv)"
+        raise ArgError(f"--norm-adv needs minibatches of 2 steps or more; {why}")
 
 
 # ## Training

@@ -44,7 +44,7 @@ class Args:
     max_backtracks: int = 10
     """trial steps of the line search before it gives up and keeps the old policy"""
     accept_ratio: float = 0.1
-    """the line search takes a step gaining at least this fraction of its linear model's g^T x"""
+    """the line search takes a step gaining more than this fraction of its linear model's g^T x"""
     learning_rate: float = 1e-3
     """Adam's step size for the critic"""
     critic_epochs: int = 10
@@ -297,7 +297,7 @@ def max_step(s: torch.Tensor, Fs: torch.Tensor, delta: float) -> torch.Tensor:
 
 # ## Backtracking line search
 # Trials $\theta_{old} + \alpha^k x$, $k = 0, 1, \dots$: the first with a measured
-# $\bar{D}_{KL} \le \delta$ and a gain $\mathcal{L}(\theta) - \mathcal{L}(\theta_{old})$ of at least
+# $\bar{D}_{KL} \le \delta$ and a gain $\mathcal{L}(\theta) - \mathcal{L}(\theta_{old})$ of more than
 # `accept_ratio` times the linear model's $\alpha^k g^T x$ (`expected` is $g^T x$) is
 # taken, as in the TRPO paper's code; else $\theta_{old}$ comes back exactly.
 # Returns (accepted, backtracks, KL, $\mathcal{L}$).
@@ -427,6 +427,9 @@ def check_args(args: Args) -> None:
     if batch_size % args.num_minibatches:
         n = args.num_minibatches
         raise ArgError(f"--num-minibatches {n} must divide num_envs * num_steps = {batch_size}")
+    # the rollout's advantages are normalized by their std, which needs two of them
+    if args.norm_adv and batch_size < 2:
+        raise ArgError("--norm-adv needs num_envs * num_steps >= 2 advantages in each update")
 
 
 def train(args: Args) -> dict:

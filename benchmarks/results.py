@@ -397,17 +397,41 @@ def docs_table(entry: Entry, cells: list[str]) -> str:
     return "\n".join(lines)
 
 
-def rewrite_docs(docs: Path, cells: dict[str, list[str]]) -> None:
-    """Each docs/<script>.md's results tables, between the markers that name their entry."""
-    for entry in SUITE:
+def mujoco_docs_block(entry: Entry, section: str, row: str) -> str:
+    """A MuJoCo entry's block on its script's docs page: the command its runs were made with (the flags of its
+    section's title in results.md) and its row of the README's MuJoCo table."""
+    title = section.splitlines()[0]
+    flags = title[title.index("(") + 1 : title.rindex(")")]
+    cells = [c.strip() for c in row.split("|")[3:8]]
+    return "\n".join([
+        "```bash", f"python {entry.script} --env-id {entry.env_id} {flags}", "```", "",
+        "| seeds | median eval | median last training mean | SPS | published (not measured here) |",
+        "|---|---|---|---|---|", f"| {' | '.join(cells)} |",
+    ])  # fmt: skip
+
+
+def rewrite_docs(docs: Path, cells: dict[str, list[str]], sections: dict[str, str], readme: str) -> None:
+    """Each docs/<script>.md's results blocks, between the markers that name their entry: a SUITE entry's table
+    from `entry_cells`; a MuJoCo entry's command and table from its section of results.md (`sections`) and its row
+    of the MuJoCo table in `readme`, the README's text."""
+    mujoco = table_rows(readme.split(MUJOCO_START, 1)[1].split(MUJOCO_END, 1)[0]) if MUJOCO_START in readme else {}
+    for entry in SUITE + MUJOCO:
         page = docs / f"{entry.script[:-3]}.md"
         start = DOCS_START.format(entry.name)
-        if entry.name not in cells or not page.exists() or start not in page.read_text():
+        if not page.exists() or start not in page.read_text():
             continue
+        if entry in SUITE and entry.name in cells:
+            block = docs_table(entry, cells[entry.name])
+        else:
+            budget = int(entry.extra[entry.extra.index("--total-timesteps") + 1]) if entry in MUJOCO else 0
+            row = mujoco.get((entry.script, f"{entry.env_id} ({budget:,} steps)"))
+            if entry in SUITE or entry.name not in sections or not row:
+                continue
+            block = mujoco_docs_block(entry, sections[entry.name], row[0])
         text = page.read_text()
         head, rest = text.split(start, 1)
         _, tail = rest.split(DOCS_END, 1)
-        page.write_text(f"{head}{start}\n{docs_table(entry, cells[entry.name])}\n{DOCS_END}{tail}")
+        page.write_text(f"{head}{start}\n{block}\n{DOCS_END}{tail}")
 
 
 MUJOCO_NOTE = (
@@ -711,7 +735,8 @@ def main(argv: list[str] | None = None):
         meta.write_text(json.dumps({"generated": generated}))
     results = write_report(runs_dir, seeds, generated, PAGE, CURVES)
     (runs_dir / "results.json").write_text(json.dumps(results, indent=2))
-    rewrite_docs(DOCS, rewrite_readme(README, results))
+    cells = rewrite_readme(README, results)
+    rewrite_docs(DOCS, cells, kept_sections(PAGE), README.read_text())
     ship_models(runs_dir, seeds, MODELS)
     print(PAGE.read_text())
 

@@ -574,34 +574,41 @@ def test_bad_input_to_the_scheduler_flags_is_one_error_line_and_nothing_written(
 
 # ## The docs pages' results tables: written by results.py from the README's rows, so the two never disagree
 def test_the_docs_pages_results_tables_are_the_readmes_rows(tmp_path):
+    """Every entry's block on its docs page is what results.py writes from the README's row (and, for MuJoCo, the
+    flags of its section in results.md): the docs pages never disagree with the tables."""
     import shutil
 
     readme = (ROOT / "README.md").read_text()
     cells = results.entry_cells({}, readme.split(results.TABLE_START, 1)[1].split(results.TABLE_END, 1)[0])
     assert set(cells) == {e.name for e in SUITE}
     shutil.copytree(ROOT / "docs", tmp_path / "docs")
-    results.rewrite_docs(tmp_path / "docs", cells)
+    results.rewrite_docs(tmp_path / "docs", cells, results.kept_sections(ROOT / "benchmarks" / "results.md"), readme)
     for page in sorted((ROOT / "docs").glob("*.md")):
         assert (tmp_path / "docs" / page.name).read_text() == page.read_text(), page.name
-    marked = {
-        e.name
-        for e in SUITE
-        if results.DOCS_START.format(e.name) in (ROOT / "docs" / f"{e.script[:-3]}.md").read_text()
-    }
-    assert marked == set(cells)  # every entry's table is marked on its page
+    entries = SUITE + results.MUJOCO
+    pages = {e.name: (ROOT / "docs" / f"{e.script[:-3]}.md").read_text() for e in entries}
+    assert {e.name for e in entries if results.DOCS_START.format(e.name) in pages[e.name]} == {e.name for e in entries}
 
 
-def test_rewrite_docs_writes_the_marked_table_of_each_entry_with_results(tmp_path):
-    entry = PPO_CARTPOLE
-    start = results.DOCS_START.format(entry.name)
+def test_rewrite_docs_writes_the_marked_blocks_of_each_entry(tmp_path):
+    start = results.DOCS_START.format(PPO_CARTPOLE.name)
+    hopper = results.DOCS_START.format("trpo-Hopper-v5")
     (tmp_path / "ppo.md").write_text(f"# ppo\n\n{start}\n| old |\n{results.DOCS_END}\n\nafter\n")
-    (tmp_path / "trpo.md").write_text("# trpo, unmarked\n")
-    results.rewrite_docs(
-        tmp_path, {entry.name: ["500 / 5 of 5 / 24k / 2.1 / 11,051", "sb3_ppo: 500 / 4 of 5 / 70k* / 20.3* / 3,240"]}
-    )
+    (tmp_path / "trpo.md").write_text(f"# trpo\n\n{hopper}\nold\n{results.DOCS_END}\n")
+    (tmp_path / "a2c.md").write_text("# a2c, unmarked\n")
+    sections = {"trpo-Hopper-v5": "## trpo.py on Hopper-v5 (--norm-obs --total-timesteps 1000000)\n\n| trpo | 3 |"}
+    row = "| trpo.py | Hopper-v5 (1,000,000 steps) | 3 | 1,745 | 1,415 | 1,759 | sb3-contrib TRPO (rl-zoo) 3,618 |"
+    readme = f"{results.MUJOCO_START}\n| script | env (budget) |\n|---|---|\n{row}\n{results.MUJOCO_END}\n"
+    cells = {PPO_CARTPOLE.name: ["500 / 5 of 5 / 24k / 2.1 / 11,051", "sb3_ppo: 500 / 4 of 5 / 70k* / 20.3* / 3,240"]}
+    results.rewrite_docs(tmp_path, cells, sections, readme)
     assert (tmp_path / "ppo.md").read_text() == (
         f"# ppo\n\n{start}\n| | eval | seeds reaching the threshold | median steps to it | median seconds to it | SPS |\n"
         "|---|---|---|---|---|---|\n| ours | 500 | 5 of 5 | 24k | 2.1 | 11,051 |\n"
         f"| SB3 PPO | 500 | 4 of 5 | 70k* | 20.3* | 3,240 |\n{results.DOCS_END}\n\nafter\n"
     )
-    assert (tmp_path / "trpo.md").read_text() == "# trpo, unmarked\n"
+    assert (tmp_path / "trpo.md").read_text() == (
+        f"# trpo\n\n{hopper}\n```bash\npython trpo.py --env-id Hopper-v5 --norm-obs --total-timesteps 1000000\n```\n\n"
+        "| seeds | median eval | median last training mean | SPS | published (not measured here) |\n|---|---|---|---|---|\n"
+        f"| 3 | 1,745 | 1,415 | 1,759 | sb3-contrib TRPO (rl-zoo) 3,618 |\n{results.DOCS_END}\n"
+    )
+    assert (tmp_path / "a2c.md").read_text() == "# a2c, unmarked\n"

@@ -142,3 +142,24 @@ def test_a_median_checkpoint_that_does_not_evaluate_ships_nothing_and_stops_noth
     ship_models(out, 1, models)
     assert "ppo-CartPole-v1: its checkpoint did not evaluate, models/ unchanged" in capsys.readouterr().out
     assert not models.exists()
+
+
+# ## What the pages promise: every checkpoint a page names is shipped, every docs page shows one
+def test_every_checkpoint_a_page_names_is_shipped():
+    import re
+
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted(ROOT.glob("*.py"))]
+    named = {(page.name, name) for page in pages for name in re.findall(r"models/([\w.-]+\.pt)", page.read_text())}
+    assert named, "no page names a checkpoint"
+    assert [pair for pair in sorted(named) if pair[1] not in SHIPPED] == []
+
+
+def test_every_script_page_shows_a_strip_of_a_shipped_agent():
+    import re
+
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        if not (ROOT / f"{page.stem}.py").exists():
+            continue  # not a script's page
+        strips = re.findall(r"\]\(figures/([\w.-]+)\.png\)", page.read_text())
+        shown = [name for name in strips if f"{name}.pt" in SHIPPED and name.startswith(f"{page.stem}-")]
+        assert shown and (ROOT / "docs" / "figures" / f"{shown[0]}.png").is_file(), page.name
