@@ -427,9 +427,6 @@ def check_args(args: Args) -> None:
     if batch_size % args.num_minibatches:
         n = args.num_minibatches
         raise ArgError(f"--num-minibatches {n} must divide num_envs * num_steps = {batch_size}")
-    # the rollout's advantages are normalized by their std, which needs two of them
-    if args.norm_adv and batch_size < 2:
-        raise ArgError("--norm-adv needs num_envs * num_steps >= 2 advantages in each update")
 
 
 def train(args: Args) -> dict:

@@ -315,7 +315,6 @@ RELATIONS = [
         {"num_envs": 1, "num_steps": 4, "num_minibatches": 4},
         "--norm-adv",
     ),
-    ("norm-adv-of-one-advantage", "trpo.py", {"num_envs": 1, "num_steps": 1, "num_minibatches": 1}, "--norm-adv"),
     ("a-mean-baseline-of-one-episode", "reinforce_baseline.py", {"num_envs": 1, "baseline": "mean"}, "--num-envs"),
 ]
 
