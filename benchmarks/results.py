@@ -117,6 +117,9 @@ PPO_LLC = (
 # 139, 73 (median 100). SB3 DDPG (400-300 units) runs 60 SPS here, 80 min a run: seed 1 only, kept (--keep-peers) when
 # our flags change.
 DDPG_LLC = "--anneal-lr --total-timesteps 500000".split()
+# 2026-12-02: the entries shipping no checkpoint yet that cost minutes were rerun on a box about half as fast as the
+# one before (same returns and steps to the threshold, seconds about twice as long, ours and the peer side by side);
+# the rest of the page is from earlier days, as each section's Runs line says.
 SUITE = [
     Entry("finite_diff.py", "CartPole-v1", CARTPOLE),
     Entry("finite_diff.py", "Pendulum-v1", PENDULUM),
@@ -157,6 +160,10 @@ PPO_MUJOCO = (
     "--num-envs 1 --num-steps 2048 --num-minibatches 32 --update-epochs 10 --learning-rate 3e-4 --gamma 0.99".split()
 )
 # rl-zoo's sb3-contrib TRPO settings for MuJoCo, in our flags, with its observation normalization (VecNormalize).
+# Hopper-v5 medians: 2,692 without --norm-obs (and without the line search's acceptance ratio), 1,745 with both. Probe,
+# seed 2 (the median seed of the 1,745 runs), these flags with --accept-ratio 0 (sb3-contrib's rule: any gain): eval
+# 1,745.34, the very figure of that seed with 0.1, so the ratio never rejected a step there and the drop came with
+# --norm-obs or the seeds. Next probe: Hopper seed 2 without --norm-obs. HalfCheetah-v5's runs predate --norm-obs.
 TRPO_MUJOCO = (
     "--num-envs 2 --num-steps 1024 --gamma 0.99 --gae-lambda 0.95 --critic-epochs 20 --num-minibatches 16 --norm-obs"
 ).split()
