@@ -267,7 +267,9 @@ def today() -> str:
 def intro(generated: str, seeds: int) -> str:
     """The paragraph above the tables: where the runs come from and how to read a row and a curve."""
     return (
-        f"{generated} Medians over {seeds} seeds, or the count a table's seeds column gives. 'reached' counts the "
+        f"{generated} Seconds and SPS compare within a section (one invocation on one machine), not across sections "
+        "run on other days (each section's Runs line). "
+        f"Medians over {seeds} seeds, or the count a table's seeds column gives. 'reached' counts the "
         "seeds whose mean of the last `window` training episodes came to the threshold; 'steps to it' and 's to it' "
         f"are env steps and training wall time until it first did. {REACH_NOTE} Curves: that mean against env steps "
         "and against wall time, median over seeds with the 25-75% band; each curve ends where its shortest run "
