@@ -163,7 +163,10 @@ PPO_MUJOCO = (
 # Hopper-v5 medians: 2,692 without --norm-obs (and without the line search's acceptance ratio), 1,745 with both. Probe,
 # seed 2 (the median seed of the 1,745 runs), these flags with --accept-ratio 0 (sb3-contrib's rule: any gain): eval
 # 1,745.34, the very figure of that seed with 0.1, so the ratio never rejected a step there and the drop came with
-# --norm-obs or the seeds. Next probe: Hopper seed 2 without --norm-obs. HalfCheetah-v5's runs predate --norm-obs.
+# --norm-obs or the seeds. Seed 2 again, 2026-12-02: without --norm-obs (ratio 0.1) eval 2,692.08 (last-20 training
+# mean 2,376), so on that seed the drop is --norm-obs's; with --norm-obs and --cg-iters 25 (rl-zoo's cg_max_steps)
+# eval 3,374.89 (training mean 1,436: a noisy policy that evaluates well). Next: --cg-iters 25 on 3 seeds and the other
+# envs before it joins these flags. HalfCheetah-v5's runs predate --norm-obs.
 TRPO_MUJOCO = (
     "--num-envs 2 --num-steps 1024 --gamma 0.99 --gae-lambda 0.95 --critic-epochs 20 --num-minibatches 16 --norm-obs"
 ).split()
