@@ -312,6 +312,49 @@ def check_args(args: Args) -> None:
         raise ArgError(f"--norm-adv needs minibatches of 2 steps or more; {why}")
 
 
+# ## The update: `update_epochs` passes of shuffled minibatches over one flattened rollout
+# `batch`: the rollout's $s_t$, $a_t$, $\log\pi_{\theta_{old}}(a_t|s_t)$, $\hat{A}_t$, $V^{targ}_t$ and
+# $V_{\theta_{old}}(s_t)$, one row per sample. Returns the last minibatch's losses, for the log.
+def ppo_update(agent, optimizer, args, batch: tuple, minibatch_size: int) -> dict:
+    b_obs, b_actions, b_log_probs, b_advantages, b_returns, b_values = batch
+    value_clip = args.clip_coef if args.clip_vloss else None
+    for _epoch in range(args.update_epochs):
+        # a new shuffle every epoch: each sample once per epoch, in other company each time
+        perm = torch.randperm(len(b_obs), device=b_obs.device)
+        for start in range(0, len(b_obs), minibatch_size):
+            mb = perm[start : start + minibatch_size]
+            # $\log\pi_\theta(a_t|s_t)$ and $S[\pi_\theta](s_t)$ under the current $\theta$
+            new_log_prob, entropy = agent.log_prob_entropy(b_obs[mb], b_actions[mb])
+            # $\hat{A}_t$ normalized within the minibatch (CleanRL's default; not on the slide)
+            mb_adv = b_advantages[mb]
+            if args.norm_adv:
+                mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+            # The three terms of $\mathcal{L}_t$: $\mathcal{L}^{CLIP}$, $\mathcal{L}^{VF}$ and $S$
+            pg_loss, approx_kl, clip_frac = clipped_policy_loss(
+                new_log_prob, b_log_probs[mb], mb_adv, args.clip_coef
+            )  # fmt: skip
+            new_values = agent.value(b_obs[mb])
+            v_loss = value_loss(new_values, b_values[mb], b_returns[mb], value_clip)
+            entropy_loss = entropy.mean()
+            # $-\mathcal{L} = -\mathcal{L}^{CLIP} + c_1 \mathcal{L}^{VF} - c_2 S$, minimised; $c_2$ = `ent_coef` = 0.01 by default
+            loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * entropy_loss
+            # One Adam step on it, the global gradient norm clipped to `max_grad_norm` first
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+            optimizer.step()
+        # With `--target-kl`: no more epochs once the last minibatch's approx KL exceeds it
+        if args.target_kl is not None and approx_kl > args.target_kl:
+            break
+    return {
+        "losses/policy_loss": pg_loss,
+        "losses/value_loss": v_loss,
+        "losses/entropy": entropy_loss,
+        "losses/approx_kl": approx_kl,
+        "losses/clipfrac": clip_frac,
+    }
+
+
 # ## Training
 def train(args: Args) -> dict:
     # The checks first: a bad argument, env id or action space is one error line before anything is built.
@@ -398,10 +441,7 @@ def train(args: Args) -> dict:
 
         # ## Advantages
         # $r_t$ divided by the running std of the discounted return (`RewardScaler`), unless switched off.
-        if args.scale_rewards:
-            rewards = reward_scaler(rewards_buf, dones_buf)
-        else:
-            rewards = rewards_buf
+        rewards = reward_scaler(rewards_buf, dones_buf) if args.scale_rewards else rewards_buf
         # One batched forward of $V_{\theta_{old}}$ over every $s_t$ and every true $s_{t+1}$, and
         # $\log\pi_{\theta_{old}}(a_t|s_t)$, the denominator of every ratio $r_t(\theta)$ of this update.
         b_obs = torch.from_numpy(obs_buf).to(device)
@@ -412,15 +452,8 @@ def train(args: Args) -> dict:
             next_values = agent.value(b_next_obs).cpu().numpy()
             old_log_probs, _ = agent.log_prob_entropy(b_obs, b_actions)
         # $\hat{A}_t$ = GAE($\lambda$), and the value target $V^{targ}_t = \hat{A}_t + V_{\theta_{old}}(s_t)$
-        advantages = gae(
-            rewards,
-            values,
-            next_values,
-            terminated_buf,
-            dones_buf,
-            args.gamma,
-            args.gae_lambda,
-        )
+        advantages = gae(rewards, values, next_values, terminated_buf, dones_buf,
+                         args.gamma, args.gae_lambda)  # fmt: skip
         returns = advantages + values
 
         # ## Update: `update_epochs` passes of shuffled minibatches over the rollout
@@ -431,45 +464,11 @@ def train(args: Args) -> dict:
         b_advantages = torch.from_numpy(advantages).flatten().to(device)
         b_returns = torch.from_numpy(returns).flatten().to(device)
         b_values = torch.from_numpy(values).flatten().to(device)
-        value_clip = args.clip_coef if args.clip_vloss else None
-        for _epoch in range(args.update_epochs):
-            # a new shuffle every epoch: each sample once per epoch, in other company each time
-            perm = torch.randperm(batch_size, device=device)
-            for start in range(0, batch_size, minibatch_size):
-                mb = perm[start : start + minibatch_size]
-                # $\log\pi_\theta(a_t|s_t)$ and $S[\pi_\theta](s_t)$ under the current $\theta$
-                new_log_prob, entropy = agent.log_prob_entropy(b_obs[mb], b_actions[mb])
-                # $\hat{A}_t$ normalized within the minibatch (CleanRL's default; not on the slide)
-                mb_adv = b_advantages[mb]
-                if args.norm_adv:
-                    mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
-                # The three terms of $\mathcal{L}_t$: $\mathcal{L}^{CLIP}$, $\mathcal{L}^{VF}$ and $S$
-                pg_loss, approx_kl, clip_frac = clipped_policy_loss(
-                    new_log_prob, b_log_probs[mb], mb_adv, args.clip_coef
-                )
-                new_values = agent.value(b_obs[mb])
-                v_loss = value_loss(new_values, b_values[mb], b_returns[mb], value_clip)
-                entropy_loss = entropy.mean()
-                # $-\mathcal{L} = -\mathcal{L}^{CLIP} + c_1 \mathcal{L}^{VF} - c_2 S$, minimised; $c_2$ = `ent_coef` = 0.01 by default
-                loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * entropy_loss
-                # One Adam step on it, the global gradient norm clipped to `max_grad_norm` first
-                optimizer.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-                optimizer.step()
-            # With `--target-kl`: no more epochs once the last minibatch's approx KL exceeds it
-            if args.target_kl is not None and approx_kl > args.target_kl:
-                break
+        batch = (b_obs, b_actions, b_log_probs, b_advantages, b_returns, b_values)
+        metrics = ppo_update(agent, optimizer, args, batch, minibatch_size)
 
         # ## Logging: the step size and the last minibatch's losses, under CleanRL's names
-        metrics = {
-            "charts/learning_rate": optimizer.param_groups[0]["lr"],
-            "losses/policy_loss": pg_loss,
-            "losses/value_loss": v_loss,
-            "losses/entropy": entropy_loss,
-            "losses/approx_kl": approx_kl,
-            "losses/clipfrac": clip_frac,
-        }
+        metrics["charts/learning_rate"] = optimizer.param_groups[0]["lr"]
         run.log(global_step, metrics)
 
     # The final policy's most likely action is evaluated; `finish` writes summary.json and returns it.
