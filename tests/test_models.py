@@ -163,3 +163,35 @@ def test_every_script_page_shows_a_strip_of_a_shipped_agent():
         strips = re.findall(r"\]\(figures/([\w.-]+)\.png\)", page.read_text())
         shown = [name for name in strips if f"{name}.pt" in SHIPPED and name.startswith(f"{page.stem}-")]
         assert shown and (ROOT / "docs" / "figures" / f"{shown[0]}.png").is_file(), page.name
+
+
+# ## tools/filmstrip.py: which frames of the episode its strip draws
+@pytest.mark.parametrize(
+    "length, count, picked",
+    [
+        (500, 6, [0, 100, 200, 299, 399, 499]),  # evenly spaced, the first and the last among them
+        (11, 6, [0, 2, 4, 6, 8, 10]),
+        (7, 6, [0, 1, 2, 4, 5, 6]),  # rounding never repeats an index here
+        (6, 6, [0, 1, 2, 3, 4, 5]),  # as many frames as the strip holds: all of them
+        (3, 6, [0, 1, 2]),  # a shorter episode: every frame it has
+        (2, 2, [0, 1]),
+    ],
+)
+def test_filmstrip_frame_indices_are_evenly_spaced_from_the_first_to_the_last(length, count, picked):
+    from tools.filmstrip import frame_indices
+
+    assert frame_indices(length, count) == picked
+    assert all(b - a >= (length - 1) // (count - 1) for a, b in zip(picked, picked[1:]))  # never bunched
+
+
+def test_filmstrip_refuses_a_strip_of_fewer_than_two_frames_and_an_unshipped_file(tmp_path, capsys):
+    from tools.filmstrip import main
+
+    for argv, said in [
+        (["models/ppo-CartPole-v1.pt", "--frames", "1"], "--frames must be at least 2"),
+        ([str(tmp_path / "ppo-CartPole-v1.pt")], "not a checkpoint with a row in"),
+    ]:
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        assert said in capsys.readouterr().err
