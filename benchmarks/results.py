@@ -165,10 +165,12 @@ PPO_MUJOCO = (
 # 1,745.34, the very figure of that seed with 0.1, so the ratio never rejected a step there and the drop came with
 # --norm-obs or the seeds. Seed 2 again, 2026-12-02: without --norm-obs (ratio 0.1) eval 2,692.08 (last-20 training
 # mean 2,376), so on that seed the drop is --norm-obs's; with --norm-obs and --cg-iters 25 (rl-zoo's cg_max_steps)
-# eval 3,374.89 (training mean 1,436: a noisy policy that evaluates well). Next: --cg-iters 25 on 3 seeds and the other
-# envs before it joins these flags. HalfCheetah-v5's runs predate --norm-obs.
+# eval 3,374.89 (training mean 1,436: a noisy policy that evaluates well). 2026-12-02 (later): --cg-iters 25 joined
+# these flags, so they are rl-zoo's in every setting trpo.py has, and all three envs were rerun with them (before,
+# HalfCheetah-v5's runs predated --norm-obs).
 TRPO_MUJOCO = (
-    "--num-envs 2 --num-steps 1024 --gamma 0.99 --gae-lambda 0.95 --critic-epochs 20 --num-minibatches 16 --norm-obs"
+    "--num-envs 2 --num-steps 1024 --gamma 0.99 --gae-lambda 0.95 --critic-epochs 20 --num-minibatches 16 --norm-obs "
+    "--cg-iters 25"
 ).split()
 # CleanRL's ddpg_continuous_action.py settings.
 DDPG_MUJOCO = "--learning-rate 3e-4 --gamma 0.99 --hidden-size 256 --learning-starts 25000 --policy-frequency 2".split()
