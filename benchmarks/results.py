@@ -560,9 +560,34 @@ def ship_models(runs_dir: Path, seeds: int, models: Path) -> None:
         }  # fmt: skip
     if rows == read_model_rows(readme):
         return  # nothing shipped: models/README.md stays as it is
+    write_models_readme(readme, rows)
+
+
+def write_models_readme(readme: Path, rows: dict[str, dict]) -> None:
+    """models/README.md: its intro, the table of `rows` in the suite's order, the entries still without a file."""
     order = [f"{e.name}.pt" for e in SUITE + MUJOCO]
     names = sorted(rows, key=lambda name: (order.index(name) if name in order else len(order), name))
-    readme.write_text(MODELS_INTRO + "\n" + "\n".join([*MODEL_HEADER, *(model_row(rows[n]) for n in names)]) + "\n")
+    table = "\n".join([*MODEL_HEADER, *(model_row(rows[n]) for n in names)])
+    readme.write_text(MODELS_INTRO + "\n" + table + "\n" + not_shipped(SUITE + MUJOCO, rows))
+
+
+def not_shipped(entries: list[Entry], rows: dict[str, dict]) -> str:
+    """The paragraph of models/README.md that names the entries with no checkpoint in `rows` and the command that
+    makes each one's (empty when every entry has one)."""
+    missing = [e for e in entries if f"{e.name}.pt" not in rows]
+    if not missing:
+        return ""
+    lines = [
+        f"- `{e.name}`: `python benchmarks/results.py{' --mujoco' if e in MUJOCO else ''} --only {e.name}"
+        f"{' --keep-peers' if e.peer else ''}`" for e in missing
+    ]  # fmt: skip
+    return (
+        "\nNo checkpoint here yet for these entries of benchmarks/results.md: their runs there were kept from before\n"
+        "results.py saved checkpoints. The command that reruns one (the same seeds; `--keep-peers`: not the peer's) and\n"
+        "ships its median seed's file; `--print-commands` or `--slurm`, then `--collect`, spread its runs over machines:\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
 
 
 KEPT = "; the peer's runs kept from: "

@@ -3,6 +3,7 @@ and stays small; and how benchmarks/results.py picks and records them (the media
 entry), on fake run folders and one tiny real run."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -114,8 +115,21 @@ def test_ship_models_copies_the_median_seeds_checkpoint_and_rewrites_only_its_ro
     assert row["kb"] == round(shipped.stat().st_size / 1000, 1) and shipped.stat().st_size < MAX_BYTES
     assert other in (models / "README.md").read_text().splitlines()
     text = (models / "README.md").read_text()
+    # below the table, the entries still without a file, each with the command that ships it
+    assert "- `ppo-Pendulum-v1`: `python benchmarks/results.py --only ppo-Pendulum-v1 --keep-peers`" in text
+    assert "- `trpo-Hopper-v5`: `python benchmarks/results.py --mujoco --only trpo-Hopper-v5`" in text
+    assert "- `ppo-CartPole-v1`" not in text and "- `trpo-CartPole-v1`" not in text
     ship_models(out, 3, models)  # the same runs again (as --replot does): nothing to change
     assert (models / "README.md").read_text() == text
+
+
+def test_models_readme_names_every_entry_without_a_checkpoint_and_no_other():
+    text = (MODELS / "README.md").read_text()
+    rows = read_model_rows(MODELS / "README.md")
+    assert sorted(rows) == sorted(p.name for p in MODELS.glob("*.pt"))
+    assert text.endswith(results.not_shipped(results.SUITE + results.MUJOCO, rows))
+    named = set(re.findall(r"^- `([\w.-]+)`: ", text, flags=re.M))
+    assert named == {e.name for e in results.SUITE + results.MUJOCO} - {name[:-3] for name in rows}
 
 
 def test_results_runs_save_our_models_and_never_the_peers(tmp_path):
