@@ -284,6 +284,10 @@ class Run:
     def __init__(self, args, algo: str, action_spaces: tuple):
         check_common_args(args)
         self.args, self.algo = args, algo
+        # MuJoCo picks its drawing backend once, as its first env is made: on a Linux machine with no display,
+        # --capture-video draws through EGL (off-screen), not GLFW (a window), unless MUJOCO_GL says otherwise.
+        if args.capture_video and sys.platform == "linux" and not os.environ.get("DISPLAY"):
+            os.environ.setdefault("MUJOCO_GL", "egl")
         # Probe the env once, so an unknown id or an unsupported space is an error before anything is written.
         try:
             env = gym.make(args.env_id)
@@ -572,6 +576,16 @@ def load_into(part, state) -> None:
             setattr(part, key, state[key].cpu().numpy())
 
 
+def recording_env(env_id: str) -> gym.Env:
+    """`env_id` drawing its frames for the video. Gymnasium's MuJoCo walkers are filmed by their model's camera
+    "track", which follows the body: gymnasium 1.x's default view stays where the episode began."""
+    env = gym.make(env_id, render_mode="rgb_array")
+    if str(env.spec.entry_point).startswith("gymnasium.envs.mujoco"):
+        env.close()
+        env = gym.make(env_id, render_mode="rgb_array", camera_name="track")
+    return env
+
+
 def evaluate(policy, run: Run) -> list[float]:
     """Returns of `eval_episodes` episodes of `policy` (most likely / mean action, no exploration)."""
     args = run.args
@@ -581,7 +595,7 @@ def evaluate(policy, run: Run) -> list[float]:
     try:
         if args.capture_video:
             os.environ["SDL_VIDEODRIVER"] = sdl_driver or "dummy"
-            env = gym.make(args.env_id, render_mode="rgb_array")
+            env = recording_env(args.env_id)
             env = gym.wrappers.RecordVideo(env, f"videos/{run.name}", episode_trigger=lambda e: True)
         else:
             env = gym.make(args.env_id)
