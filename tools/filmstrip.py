@@ -11,7 +11,7 @@ records it:
 
 Of its frames, `--frames` evenly spaced ones (the first and the last among them) are drawn side by side, each with
 its time step, under a title with the episode's return. Needs the dev requirements (moviepy and pygame-ce for the
-video; box2d or mujoco for those envs, and a MuJoCo GL backend for MuJoCo's drawing).
+video; box2d or mujoco for those envs; MuJoCo draws through EGL on a Linux machine with no display).
 """
 
 import argparse
