@@ -235,8 +235,10 @@ def test_videos_are_said_and_sdl_keeps_quiet(tmp_path):
 
 # ## MuJoCo videos: drawn with no display, filmed by a camera that follows the walker
 @pytest.mark.skipif(
-    not all(__import__("importlib").util.find_spec(m) for m in ("moviepy", "pygame", "mujoco")),
-    reason="needs moviepy, pygame, mujoco",
+    not all(__import__("importlib").util.find_spec(m) for m in ("moviepy", "pygame", "mujoco"))
+    or sys.platform != "linux"
+    or not __import__("ctypes.util").util.find_library("EGL"),
+    reason="needs moviepy, pygame, mujoco, and Linux with libEGL",
 )
 def test_a_mujoco_run_is_filmed_on_a_machine_with_no_display(tmp_path):
     """A Linux machine with no display and MUJOCO_GL unset: GLFW (MuJoCo's default) cannot draw there, the scripts
