@@ -582,11 +582,9 @@ def not_shipped(entries: list[Entry], rows: dict[str, dict]) -> str:
         f"{' --keep-peers' if e.peer else ''}`" for e in missing
     ]  # fmt: skip
     return (
-        "\nNo checkpoint here yet for these entries of benchmarks/results.md: their runs there were kept from before\n"
-        "results.py saved checkpoints. The command that reruns one (the same seeds; `--keep-peers`: not the peer's) and\n"
-        "ships its median seed's file; `--print-commands` or `--slurm`, then `--collect`, spread its runs over machines:\n\n"
-        + "\n".join(lines)
-        + "\n"
+        "\nNo checkpoint here yet for these entries of benchmarks/results.md. The command that reruns one (the same\n"
+        "seeds; `--keep-peers`: not the peer's) and ships its median seed's file; `--print-commands` or `--slurm`, then\n"
+        "`--collect`, spread its runs over machines:\n\n" + "\n".join(lines) + "\n"
     )
 
 
