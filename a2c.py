@@ -231,6 +231,17 @@ def gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambd
     return advantages
 
 
+# ## Advantages and value targets
+# $\lambda = 1$: the n-step return $G_t$ and $\hat{A}_t = G_t - V(s_t)$, as in A3C.
+# $\lambda < 1$: $\hat{A}_t$ = GAE($\lambda$), and the value target $G_t = \hat{A}_t + V(s_t)$.
+def advantages_and_returns(rewards, values, next_values, terminated, dones, gamma, gae_lambda):
+    if gae_lambda == 1.0:
+        returns = nstep_returns(rewards, next_values, terminated, dones, gamma)
+        return returns - values, returns
+    advantages = gae(rewards, values, next_values, terminated, dones, gamma, gae_lambda)
+    return advantages, advantages + values
+
+
 # ## The A2C loss
 # $-\hat{\mathbb{E}}[\log\pi(a_t|s_t)\hat{A}_t] + c_1 \frac{1}{2}\hat{\mathbb{E}}[(G_t - V(s_t))^2] - c_2 \hat{\mathbb{E}}[S]$.
 # $\hat{A}_t$ and $G_t$ are constants (no gradient flows into the bootstrap target).
@@ -324,45 +335,35 @@ def train(args: Args) -> dict:
     torch.set_num_threads(args.num_threads)
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
 
-    # N envs in lockstep. Their spaces size the networks: the observation's length, and the number of
-    # actions (Discrete, softmax output) or the action's length (Box, Gaussian output), whose bounds
-    # clip what the env gets.
+    # N envs in lockstep. Their spaces size the networks: the observation's length, and the number of actions
+    # (Discrete, softmax output) or the action's length (Box, Gaussian output, its bounds clip what the env gets).
     envs = make_envs(args.env_id, args.num_envs)
     obs_dim = envs.single_observation_space.shape[0]
     action_space = envs.single_action_space
     discrete = isinstance(action_space, gym.spaces.Discrete)
-    if discrete:
-        action_dim = int(action_space.n)
-    else:
-        action_dim = action_space.shape[0]
-        action_low = action_space.low
-        action_high = action_space.high
+    action_dim = int(action_space.n) if discrete else action_space.shape[0]
+    action_low = None if discrete else action_space.low
+    action_high = None if discrete else action_space.high
 
     # The agent: one trunk, a policy head and a value head (slide "Asynchronous Advantage Actor Critic")
     agent = Agent(obs_dim, action_dim, discrete, args.hidden_size).to(device)
     # RMSprop as in the A3C paper, or Adam, with the same step size and epsilon
-    lr = args.learning_rate
-    eps = args.optimizer_eps
+    lr, eps, alpha = args.learning_rate, args.optimizer_eps, args.rmsprop_alpha
     if args.optimizer == "rmsprop":
-        alpha = args.rmsprop_alpha
         optimizer = torch.optim.RMSprop(agent.parameters(), lr=lr, alpha=alpha, eps=eps)
     else:
         optimizer = torch.optim.Adam(agent.parameters(), lr=lr, eps=eps)
-    # The rewards' scaler, and updates of T steps in each of the N envs. `run.start` loads
-    # `--model-path` into the parts of the checkpoint and opens the run folder.
+    # The rewards' scaler; updates of T steps in each of the N envs; `run.start` loads `--model-path`, opens the run.
     reward_scaler = RewardScaler(args.num_envs, args.gamma)
     T = args.num_steps
     N = args.num_envs
     run.start(T * N, agent=agent, reward_rms=reward_scaler.rms)
 
-    # Rollout storage, on the CPU as numpy: the env lives there. One batch of
-    # `num_steps` x `num_envs` transitions $(s_t, a_t, r_t, s_{t+1})$ and how each episode ended.
+    # Rollout storage, numpy on the CPU where the env lives: T x N $(s_t, a_t, r_t, s_{t+1})$ and how episodes ended.
     obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
     next_obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
-    if discrete:
-        actions_buf = np.zeros((T, N), dtype=np.int64)
-    else:
-        actions_buf = np.zeros((T, N, action_dim), dtype=np.float32)
+    action_shape = (T, N) if discrete else (T, N, action_dim)
+    actions_buf = np.zeros(action_shape, dtype=np.int64 if discrete else np.float32)
     rewards_buf = np.zeros((T, N), dtype=np.float32)
     terminated_buf = np.zeros((T, N), dtype=np.float32)
     dones_buf = np.zeros((T, N), dtype=np.float32)
@@ -398,10 +399,7 @@ def train(args: Args) -> dict:
 
         # ## Update: one gradient step on the whole rollout
         # $r_t$ divided by the running std of the discounted return (`RewardScaler`), unless switched off.
-        if args.scale_rewards:
-            rewards = reward_scaler(rewards_buf, dones_buf)
-        else:
-            rewards = rewards_buf
+        rewards = reward_scaler(rewards_buf, dones_buf) if args.scale_rewards else rewards_buf
         # $\log\pi(a_t|s_t)$, $S[\pi](s_t)$ and $V(s_t)$ in one pass through the trunk, with their gradients;
         # $V$ of the true $s_{t+1}$ without: it is part of the target.
         b_obs = torch.from_numpy(obs_buf).to(device)
@@ -410,24 +408,11 @@ def train(args: Args) -> dict:
         with torch.no_grad():
             next_values = agent.value(torch.from_numpy(next_obs_buf).to(device)).cpu().numpy()
         v = values.detach().cpu().numpy()
-        # $\lambda = 1$: the n-step return $G_t$ and $\hat{A}_t = G_t - V(s_t)$, as in A3C
-        if args.gae_lambda == 1.0:
-            returns = nstep_returns(rewards, next_values, terminated_buf, dones_buf, args.gamma)
-            advantages = returns - v
-        else:
-            # $\lambda < 1$: $\hat{A}_t$ = GAE($\lambda$), and the value target $G_t = \hat{A}_t + V(s_t)$
-            advantages = gae(
-                rewards,
-                v,
-                next_values,
-                terminated_buf,
-                dones_buf,
-                args.gamma,
-                args.gae_lambda,
-            )
-            returns = advantages + v
-        # Advantages normalized over the batch: not in the paper; with the reward scaling it keeps
-        # CartPole learning.
+        # $\hat{A}_t$ and the value target $G_t$: n-step ($\lambda = 1$, A3C's) or GAE($\lambda$)
+        advantages, returns = advantages_and_returns(
+            rewards, v, next_values, terminated_buf, dones_buf, args.gamma, args.gae_lambda
+        )
+        # Advantages normalized over the batch: not in the paper; with the reward scaling it keeps CartPole learning.
         if args.norm_adv:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         advantages = torch.from_numpy(advantages).to(device)

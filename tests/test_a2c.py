@@ -86,6 +86,21 @@ def test_gae_with_lambda_1_is_the_nstep_advantage():
     )
 
 
+@pytest.mark.parametrize("gamma,lam", [(0.97, 1.0), (0.99, 0.95), (0.9, 0.5)])
+@pytest.mark.grades("advantages_and_returns")
+def test_advantages_and_returns_are_the_naive_ones_and_differ_by_v(gamma, lam):
+    """$\\lambda = 1$: $G_t$ by the naive n-step sum; $\\lambda < 1$: $\\hat{A}_t$ by the naive GAE double loop.
+    Either way the value target is $G_t = \\hat{A}_t + V(s_t)$."""
+    rewards, values, next_values, terminated, dones = batch = random_batch(seed=6)
+    advantages, returns = a2c.advantages_and_returns(*batch, gamma, lam)
+    if lam == 1.0:
+        expected = naive_nstep_returns(rewards, next_values, terminated, dones, gamma) - values
+    else:
+        expected = naive_gae(*batch, gamma, lam)
+    np.testing.assert_allclose(advantages, expected, atol=1e-10)
+    np.testing.assert_allclose(returns, expected + values, atol=1e-10)
+
+
 @pytest.mark.grades("a2c_loss")
 def test_loss_against_closed_form_and_its_gradients():
     torch.manual_seed(0)
