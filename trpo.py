@@ -406,6 +406,19 @@ class RewardScaler:
         return (rewards / np.sqrt(self.rms.var + 1e-8)).astype(np.float32)
 
 
+# ## Fitting the critic
+# Minimise $\frac{1}{2}(V(s_t) - V^{targ}_t)^2$ by `optimizer`: `epochs` passes over the batch, each
+# in shuffled minibatches of `minibatch_size`. Returns the last minibatch's loss.
+def fit_critic(agent, optimizer, obs, returns, epochs: int, minibatch_size: int) -> torch.Tensor:
+    for _epoch in range(epochs):
+        for mb in torch.randperm(len(obs), device=obs.device).split(minibatch_size):
+            v_loss = 0.5 * (agent.value(obs[mb]) - returns[mb]).pow(2).mean()
+            optimizer.zero_grad()
+            v_loss.backward()
+            optimizer.step()
+    return v_loss
+
+
 # ## Checks of TRPO's own arguments
 # Bad values are one `error:` line (exit 2) before anything is built.
 def check_args(args: Args) -> None:
@@ -434,16 +447,14 @@ def train(args: Args) -> dict:
     # The checks every script shares: the env id, its spaces, --seed, --model-path, ...
     run = Run(args, "trpo", (gym.spaces.Discrete, gym.spaces.Box))
 
-    # ## Seeds, device, spaces
-    # The seeds of `random`, numpy and torch; one CPU thread is fastest for networks this small.
+    # ## Seeds, device, spaces: `random`, numpy and torch seeded; one CPU thread, the fastest for networks this small
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     torch.set_num_threads(args.num_threads)
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
-    # N envs; the sizes of $s$ and of the logits $\mathbf{z}$ (Discrete) or of $a$ (Box), whose
-    # bounds the env's actions are clipped into.
+    # N envs; the sizes of $s$ and of the logits $\mathbf{z}$ (Discrete) or of $a$ (Box: its bounds clip).
     envs = make_envs(args.env_id, args.num_envs)
     obs_dim = envs.single_observation_space.shape[0]
     action_space = envs.single_action_space
@@ -452,23 +463,18 @@ def train(args: Args) -> dict:
     action_low = None if discrete else action_space.low
     action_high = None if discrete else action_space.high
 
-    # ## The networks and their helpers
-    # $\pi_\theta$ and $V$; Adam for $V$ only ($\theta$ moves by the trust-region step); the
-    # running statistics of $s$ (`--norm-obs`) and of the discounted return (`--scale-rewards`).
+    # ## The networks: $\pi_\theta$ and $V$, Adam for $V$ only ($\theta$ moves by the trust-region step), the running
+    # statistics of $s$ (`--norm-obs`) and of the return (`--scale-rewards`); `run.start` fills them from `--model-path`.
     agent = Agent(obs_dim, action_dim, discrete, args.hidden_size).to(device)
-    critic_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.learning_rate, eps=1e-5)
+    optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.learning_rate, eps=1e-5)
     obs_rms = RunningMeanStd((obs_dim,)) if args.norm_obs else None
     reward_scaler = RewardScaler(args.num_envs, args.gamma)
-    T = args.num_steps
-    N = args.num_envs
+    T, N = args.num_steps, args.num_envs
     batch_size = T * N
     minibatch_size = batch_size // args.num_minibatches
-    # Loads --model-path, opens the run folder.
     run.start(batch_size, agent=agent, obs_rms=obs_rms, reward_rms=reward_scaler.rms)
 
-    # ## Rollout storage
-    # On the CPU as numpy (the env lives there): T x N transitions $(s_t, a_t, r_t, s_{t+1})$, $s$
-    # normalized as $\pi_{\theta_{old}}$ saw it.
+    # ## Rollout storage: T x N $(s_t, a_t, r_t, s_{t+1})$ in numpy, $s$ normalized as $\pi_{\theta_{old}}$ saw it
     obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
     next_obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
     action_shape = (T, N) if discrete else (T, N, action_dim)
@@ -483,9 +489,8 @@ def train(args: Args) -> dict:
 
     for iteration in run.iterations():
         # ## Rollout: run $\pi_{\theta_{old}}$ for T steps in each of the N envs
-        # $a_t$ is stored as sampled; the env gets it clipped into the box. The true $s_{t+1}$ is
-        # normalized with the same statistics as $s_{t+1}$ of the next row, so that $V(s_{t+1})$
-        # bootstraps a truncated episode from the input $V$ is trained on.
+        # $a_t$ is stored as sampled; the env gets it clipped into the box. The true $s_{t+1}$ is normalized like
+        # the next row's $s_{t+1}$, so $V(s_{t+1})$ bootstraps a truncated episode from the input $V$ is trained on.
         for step in range(T):
             obs_buf[step] = obs
             with torch.inference_mode():
@@ -505,8 +510,7 @@ def train(args: Args) -> dict:
             dones_buf[step] = done
             run.record(global_step, reward, done)
 
-        # ## Advantages
-        # $\tilde{r}_t$; one batched forward of V over $s_t$ and over the true $s_{t+1}$;
+        # ## Advantages: $\tilde{r}_t$; one batched forward of V over $s_t$ and over the true $s_{t+1}$;
         # $\pi_{\theta_{old}}$'s outputs, kept (detached) for the ratio and the KL.
         rewards = reward_scaler(rewards_buf, dones_buf) if args.scale_rewards else rewards_buf
         b_obs = torch.from_numpy(obs_buf).to(device).reshape(batch_size, obs_dim)
@@ -518,43 +522,32 @@ def train(args: Args) -> dict:
             old_out, old_log_std = agent.dist(b_obs)
             old_log_std = None if old_log_std is None else old_log_std.clone()
             old_log_prob = log_prob(old_out, old_log_std, b_actions)
-        # $\hat{A}_t$ by GAE, and the critic's targets $V^{targ}_t = \hat{A}_t + V(s_t)$.
+        # $\hat{A}_t$ by GAE, the critic's targets $V^{targ}_t = \hat{A}_t + V(s_t)$ and the share of their variance
+        # that $V(s_t)$ explains (1: a perfect critic), flat over the T x N batch; $\hat{A}_t$ normalized (`--norm-adv`).
         advantages = gae(rewards, values, next_values, terminated_buf, dones_buf,
                          args.gamma, args.gae_lambda)  # fmt: skip
         returns = advantages + values
-        # Flat over the T x N batch; $\hat{A}_t$ normalized per rollout (`--norm-adv`).
         b_adv = torch.from_numpy(advantages).to(device).flatten()
         b_returns = torch.from_numpy(returns).to(device).flatten()
         b_values = torch.from_numpy(values).to(device).flatten()
+        explained_variance = 1 - (b_returns - b_values).var() / b_returns.var().clamp_min(1e-12)
         if args.norm_adv:
             b_adv = (b_adv - b_adv.mean()) / (b_adv.std() + 1e-8)
 
-        # ## Policy: one TRPO step of $\theta$
-        # $\max_\theta \mathcal{L}(\theta)$ subject to $\bar{D}_{KL} \le \delta$; with
-        # `--anneal-kl`, update $k$ of $K$ has $\delta_k = \delta (1 - (k - 1) / K)$.
+        # ## Policy: one TRPO step, $\max_\theta \mathcal{L}(\theta)$ subject to $\bar{D}_{KL} \le \delta$;
+        # with `--anneal-kl`, update $k$ of $K$ has $\delta_k = \delta (1 - (k - 1) / K)$.
         anneal = 1.0 - (iteration - 1) / run.num_iterations if args.anneal_kl else 1.0
         delta = args.target_kl * anneal
-        surrogate_kl = functools.partial(
-            surrogate_and_kl, agent, b_obs, b_actions, b_adv, old_out, old_log_std, old_log_prob
-        )
+        surrogate_kl = functools.partial(surrogate_and_kl, agent, b_obs, b_actions, b_adv,
+                                         old_out, old_log_std, old_log_prob)  # fmt: skip
         accepted, backtracks, step_kl, new_surrogate, step_norm = trpo_step(
             agent.policy_params(), surrogate_kl, delta, args.cg_iters, args.cg_damping,
-            args.backtrack_coef, args.max_backtracks, args.accept_ratio,
-        )  # fmt: skip
+            args.backtrack_coef, args.max_backtracks, args.accept_ratio)  # fmt: skip
 
-        # ## Critic
-        # Minimise $\frac{1}{2}(V(s_t) - V_t^{targ})^2$ by Adam, over shuffled minibatches.
-        for _epoch in range(args.critic_epochs):
-            for mb in torch.randperm(batch_size, device=device).split(minibatch_size):
-                v_loss = 0.5 * (agent.value(b_obs[mb]) - b_returns[mb]).pow(2).mean()
-                critic_optimizer.zero_grad()
-                v_loss.backward()
-                critic_optimizer.step()
+        # ## Critic: $V$ fitted to $V^{targ}_t$ by Adam, in shuffled minibatches (`fit_critic`)
+        v_loss = fit_critic(agent, optimizer, b_obs, b_returns, args.critic_epochs, minibatch_size)
 
-        # ## Logging
-        # Explained variance of V's targets by the rollout's $V(s_t)$: 1 is a perfect critic.
-        explained_variance = 1 - (b_returns - b_values).var() / b_returns.var().clamp_min(1e-12)
-        # What the line search decided, and the critic's last minibatch loss.
+        # ## Logging: what the line search decided, the critic's last minibatch loss, the explained variance
         metrics = {
             "losses/policy_objective": new_surrogate,
             "losses/value_loss": v_loss,
@@ -566,8 +559,7 @@ def train(args: Args) -> dict:
         }
         run.log(global_step, metrics)
 
-    # ## The end: the evaluated policy acts by its mode, on observations normalized with the
-    # statistics frozen as training left them.
+    # ## The end: the evaluated policy acts by its mode, on $s$ normalized as training left the statistics.
     envs.close()
     return run.finish(global_step, frozen_policy(agent, obs_rms, args.clip_obs))
 

@@ -757,7 +757,49 @@ def test_env_gets_the_clipped_sample_and_without_norm_adv_gae_reaches_the_surrog
         torch.testing.assert_close(update["adv"], torch.from_numpy(advantages).flatten())
 
 
-@pytest.mark.grades("train")
+@pytest.mark.parametrize("epochs,minibatch_size", [(1, 12), (3, 4)])
+@pytest.mark.grades("fit_critic")
+def test_fit_critic_steps_on_each_minibatch_of_each_epoch_with_its_own_half_squared_error(epochs, minibatch_size):
+    """Each step's gradient, solved for as a mix of the 12 per-sample gradients of $\\frac{1}{2}(V(s_i) - y_i)^2$
+    at that step's parameters, is their mean over one minibatch; each epoch's minibatches cover the batch once.
+    Catches a sum for the mean, a dropped 1/2, stale gradients, ascent, the actor stepped, epochs skipped."""
+    torch.manual_seed(0)
+    agent = trpo.Agent(3, 2, True, 4).double()  # 33 critic parameters: the 12 gradients are independent
+    obs, targets = torch.randn(12, 3, dtype=torch.float64), torch.randn(12, dtype=torch.float64)
+    critic, actor = list(agent.critic.parameters()), copy.deepcopy(agent.actor.state_dict())
+    optimizer = torch.optim.SGD(critic, lr=0.05)
+    steps = []
+
+    def record(optimizer, *_):
+        per_sample = torch.stack([trpo.flat_grad(0.5 * (agent.value(obs[i]) - targets[i]) ** 2, critic)
+                                  for i in range(12)])  # fmt: skip
+        step = torch.cat([p.grad.reshape(-1) for p in critic])
+        weights = torch.linalg.lstsq(per_sample.T, step).solution
+        losses = 0.5 * (agent.value(obs).detach() - targets) ** 2
+        steps.append((weights, losses))
+
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        loss = trpo.fit_critic(agent, optimizer, obs, targets, epochs, minibatch_size)
+    finally:
+        handle.remove()
+    assert len(steps) == epochs * 12 // minibatch_size
+    for epoch in range(epochs):
+        covered = torch.zeros(12, dtype=torch.float64)
+        for weights, _ in steps[epoch * len(steps) // epochs : (epoch + 1) * len(steps) // epochs]:
+            in_minibatch = weights > 0.5 / minibatch_size
+            assert in_minibatch.sum() == minibatch_size
+            torch.testing.assert_close(weights, in_minibatch.double() / minibatch_size, atol=1e-8, rtol=0)
+            covered += in_minibatch
+        assert covered.tolist() == [1.0] * 12, f"epoch {epoch}"
+    # The loss returned: the last minibatch's, before its step; the fit brings the whole batch's down.
+    weights, losses = steps[-1]
+    torch.testing.assert_close(float(loss.detach()), float(losses[weights > 0.5 / minibatch_size].mean()))
+    assert (0.5 * (agent.value(obs).detach() - targets) ** 2).mean() < steps[0][1].mean()
+    assert all(torch.equal(v, agent.actor.state_dict()[k]) for k, v in actor.items())
+
+
+@pytest.mark.grades("train", "fit_critic")
 def test_critic_regresses_v_of_s_t_on_advantages_plus_values(tmp_path, monkeypatch):
     """Catches the critic fitted to targets other than A + V(s_t), on s_{t+1}, by ascent, with stale gradients
     (no zero_grad), or not stepped at all."""
