@@ -86,7 +86,8 @@ def train_of(text: str) -> ast.FunctionDef:
 
 @pytest.mark.parametrize("spec", SCRIPTS, ids=IDS)
 def test_the_method_is_lecture_sized(spec):
-    """Counted in code lines: the notes beside the code are free."""
+    """The method part counted in code lines (its notes are free); `train`, the loop read beside the slide's
+    algorithm box, also whole: at most 120 lines with its notes and blank lines."""
     text = (ROOT / spec.name).read_text()
     method, _ = parts(spec.name)
     notes = note_lines(text)
@@ -96,6 +97,8 @@ def test_the_method_is_lecture_sized(spec):
     train = train_of(text)
     in_train = [n for n in code_lines(method, notes) if train.lineno <= n <= train.end_lineno]
     assert len(in_train) <= 120, f"{spec.name}: train has {len(in_train)} code lines, at most 120"
+    whole = train.end_lineno - train.lineno + 1
+    assert whole <= 120, f"{spec.name}: train is {whole} lines long with its notes, at most 120"
     assert len(method) > train.end_lineno, f"{spec.name}: train must stand above the tail"
 
 
