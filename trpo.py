@@ -466,7 +466,7 @@ def train(args: Args) -> dict:
     # ## The networks: $\pi_\theta$ and $V$, Adam for $V$ only ($\theta$ moves by the trust-region step), the running
     # statistics of $s$ (`--norm-obs`) and of the return (`--scale-rewards`); `run.start` fills them from `--model-path`.
     agent = Agent(obs_dim, action_dim, discrete, args.hidden_size).to(device)
-    optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.learning_rate, eps=1e-5)
+    critic_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.learning_rate, eps=1e-5)
     obs_rms = RunningMeanStd((obs_dim,)) if args.norm_obs else None
     reward_scaler = RewardScaler(args.num_envs, args.gamma)
     T, N = args.num_steps, args.num_envs
@@ -529,8 +529,7 @@ def train(args: Args) -> dict:
         returns = advantages + values
         b_adv = torch.from_numpy(advantages).to(device).flatten()
         b_returns = torch.from_numpy(returns).to(device).flatten()
-        b_values = torch.from_numpy(values).to(device).flatten()
-        explained_variance = 1 - (b_returns - b_values).var() / b_returns.var().clamp_min(1e-12)
+        explained_variance = 1 - np.var(returns - values) / max(np.var(returns), 1e-12)
         if args.norm_adv:
             b_adv = (b_adv - b_adv.mean()) / (b_adv.std() + 1e-8)
 
@@ -545,7 +544,8 @@ def train(args: Args) -> dict:
             args.backtrack_coef, args.max_backtracks, args.accept_ratio)  # fmt: skip
 
         # ## Critic: $V$ fitted to $V^{targ}_t$ by Adam, in shuffled minibatches (`fit_critic`)
-        v_loss = fit_critic(agent, optimizer, b_obs, b_returns, args.critic_epochs, minibatch_size)
+        v_loss = fit_critic(agent, critic_optimizer, b_obs, b_returns, args.critic_epochs,
+                            minibatch_size)  # fmt: skip
 
         # ## Logging: what the line search decided, the critic's last minibatch loss, the explained variance
         metrics = {

@@ -1,6 +1,7 @@
 """trpo.py's math, each piece against a second computation of the same thing."""
 
 import copy
+import csv
 import functools
 import inspect
 
@@ -770,7 +771,7 @@ def test_fit_critic_steps_on_each_minibatch_of_each_epoch_with_its_own_half_squa
     optimizer = torch.optim.SGD(critic, lr=0.05)
     steps = []
 
-    def record(optimizer, *_):
+    def record_step(optimizer, *_):
         per_sample = torch.stack([trpo.flat_grad(0.5 * (agent.value(obs[i]) - targets[i]) ** 2, critic)
                                   for i in range(12)])  # fmt: skip
         step = torch.cat([p.grad.reshape(-1) for p in critic])
@@ -778,7 +779,7 @@ def test_fit_critic_steps_on_each_minibatch_of_each_epoch_with_its_own_half_squa
         losses = 0.5 * (agent.value(obs).detach() - targets) ** 2
         steps.append((weights, losses))
 
-    handle = register_optimizer_step_pre_hook(record)
+    handle = register_optimizer_step_pre_hook(record_step)
     try:
         loss = trpo.fit_critic(agent, optimizer, obs, targets, epochs, minibatch_size)
     finally:
@@ -797,6 +798,25 @@ def test_fit_critic_steps_on_each_minibatch_of_each_epoch_with_its_own_half_squa
     torch.testing.assert_close(float(loss.detach()), float(losses[weights > 0.5 / minibatch_size].mean()))
     assert (0.5 * (agent.value(obs).detach() - targets) ** 2).mean() < steps[0][1].mean()
     assert all(torch.equal(v, agent.actor.state_dict()[k]) for k, v in actor.items())
+
+
+@pytest.mark.grades("train")
+def test_the_logged_explained_variance_is_of_the_targets_by_the_rollouts_values(tmp_path, monkeypatch):
+    """$1 - \\text{Var}[V^{targ} - V] / \\text{Var}[V^{targ}]$ per update, from the $V(s_t)$ and $\\hat{A}_t$ that GAE
+    saw, in float64 with the unbiased variance. Catches V(s_{t+1}) or the normalized advantages in its place, the ratio
+    inverted, and the metric taken after the critic's fit."""
+    gae_calls = record(monkeypatch, trpo, "gae")
+    N, T = 2, 8
+    _, run_dir = train_in(tmp_path, trpo, env_id=CLOCK_IDS[0], num_envs=N, num_steps=T, total_timesteps=3 * N * T,
+                          **TINY_ARGS)  # fmt: skip
+    with open(run_dir / "metrics.csv") as f:
+        logged = [float(row["losses/explained_variance"]) for row in csv.DictReader(f)]
+    assert len(logged) == len(gae_calls) == 3
+    for k, (args, advantages) in enumerate(gae_calls):
+        targets = (advantages + args["values"]).astype(np.float64).ravel()
+        residual = targets - args["values"].astype(np.float64).ravel()
+        expected = 1 - residual.var(ddof=1) / targets.var(ddof=1)
+        assert logged[k] == pytest.approx(expected, rel=1e-4, abs=1e-5), f"update {k}"
 
 
 @pytest.mark.grades("train", "fit_critic")
