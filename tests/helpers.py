@@ -19,6 +19,11 @@ SUMMARY_FIELDS = {
 PROGRESS_HEADER = ["global_step", "wall_time", "episodic_return", "episodic_length"]
 
 
+def installed(*modules: str) -> bool:
+    """Every one of `modules` importable (for `skipif`: the video and MuJoCo extras of the dev requirements)."""
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
 def load_script(name: str):
     """Import `ROOT/<name>` (e.g. "ppo.py") as a module, once per test session.
 

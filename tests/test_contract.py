@@ -14,6 +14,7 @@ from tests.helpers import (
     ROOT,
     SUMMARY_FIELDS,
     cli_flags,
+    installed,
     load_script,
     read_progress,
     read_summary,
@@ -198,13 +199,7 @@ def test_float64_observations_are_accepted(spec, tmp_path):
     assert summary["eval_mean_return"] == 5.0  # reward 1 for the 5 steps of the time limit
 
 
-def _has_video_extras() -> bool:
-    import importlib.util
-
-    return all(importlib.util.find_spec(m) is not None for m in ("moviepy", "pygame"))
-
-
-@pytest.mark.skipif(not _has_video_extras(), reason="needs the video extras: pip install moviepy pygame")
+@pytest.mark.skipif(not installed("moviepy", "pygame"), reason="needs the video extras: pip install moviepy pygame")
 @pytest.mark.parametrize("spec", SCRIPTS, ids=IDS)
 def test_capture_video_writes_videos(spec, tmp_path):
     overrides = {**spec.tiny, "eval_episodes": 1}

@@ -16,7 +16,7 @@ import sys
 import pytest
 import torch
 
-from tests.helpers import ROOT, cli_flags, load_script, main_in, make_args, read_summary, spy, train_in
+from tests.helpers import ROOT, cli_flags, installed, load_script, main_in, make_args, read_summary, spy, train_in
 from tests.scripts import IDS, SCRIPTS
 
 SPECS = dict(zip(IDS, SCRIPTS, strict=True))
@@ -215,9 +215,7 @@ def test_a_metric_that_starts_later_widens_metrics_csv(tmp_path):
 
 
 # ## Videos: where they went, and no SDL complaint that reads like our own error lines
-@pytest.mark.skipif(
-    not all(__import__("importlib").util.find_spec(m) for m in ("moviepy", "pygame")), reason="needs moviepy, pygame"
-)
+@pytest.mark.skipif(not installed("moviepy", "pygame"), reason="needs moviepy, pygame")
 def test_videos_are_said_and_sdl_keeps_quiet(tmp_path):
     # A machine without a display, where XDG_RUNTIME_DIR is not set: SDL complains of that if asked to draw.
     flags = cli_flags(env_id="CartPole-v1", capture_video=True, **tiny("ppo.py", eval_episodes=1))
@@ -235,7 +233,7 @@ def test_videos_are_said_and_sdl_keeps_quiet(tmp_path):
 
 # ## MuJoCo videos: drawn with no display, filmed by a camera that follows the walker
 @pytest.mark.skipif(
-    not all(__import__("importlib").util.find_spec(m) for m in ("moviepy", "pygame", "mujoco"))
+    not installed("moviepy", "pygame", "mujoco")
     or sys.platform != "linux"
     or not __import__("ctypes.util").util.find_library("EGL"),
     reason="needs moviepy, pygame, mujoco, and Linux with libEGL",
@@ -253,7 +251,7 @@ def test_a_mujoco_run_is_filmed_on_a_machine_with_no_display(tmp_path):
     assert video.stat().st_size > 1000
 
 
-@pytest.mark.skipif(not __import__("importlib").util.find_spec("mujoco"), reason="needs mujoco")
+@pytest.mark.skipif(not installed("mujoco"), reason="needs mujoco")
 def test_a_mujoco_video_is_filmed_by_the_models_track_camera_and_other_envs_as_they_are():
     import mujoco
 
@@ -371,9 +369,7 @@ def test_a_size_relation_on_the_command_line_is_one_line_and_nothing_written(tmp
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.skipif(
-    not all(__import__("importlib").util.find_spec(m) for m in ("moviepy", "pygame")), reason="needs moviepy, pygame"
-)
+@pytest.mark.skipif(not installed("moviepy", "pygame"), reason="needs moviepy, pygame")
 def test_recording_an_env_that_cannot_render_fails_the_evaluation_only(tmp_path, monkeypatch):
     """It trains; the evaluation fails (no render_mode to record with), and SDL's driver setting is put back."""
     monkeypatch.delenv("SDL_VIDEODRIVER", raising=False)

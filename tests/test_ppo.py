@@ -1,13 +1,11 @@
 """ppo.py's math, each piece against a second computation of the same thing, and the wiring of its `train`."""
 
-import importlib.util
-
 import numpy as np
 import pytest
 import torch
 
 from tests import wiring_ppo_common as wiring
-from tests.helpers import load_script, train_in
+from tests.helpers import installed, load_script, train_in
 from tests.wiring_ppo_common import naive_gae
 
 ppo = load_script("ppo.py")
@@ -184,7 +182,7 @@ def test_nan_stops_the_run_naming_the_step(tmp_path):
                  num_steps=64, eval_episodes=1)  # fmt: skip
 
 
-@pytest.mark.skipif(importlib.util.find_spec("Box2D") is None, reason='needs pip install "gymnasium[box2d]"')
+@pytest.mark.skipif(not installed("Box2D"), reason='needs pip install "gymnasium[box2d]"')
 def test_tiny_run_on_lunar_lander(tmp_path):
     summary, _ = train_in(tmp_path, ppo, env_id="LunarLander-v3", total_timesteps=512, num_envs=2, num_steps=64,
                           num_minibatches=2, eval_episodes=1)  # fmt: skip

@@ -1,6 +1,5 @@
 """ppo_continuous.py's math and its normalization, each against a second computation, and the wiring of `train`."""
 
-import importlib.util
 from types import SimpleNamespace
 
 import gymnasium as gym
@@ -10,7 +9,7 @@ import torch
 
 import tests.fake_envs  # noqa: F401  (registers the fake envs for in-process runs)
 from tests import wiring_ppo_common as wiring
-from tests.helpers import cli_flags, load_script, make_args, run_cli, train_in
+from tests.helpers import cli_flags, installed, load_script, make_args, run_cli, train_in
 from tests.test_contract import assert_one_line_error
 from tests.test_ppo import random_batch
 from tests.wiring_ppo_common import naive_gae
@@ -253,7 +252,7 @@ def test_nan_stops_the_run_naming_the_step(tmp_path):
                  num_steps=64, num_minibatches=2, eval_episodes=1)  # fmt: skip
 
 
-@pytest.mark.skipif(importlib.util.find_spec("mujoco") is None, reason='needs pip install "gymnasium[mujoco]"')
+@pytest.mark.skipif(not installed("mujoco"), reason='needs pip install "gymnasium[mujoco]"')
 def test_tiny_run_on_mujoco_hopper(tmp_path):
     summary, _ = train_in(tmp_path, pc, env_id="Hopper-v5", eval_episodes=1, **TINY)
     assert summary["global_step"] == 512 and np.isfinite(summary["eval_mean_return"])
