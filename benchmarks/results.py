@@ -5,6 +5,7 @@
     python benchmarks/results.py --only ppo-LunarLander-v3   # rerun one entry (its name: script-env)
     python benchmarks/results.py --replot        # no training: tables and curves again from the kept runs
     python benchmarks/results.py --mujoco --jobs 2   # the MuJoCo entries instead (1M steps, 3 seeds: many hours)
+    python benchmarks/results.py --only ddpg-LunarLanderContinuous-v3 --model-seed 5   # one seed: its checkpoint
 
 On more than one machine, results.py hands the grid to a scheduler and trains nothing itself (--only, --seeds and
 --mujoco choose the runs as above); the checkout and DIR must be at the same paths wherever the commands run:
@@ -530,6 +531,67 @@ def median_run(runs: list[dict]) -> dict | None:
     return evaluated[(len(evaluated) - 1) // 2] if evaluated else None
 
 
+def ship_model(entry: Entry, run: dict, saved: Path, rows: dict[str, dict], models: Path) -> bool:
+    """`run`'s checkpoint `saved` to models/<entry>.pt and its row into `rows`, after loading and evaluating it where
+    it lies; False (models/ unchanged) when it does not evaluate, or when it is the shipped file already."""
+    target = models / f"{entry.name}.pt"
+    old = rows.get(target.name)
+    if old and old["seed"] == run["seed"] and target.exists() and target.read_bytes() == saved.read_bytes():
+        return False  # shipped from this very run already: no need to evaluate it again
+    flags = without_budget(entry.extra)
+    with tempfile.TemporaryDirectory() as tmp:  # the file evaluated where it lies, before anything is copied
+        try:
+            check = model_eval_return(model_eval_command(entry.script, saved, entry.env_id, run["seed"], flags), tmp)
+        except RuntimeError as e:  # the runs and tables stand; this entry's row waits for a --replot
+            print(f"{entry.name}: its checkpoint did not evaluate, models/ unchanged: {e}", flush=True)
+            return False
+    models.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(saved, target)
+    rows[target.name] = {
+        "file": target.name, "script": entry.script, "env_id": entry.env_id, "flags": flags, "seed": run["seed"],
+        "eval": run["eval_mean_return"], "eval_episodes": run["eval_episodes"], "check": check,
+        "kb": target.stat().st_size / 1000,
+    }  # fmt: skip
+    return True
+
+
+def recorded_median(section: str, label: str) -> str | None:
+    """The 'median eval' cell of `label`'s row in an entry's section of results.md, as printed there ("230.6")."""
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) > 2 and cells[0] == label:
+            return cells[2]
+    return None
+
+
+def ship_one_seed(entry: Entry, seed: int, runs_dir: Path, models: Path, recorded: str) -> int:
+    """Train seed `seed` of `entry` alone (our script, with --save-model) in runs_dir/<entry>/<label>/seed<k>/ and
+    ship its checkpoint if its evaluation is `recorded`, the median of the entry's runs that results.md shows: the
+    file a rerun of all its seeds would ship (the runs are deterministic on the CPU), for one seed's time. Exit
+    status: 0 shipped (or the very file shipped already), 1 not the median (or not reproduced), models/ unchanged."""
+    label = entry.script[:-3]
+    ((_, cmd, cwd),) = [job for job in jobs_for(entry, seed, runs_dir / entry.name, save_model=True)
+                        if job[0] == label and job[2].name == f"seed{seed}"]  # fmt: skip
+    shutil.rmtree(cwd, True)
+    print(f"{entry.name}: seed {seed} alone, in {cwd}", flush=True)
+    (code,) = run_jobs([(cmd, cwd)], 1)
+    (run,) = collect([(label, cmd, cwd)])[label] or [None]
+    if code != 0 or run is None or run.get("eval_mean_return") is None:
+        print(f"{entry.name}: seed {seed} did not finish (exit {code}, see {cwd / 'log.txt'}); models/ unchanged")
+        return 1
+    if f"{run['eval_mean_return']:.1f}" != recorded:
+        print(f"{entry.name}: seed {seed} evaluates {run['eval_mean_return']:.1f}, the median results.md records is "
+              f"{recorded}: not the median seed (or not reproduced here); models/ unchanged")  # fmt: skip
+        return 1
+    readme = models / "README.md"
+    rows = read_model_rows(readme)
+    (saved,) = sorted(Path(run["run_dir"]).glob("*.pt"))
+    if ship_model(entry, run, saved, rows, models):
+        write_models_readme(readme, rows)
+        print(f"{entry.name}: seed {seed} evaluates {recorded}, the median: shipped to {models / entry.name}.pt")
+    return 0
+
+
 def ship_models(runs_dir: Path, seeds: int, models: Path) -> None:
     """For every entry with runs kept under `runs_dir`: its median seed's checkpoint to models/<entry>.pt and that
     entry's row of models/README.md (the other rows kept). Our script's runs only, never the peer's. An entry whose
@@ -544,26 +606,7 @@ def ship_models(runs_dir: Path, seeds: int, models: Path) -> None:
         if not saved:
             print(f"{entry.name}: seed {run['seed']}, the median, saved no checkpoint; models/ unchanged", flush=True)
             continue
-        target = models / f"{entry.name}.pt"
-        old = rows.get(target.name)
-        if old and old["seed"] == run["seed"] and target.exists() and target.read_bytes() == saved[0].read_bytes():
-            continue  # shipped from this very run already: no need to evaluate it again
-        flags = without_budget(entry.extra)
-        with tempfile.TemporaryDirectory() as tmp:  # the file evaluated where it lies, before anything is copied
-            try:
-                check = model_eval_return(
-                    model_eval_command(entry.script, saved[0], entry.env_id, run["seed"], flags), tmp
-                )
-            except RuntimeError as e:  # the runs and tables stand; this entry's row waits for a --replot
-                print(f"{entry.name}: its checkpoint did not evaluate, models/ unchanged: {e}", flush=True)
-                continue
-        models.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(saved[0], target)
-        rows[target.name] = {
-            "file": target.name, "script": entry.script, "env_id": entry.env_id, "flags": flags, "seed": run["seed"],
-            "eval": run["eval_mean_return"], "eval_episodes": run["eval_episodes"], "check": check,
-            "kb": target.stat().st_size / 1000,
-        }  # fmt: skip
+        ship_model(entry, run, saved[0], rows, models)
     if rows == read_model_rows(readme):
         return  # nothing shipped: models/README.md stays as it is
     write_models_readme(readme, rows)
@@ -590,7 +633,10 @@ def not_shipped(entries: list[Entry], rows: dict[str, dict]) -> str:
     return (
         "\nNo checkpoint here yet for these entries of benchmarks/results.md. The command that reruns one (the same\n"
         "seeds; `--keep-peers`: not the peer's) and ships its median seed's file; `--print-commands` or `--slurm`, then\n"
-        "`--collect`, spread its runs over machines:\n\n" + "\n".join(lines) + "\n"
+        "`--collect`, spread its runs over machines:\n\n" + "\n".join(lines) + "\n\n"
+        "Where an entry's median seed K is known (benchmarks/results.py's comments name some), `python\n"
+        "benchmarks/results.py [--mujoco] --only ENTRY --model-seed K` trains that seed alone and ships its file only\n"
+        "if it evaluates as the median results.md records (a run is deterministic on the CPU): one seed's time.\n"
     )
 
 
@@ -652,6 +698,28 @@ def handoff(args, rerun: list[Entry], template: str | None) -> None:
         print("\n".join(lines))
 
 
+def model_seed(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """--model-seed K: its checks (one line and exit status 2 each), then `ship_one_seed`."""
+    if args.replot or args.collect or args.keep_peers or args.print_commands or args.slurm is not None:
+        parser.exit(2, "error: --model-seed trains one seed here and ships it: drop --replot, --collect, --keep-peers, "
+                    "--print-commands and --slurm\n")  # fmt: skip
+    suite = MUJOCO if args.mujoco else SUITE
+    entries = [e for e in suite if e.name in (args.only or ())]
+    if len(args.only or ()) != 1 or len(entries) != 1:
+        where = "MUJOCO" if args.mujoco else "SUITE (MuJoCo's entries need --mujoco)"
+        parser.exit(2, f"error: --model-seed needs --only with one entry of {where} (e.g. ppo-CartPole-v1)\n")
+    (entry,) = entries
+    section = kept_sections(PAGE).get(entry.name, "")
+    recorded = recorded_median(section, entry.script[:-3])
+    row = next((line for line in section.splitlines() if line.startswith(f"| {entry.script[:-3]} |")), "")
+    count = int(row.split("|")[2]) if recorded else 0
+    if not recorded:
+        parser.exit(2, f"error: --model-seed: {PAGE.name} records no runs of {entry.name}; run it in full first\n")
+    if not 1 <= args.model_seed <= count:
+        parser.exit(2, f"error: --model-seed {args.model_seed}: {entry.name}'s recorded runs are seeds 1 to {count}\n")
+    return ship_one_seed(entry, args.model_seed, ROOT / "benchmarks" / "out" / "model_seed", MODELS, recorded)
+
+
 def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
@@ -691,6 +759,13 @@ def main(argv: list[str] | None = None):
         metavar="DIR",
         help="train nothing: build results.md, the README tables, the curves and models/ from the runs under DIR",
     )
+    parser.add_argument(
+        "--model-seed",
+        type=int,
+        metavar="K",
+        help="with --only ENTRY (one entry): train its seed K alone, ours and not the peer, and ship its checkpoint if "
+        "it evaluates as the median results.md records for the entry (K: its median seed); the tables stay as they are",
+    )
     args = parser.parse_args(argv)
     handing_off = args.print_commands or args.slurm is not None
     if args.replot and args.collect:
@@ -705,6 +780,8 @@ def main(argv: list[str] | None = None):
         parser.exit(2, "error: --out DIR is where --print-commands' or --slurm's runs go: add one of them\n")
     if handing_off and args.keep_peers:
         parser.exit(2, "error: --keep-peers keeps runs here; the commands write every run to DIR: drop it\n")
+    if args.model_seed is not None:
+        return model_seed(parser, args)
     template = None
     if args.slurm is not None:
         try:
@@ -785,4 +862,4 @@ def main(argv: list[str] | None = None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from benchmarks import results
-from benchmarks.common import ROOT, model_eval_command, model_eval_return, read_model_rows, without_budget
+from benchmarks.common import ROOT, Entry, model_eval_command, model_eval_return, read_model_rows, without_budget
 from benchmarks.results import median_run, ship_models
 from tests.test_benchmarks import write_run
 
@@ -121,6 +121,59 @@ def test_ship_models_copies_the_median_seeds_checkpoint_and_rewrites_only_its_ro
     assert "- `ppo-CartPole-v1`" not in text and "- `trpo-CartPole-v1`" not in text
     ship_models(out, 3, models)  # the same runs again (as --replot does): nothing to change
     assert (models / "README.md").read_text() == text
+
+
+def test_model_seed_ships_its_one_seed_only_when_it_evaluates_as_the_recorded_median(real_run, tmp_path, capsys):
+    """`--model-seed K`: seed K trained alone, the same command as in the entry's full run (so the same run, the
+    real_run fixture's), and shipped only when its eval is the median results.md shows."""
+    entry = Entry("ppo.py", "CartPole-v1", 475.0, extra=["--total-timesteps", "1024", "--eval-episodes", "3"])
+    out, models = tmp_path / "out", tmp_path / "models"
+    real = json.loads((real_run / "summary.json").read_text())["eval_mean_return"]
+
+    assert results.ship_one_seed(entry, 3, out, models, f"{real + 1:.1f}") == 1  # another seed's median
+    assert "not the median seed" in capsys.readouterr().out and not models.exists()
+
+    assert results.ship_one_seed(entry, 3, out, models, f"{real:.1f}") == 0
+    (run_dir,) = (out / entry.name / "ppo" / "seed3" / "runs").iterdir()  # the earlier try's run replaced
+    assert (models / "ppo-CartPole-v1.pt").read_bytes() == (run_dir / "ppo.pt").read_bytes()
+    row = read_model_rows(models / "README.md")["ppo-CartPole-v1.pt"]
+    assert (row["seed"], row["eval_episodes"], row["flags"]) == (3, 3, ["--eval-episodes", "3"])
+    assert row["eval"] == row["check"] == round(real, 2)
+
+
+PAGE_WITH_HOPPER = """# Benchmark results
+
+## ddpg.py on Hopper-v5
+
+| Hopper-v5 | seeds | median eval | reached 1860 (last 10) | median steps to it | median s to it | median SPS | median wall s |
+|---|---|---|---|---|---|---|---|
+| ddpg | 3 | 1159.9 | 2 of 3 | 288,127* | 2683.9* | 108 | 2786.9 |
+
+![ddpg-Hopper-v5-300k](curves/ddpg-Hopper-v5-300k.png)
+"""
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--model-seed", "2"], "needs --only with one entry"),
+        (["--model-seed", "2", "--mujoco", "--only", "ddpg.py"], "needs --only with one entry"),
+        (["--model-seed", "2", "--only", "ddpg-Hopper-v5-300k"], "MuJoCo's entries need --mujoco"),
+        (["--model-seed", "4", "--mujoco", "--only", "ddpg-Hopper-v5-300k"], "recorded runs are seeds 1 to 3"),
+        (["--model-seed", "0", "--mujoco", "--only", "ddpg-Hopper-v5-300k"], "recorded runs are seeds 1 to 3"),
+        (["--model-seed", "1", "--mujoco", "--only", "ddpg-Walker2d-v5-300k"], "records no runs of ddpg-Walker2d"),
+        (["--model-seed", "1", "--mujoco", "--only", "ddpg-Hopper-v5-300k", "--keep-peers"], "drop --replot"),
+    ],
+)
+def test_model_seed_refuses_what_it_cannot_check_in_one_line(argv, says, monkeypatch, tmp_path, capsys):
+    page = tmp_path / "results.md"
+    page.write_text(PAGE_WITH_HOPPER)
+    monkeypatch.setattr(results, "PAGE", page)
+    monkeypatch.setattr(results, "run_jobs", None)  # training anything would fail
+    with pytest.raises(SystemExit) as stop:
+        results.main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and says in err and err.count("\n") == 1, err
 
 
 def test_models_readme_names_every_entry_without_a_checkpoint_and_no_other():
