@@ -5,7 +5,7 @@
     python benchmarks/results.py --only ppo-LunarLander-v3   # rerun one entry (its name: script-env)
     python benchmarks/results.py --replot        # no training: tables and curves again from the kept runs
     python benchmarks/results.py --mujoco --jobs 2   # the MuJoCo entries instead (1M steps, 3 seeds: many hours)
-    python benchmarks/results.py --only ddpg-LunarLanderContinuous-v3 --model-seed 5   # one seed: its checkpoint
+    python benchmarks/results.py --only ENTRY --model-seed K   # seed K alone; its checkpoint ships if it is the median
 
 On more than one machine, results.py hands the grid to a scheduler and trains nothing itself (--only, --seeds and
 --mujoco choose the runs as above); the checkout and DIR must be at the same paths wherever the commands run:
@@ -116,7 +116,9 @@ PPO_LLC = (
 # training mean past 200 in 4 of 5. Probes, eval at 300k: gamma 0.99, seeds 1 and 2, -85 and 149; lr 3e-4, 178 and -31;
 # --hidden-size 256, 264 and 38; --policy-frequency 2 (actor and targets every second step), seeds 1-5, 100, 208, -110,
 # 139, 73 (median 100). SB3 DDPG (400-300 units) runs 60 SPS here, 80 min a run: seed 1 only, kept (--keep-peers) when
-# our flags change.
+# our flags change. 2026-12-04, `--only ddpg-LunarLanderContinuous-v3 --model-seed 5` (the median seed alone, for its
+# checkpoint): eval 207.82, not the 230.6 of the runs above, which were made before ddpg.py's rewrite of 2026-12-02
+# (#32) and do not reproduce with it; its checkpoint needs all 5 seeds again (the MuJoCo ddpg entries are as old).
 DDPG_LLC = "--anneal-lr --total-timesteps 500000".split()
 # 2026-12-02: the entries shipping no checkpoint yet that cost minutes were rerun on a box about half as fast as the
 # one before (same returns and steps to the threshold, seconds about twice as long, ours and the peer side by side);
@@ -641,7 +643,7 @@ def not_shipped(entries: list[Entry], rows: dict[str, dict]) -> str:
         "\nNo checkpoint here yet for these entries of benchmarks/results.md. The command that reruns one (the same\n"
         "seeds; `--keep-peers`: not the peer's) and ships its median seed's file; `--print-commands` or `--slurm`, then\n"
         "`--collect`, spread its runs over machines:\n\n" + "\n".join(lines) + "\n\n"
-        "Where an entry's median seed K is known (benchmarks/results.py's comments name some), `python\n"
+        "Where an entry's runs came from its script as it is now and its median seed K is known, `python\n"
         "benchmarks/results.py [--mujoco] --only ENTRY --model-seed K` trains that seed alone and ships its file only\n"
         "if it evaluates as the median results.md records (a run is deterministic on the CPU): one seed's time.\n"
     )
