@@ -564,12 +564,13 @@ def ship_model(entry: Entry, run: dict, saved: Path, rows: dict[str, dict], mode
     return True
 
 
-def recorded_median(section: str, label: str) -> str | None:
-    """The 'median eval' cell of `label`'s row in an entry's section of results.md, as printed there ("230.6")."""
+def recorded_median(section: str, label: str) -> tuple[int, str] | None:
+    """The 'seeds' and 'median eval' cells of `label`'s row in an entry's section of results.md, the median as printed
+    there: (5, "230.6"); None without such a row."""
     for line in section.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if len(cells) > 2 and cells[0] == label:
-            return cells[2]
+            return int(cells[1]), cells[2]
     return None
 
 
@@ -718,15 +719,13 @@ def model_seed(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
         where = "MUJOCO" if args.mujoco else "SUITE (MuJoCo's entries need --mujoco)"
         parser.exit(2, f"error: --model-seed needs --only with one entry of {where} (e.g. ppo-CartPole-v1)\n")
     (entry,) = entries
-    section = kept_sections(PAGE).get(entry.name, "")
-    recorded = recorded_median(section, entry.script[:-3])
-    row = next((line for line in section.splitlines() if line.startswith(f"| {entry.script[:-3]} |")), "")
-    count = int(row.split("|")[2]) if recorded else 0
-    if not recorded:
+    recorded = recorded_median(kept_sections(PAGE).get(entry.name, ""), entry.script[:-3])
+    if recorded is None:
         parser.exit(2, f"error: --model-seed: {PAGE.name} records no runs of {entry.name}; run it in full first\n")
+    count, median = recorded
     if not 1 <= args.model_seed <= count:
         parser.exit(2, f"error: --model-seed {args.model_seed}: {entry.name}'s recorded runs are seeds 1 to {count}\n")
-    return ship_one_seed(entry, args.model_seed, ROOT / "benchmarks" / "out" / "model_seed", MODELS, recorded)
+    return ship_one_seed(entry, args.model_seed, ROOT / "benchmarks" / "out" / "model_seed", MODELS, median)
 
 
 def main(argv: list[str] | None = None):
