@@ -16,6 +16,10 @@ import numpy as np
 import torch
 
 # rl-zoo hyperparameters (DLR-RM/rl-baselines3-zoo, hyperparams/*.yml), as keyword arguments.
+TRPO_MUJOCO = dict(  # trpo.yml's pybullet and MuJoCo defaults
+    normalize=True, n_envs=2, n_timesteps=1_000_000, batch_size=128, n_steps=1024, gamma=0.99, gae_lambda=0.95,
+    sub_sampling_factor=1, cg_max_steps=25, cg_damping=0.1, n_critic_updates=20, learning_rate=1e-3,
+)
 ZOO = {
     ("ppo", "CartPole-v1"): dict(
         n_envs=8, n_timesteps=100_000, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20,
@@ -60,6 +64,10 @@ ZOO = {
         vf_coef=0.4, gamma=0.99, use_rms_prop=True, normalize_advantage=False, learning_rate="lin_7e-4",
         use_sde=True, policy_kwargs=dict(log_std_init=-2, ortho_init=False),
     ),
+    # MuJoCo (issue 33): rl-zoo's trpo.yml lists the v4 envs (its figures are from v3); ours run v5, the same tasks.
+    ("trpo", "Hopper-v5"): dict(**TRPO_MUJOCO),
+    ("trpo", "HalfCheetah-v5"): dict(**TRPO_MUJOCO, target_kl=0.04),
+    ("trpo", "Walker2d-v5"): dict(**TRPO_MUJOCO),
     ("ddpg", "LunarLanderContinuous-v3"): dict(
         n_envs=1, n_timesteps=300_000, gamma=0.98, buffer_size=200_000, learning_starts=10_000, noise_std=0.1,
         gradient_steps=-1, train_freq=(1, "episode"), learning_rate=1e-3, policy_kwargs=dict(net_arch=[400, 300]),
