@@ -19,7 +19,7 @@ import torch
 TRPO_MUJOCO = dict(  # trpo.yml's pybullet and MuJoCo defaults
     normalize=True, n_envs=2, n_timesteps=1_000_000, batch_size=128, n_steps=1024, gamma=0.99, gae_lambda=0.95,
     sub_sampling_factor=1, cg_max_steps=25, cg_damping=0.1, n_critic_updates=20, learning_rate=1e-3,
-)
+)  # fmt: skip
 ZOO = {
     ("ppo", "CartPole-v1"): dict(
         n_envs=8, n_timesteps=100_000, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20,
